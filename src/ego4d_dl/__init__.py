@@ -1,0 +1,18 @@
+"""ego4d-dl: a fast, resumable, verifying downloader for the Ego4D dataset.
+
+Layers, each importing only from the ones below it::
+
+    cli                      Typer front end; the only module that exits or picks exit codes
+    dashboard, report        Rich rendering; the only modules that import rich
+    engine, planner, demo    async orchestration (no UI, never prints)
+    store, journal, files    S3 I/O, SQLite state, .part files on disk
+    plan, integrity, retry   pure decisions: what to fetch, how to verify, when to retry
+    manifest, catalog        Ego4D facts and manifest parsing, pure
+    events, config, errors   values shared by everything
+
+``sandbox`` (a local SeaweedFS S3 server) stands beside the stack: tests and ``demo`` use it.
+"""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"
