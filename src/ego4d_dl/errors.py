@@ -1,0 +1,125 @@
+"""The one exception tree of ego4d-dl; only ``cli`` turns these into messages and exit codes.
+
+Imports nothing from the package. Every message is a complete sentence a user can act on::
+
+    Ego4dDLError                      anything ego4d-dl raises on purpose
+    ├── ConfigError                   bad flags, config file, profile, endpoint (exit 2)
+    │   └── DatasetNotFoundError      no manifest for a dataset in this release
+    ├── ManifestError                 a manifest that cannot be used at all (exit 2)
+    ├── PlanError                     the selection cannot be planned safely (exit 2)
+    ├── CredentialsError              keys rejected, expired or absent (exit 3)
+    ├── DiskFullError                 no space left on device (exit 1, resumable)
+    ├── NetworkError                  the endpoint cannot be reached at all (exit 1)
+    └── TransferError(key)            one object could not be fetched (file fails, run goes on)
+        ├── ObjectNotFoundError       404: the object is not on the server
+        ├── AccessDeniedError         403 on one object while the keys themselves are valid
+        ├── RemoteChangedError        412 / ETag moved: the object was replaced on the server
+        ├── IntegrityError            bytes on disk do not match the ETag or checksum
+        ├── TransientError            worth retrying: 5xx, SlowDown, resets, stalls, short bodies
+        └── RetriesExhaustedError     a transient failure that outlived its retry budget
+
+``TransientError`` is raised by the store and consumed by the retry loop; it only reaches a
+user wrapped in ``RetriesExhaustedError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "ConfigError",
+    "CredentialsError",
+    "DatasetNotFoundError",
+    "DiskFullError",
+    "Ego4dDLError",
+    "IntegrityError",
+    "ManifestError",
+    "NetworkError",
+    "ObjectNotFoundError",
+    "PlanError",
+    "RemoteChangedError",
+    "RetriesExhaustedError",
+    "TransferError",
+    "TransientError",
+]
+
+
+class Ego4dDLError(Exception):
+    """Base of every error ego4d-dl raises on purpose; ``str(exc)`` is the user-facing line."""
+
+
+class ConfigError(Ego4dDLError):
+    """The user's flags, config file, profile or endpoint cannot work as given."""
+
+
+class DatasetNotFoundError(ConfigError):
+    """A dataset has no manifest in the selected release."""
+
+    def __init__(self, dataset: str, version: str, suggestions: tuple[str, ...]) -> None:
+        hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
+        super().__init__(f"dataset {dataset!r} has no manifest in release {version}{hint}")
+        self.dataset = dataset
+        self.version = version
+        self.suggestions = suggestions
+
+
+class ManifestError(Ego4dDLError):
+    """A manifest is unusable as a whole (no uid column, not CSV, not UTF-8)."""
+
+
+class PlanError(Ego4dDLError):
+    """The selection cannot be planned safely (two files on one path, a path outside the output)."""
+
+
+class CredentialsError(Ego4dDLError):
+    """The server rejected the keys (invalid, expired, wrong secret) or there are none."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class DiskFullError(Ego4dDLError):
+    """The output filesystem ran out of space; what is journaled stays resumable."""
+
+
+class NetworkError(Ego4dDLError):
+    """The endpoint cannot be reached (refused, DNS, TLS); retried before it is raised."""
+
+
+class TransferError(Ego4dDLError):
+    """One object could not be fetched; the run reports it and carries on with the others."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class ObjectNotFoundError(TransferError):
+    """The server answered 404 for an object the manifest names."""
+
+
+class AccessDeniedError(TransferError):
+    """The server answered 403 for one object although the keys work elsewhere."""
+
+
+class RemoteChangedError(TransferError):
+    """The object's ETag is not the one the download started against (HTTP 412)."""
+
+
+class IntegrityError(TransferError):
+    """Downloaded bytes do not match the object's ETag, checksum or size."""
+
+
+class TransientError(TransferError):
+    """A failure that a later attempt may not meet (5xx, throttling, resets, stalls)."""
+
+    def __init__(
+        self, key: str, message: str, *, throttled: bool = False, stalled: bool = False
+    ) -> None:
+        super().__init__(key, message)
+        self.throttled = throttled
+        self.stalled = stalled
+
+
+class RetriesExhaustedError(TransferError):
+    """A transient failure repeated until the retry budget ran out."""
