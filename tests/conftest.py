@@ -1,0 +1,85 @@
+"""Shared fixtures: one SeaweedFS sandbox and fake release per session, a clean AWS environment
+per test, and a guard that fails any connection beyond loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ego4d_dl.sandbox import Sandbox, SeededRelease
+
+__all__ = ["NonLoopbackConnectionError", "aws_env", "release", "sandbox"]
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
+
+
+class NonLoopbackConnectionError(RuntimeError):
+    """A test tried to reach beyond this machine."""
+
+
+def _check_loopback(sock: socket.socket, address: Any) -> None:
+    if sock.family == socket.AF_UNIX:
+        return
+    host = address[0] if isinstance(address, tuple) else address
+    if host not in _LOOPBACK_HOSTS:
+        # Callers such as socket.create_connection only close their socket on OSError.
+        sock.close()
+        raise NonLoopbackConnectionError(f"tests may only connect to loopback, not {address!r}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_only() -> Iterator[None]:
+    real_connect = socket.socket.connect
+    real_connect_ex = socket.socket.connect_ex
+
+    def connect(self: socket.socket, address: Any) -> None:
+        _check_loopback(self, address)
+        real_connect(self, address)
+
+    def connect_ex(self: socket.socket, address: Any) -> int:
+        _check_loopback(self, address)
+        return real_connect_ex(self, address)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", connect)
+        patch.setattr(socket.socket, "connect_ex", connect_ex)
+        yield
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """A running sandbox shared by the session; stopped at its end, pass or fail."""
+    with Sandbox() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def release(sandbox: Sandbox) -> SeededRelease:
+    """The default fake release, seeded once into the session's sandbox."""
+    return sandbox.seed_release()
+
+
+@pytest.fixture
+def aws_env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The researcher's credentials and nothing else from the developer's AWS or proxy setup."""
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name.lower() in _PROXY_VARIABLES:
+            monkeypatch.delenv(name)
+    credentials = tmp_path / "aws-credentials"
+    config = tmp_path / "aws-config"
+    credentials.write_text("", encoding="utf-8")
+    config.write_text("[default]\n", encoding="utf-8")
+    env = {
+        **sandbox.env(),
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials),
+        "AWS_CONFIG_FILE": str(config),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
