@@ -1,0 +1,248 @@
+"""Progress events and the sink protocol; pure values, no I/O.
+
+The planner and the engine report what happened by calling ``sink(event)`` synchronously with
+small frozen values; they never print. Sinks (the Rich dashboard, a plain-line logger, a JSON
+lines writer, a recorder in tests) decide what to show. Names are past tense. Imports nothing
+from the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "BytesReceived",
+    "ConcurrencyChanged",
+    "Event",
+    "EventSink",
+    "FileFailed",
+    "FileOutcome",
+    "FileRestarted",
+    "FileSkipped",
+    "FileStarted",
+    "FileVerified",
+    "IntegrityFailed",
+    "ManifestLoaded",
+    "ObjectsLookedUp",
+    "PlanBuilt",
+    "RangeRetried",
+    "RunFinished",
+    "RunStarted",
+    "RunSummary",
+    "discard",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManifestLoaded:
+    """A dataset's manifest was fetched and parsed."""
+
+    dataset: str
+    rows: int
+    selected: int
+    malformed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectsLookedUp:
+    """``count`` more objects' sizes and ETags are known (of ``total``)."""
+
+    count: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanBuilt:
+    """The plan is ready: what it holds and what the lookups cost."""
+
+    files: int
+    size_bytes: int
+    fetch_bytes: int
+    heads: int
+    list_pages: int
+    elapsed_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted:
+    """The engine starts on a plan: totals and the concurrency it begins with."""
+
+    files: int
+    size_bytes: int
+    present_bytes: int
+    fetch_bytes: int
+    skipped_files: int
+    concurrency: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileStarted:
+    """A file's transfer began (``present_bytes`` were already on disk from a previous run)."""
+
+    dataset: str
+    key: str
+    dest: Path
+    size_bytes: int
+    present_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BytesReceived:
+    """``count`` more bytes of ``key`` were written to its part file."""
+
+    dataset: str
+    key: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RangeRetried:
+    """A ranged GET failed transiently and will be retried after ``delay_s``."""
+
+    dataset: str
+    key: str
+    start: int
+    stop: int
+    attempt: int
+    delay_s: float
+    reason: str
+    throttled: bool = False
+    stalled: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileRestarted:
+    """The object changed on the server (412 / new ETag): its download starts over."""
+
+    dataset: str
+    key: str
+    old_etag: str
+    new_etag: str
+    discarded_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntegrityFailed:
+    """Bytes on disk did not match the ETag; the named ranges are fetched again."""
+
+    dataset: str
+    key: str
+    reason: str
+    refetch_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileVerified:
+    """A file is verified and at its final path."""
+
+    dataset: str
+    key: str
+    dest: Path
+    size_bytes: int
+    level: str
+    fetched_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileSkipped:
+    """A file was already complete; nothing was fetched."""
+
+    dataset: str
+    key: str
+    dest: Path
+    size_bytes: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileFailed:
+    """A file could not be had: ``status`` is ``missing``, ``denied`` or ``failed``."""
+
+    dataset: str
+    key: str
+    dest: Path
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConcurrencyChanged:
+    """The request limit moved (backing off under throttling, or growing back)."""
+
+    limit: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileOutcome:
+    """How one file ended, for the summary's list of problems."""
+
+    dataset: str
+    uid: str
+    key: str
+    dest: Path
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSummary:
+    """Everything a run did; the exit code is derived from it."""
+
+    files: int
+    verified: int
+    skipped: int
+    failed: int
+    missing: int
+    denied: int
+    bytes_fetched: int
+    size_bytes: int
+    elapsed_s: float
+    retries: int
+    restarts: int
+    levels: Mapping[str, int]
+    problems: tuple[FileOutcome, ...]
+    stopped_by: str | None = None
+    stop_kind: str | None = None  # "credentials", "disk", "interrupted", "network"
+
+    @property
+    def ok(self) -> bool:
+        """Every requested file is complete and verified."""
+        return self.stopped_by is None and not (self.failed or self.missing or self.denied)
+
+    @property
+    def throughput_bytes_s(self) -> float:
+        """Mean bytes per second over the whole run."""
+        return self.bytes_fetched / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished:
+    """The run ended (completed, failed in part, or stopped)."""
+
+    summary: RunSummary
+
+
+Event = (
+    ManifestLoaded
+    | ObjectsLookedUp
+    | PlanBuilt
+    | RunStarted
+    | FileStarted
+    | BytesReceived
+    | RangeRetried
+    | FileRestarted
+    | IntegrityFailed
+    | FileVerified
+    | FileSkipped
+    | FileFailed
+    | ConcurrencyChanged
+    | RunFinished
+)
+EventSink = Callable[[Event], None]
+
+
+def discard(event: Event) -> None:
+    """A sink that ignores everything."""

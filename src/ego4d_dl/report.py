@@ -1,0 +1,175 @@
+"""Static Rich renderings: the plan table, the dataset list, warnings; and their JSON forms.
+
+One of the two modules (with ``dashboard``) that import rich. Functions take a ``Console`` so
+tests render into a recording console. Imports ``plan`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .events import Event, RunSummary
+from .plan import Plan, Totals
+
+__all__ = [
+    "event_json",
+    "human_bytes",
+    "plan_json",
+    "render_datasets",
+    "render_plan",
+    "render_summary",
+]
+
+
+def human_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``; binary units, as ``du -h`` and the original CLI's GB."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _totals_row(name: str, t: Totals) -> list[str]:
+    resume = f", {t.resume_files:,} resume" if t.resume_files else ""
+    return [
+        name,
+        f"{t.files:,}",
+        human_bytes(t.size_bytes),
+        f"{t.complete_files:,} ({human_bytes(t.complete_bytes)})",
+        f"{t.fetch_files:,} ({human_bytes(t.fetch_bytes)}{resume})",
+        f"{t.problem_files:,}" if t.problem_files else "",
+    ]
+
+
+def render_plan(console: Console, plan: Plan, *, free_bytes: int | None) -> None:
+    """The plan as a table per dataset with totals, free space and every problem file."""
+    table = Table(title=f"Ego4D {plan.version} -> {plan.output_directory}", title_justify="left")
+    table.add_column("dataset", overflow="fold")
+    for header in ("files", "size", "complete", "to fetch", "failing"):
+        table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
+    for ds in plan.datasets:
+        table.add_row(*_totals_row(ds.name, ds.totals))
+    total = plan.totals
+    table.add_section()
+    table.add_row(*_totals_row("total", total), style="bold")
+    console.print(table)
+    if free_bytes is not None:
+        verdict = (
+            "[green]enough[/]" if free_bytes >= total.fetch_bytes else "[red]NOT enough[/]"
+        )
+        console.print(
+            f"Needs {human_bytes(total.fetch_bytes)}; {human_bytes(free_bytes)} free: {verdict}"
+        )
+    problems = [f for f in plan.files if f.action.is_problem]
+    for f in problems[:50]:
+        console.print(f"[red]{f.action.value}[/]: {f.dataset}/{f.uid}: {f.note}", highlight=False)
+    if len(problems) > 50:
+        console.print(f"... and {len(problems) - 50} more problem files (see --json)")
+
+
+def plan_json(plan: Plan, *, free_bytes: int | None) -> dict[str, Any]:
+    """The plan as one JSON-ready document: every file with its action, and the totals."""
+
+    def totals(t: Totals) -> dict[str, int]:
+        return {
+            "files": t.files,
+            "size_bytes": t.size_bytes,
+            "complete_files": t.complete_files,
+            "complete_bytes": t.complete_bytes,
+            "fetch_files": t.fetch_files,
+            "fetch_bytes": t.fetch_bytes,
+            "resume_files": t.resume_files,
+            "problem_files": t.problem_files,
+        }
+
+    return {
+        "version": plan.version,
+        "output_directory": str(plan.output_directory),
+        "free_bytes": free_bytes,
+        "totals": totals(plan.totals),
+        "warnings": list(plan.warnings),
+        "datasets": [
+            {
+                "name": ds.name,
+                "totals": totals(ds.totals),
+                "malformed_rows": [{"line": m.line, "reason": m.reason} for m in ds.malformed],
+                "unknown_uids": list(ds.unknown_uids),
+                "files": [
+                    {
+                        "uid": f.uid,
+                        "bucket": f.bucket,
+                        "key": f.key,
+                        "destination": str(f.dest),
+                        "size_bytes": f.size_bytes,
+                        "etag": f.etag,
+                        "action": f.action.value,
+                        "present_bytes": f.present_bytes,
+                        "note": f.note,
+                    }
+                    for f in ds.files
+                ],
+            }
+            for ds in plan.datasets
+        ],
+    }
+
+
+def render_datasets(console: Console, version: str, rows: Sequence[tuple[str, str]]) -> None:
+    """The release's datasets.csv as a table."""
+    table = Table(title=f"Ego4D {version} datasets", title_justify="left")
+    table.add_column("dataset")
+    table.add_column("description")
+    for name, description in rows:
+        table.add_row(name, description)
+    console.print(table)
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """An event as a JSON-ready dict with its type name under ``"event"``."""
+    doc: dict[str, Any] = {"event": type(event).__name__}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        doc[f.name] = _jsonable(value)
+    return doc
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def render_summary(console: Console, summary: RunSummary) -> None:
+    """The end-of-run summary: counts, bytes, throughput, retries, verification, problems."""
+    rate = human_bytes(summary.throughput_bytes_s) + "/s"
+    console.print(
+        f"[bold]{summary.verified:,} downloaded and verified[/], {summary.skipped:,} already "
+        f"complete, {summary.failed:,} failed, {summary.missing:,} missing, "
+        f"{summary.denied:,} denied",
+        markup=True,
+    )
+    console.print(
+        f"{human_bytes(summary.bytes_fetched)} fetched in {summary.elapsed_s:.1f}s ({rate}); "
+        f"{summary.retries:,} retries, {summary.restarts:,} restarts"
+    )
+    if summary.levels:
+        levels = ", ".join(f"{n:,} by {level}" for level, n in sorted(summary.levels.items()))
+        console.print(f"verified: {levels}")
+    for p in summary.problems[:50]:
+        console.print(f"[red]{p.status}[/]: {p.dataset}/{p.uid} ({p.key}): {p.reason}", markup=True)
+    if len(summary.problems) > 50:
+        console.print(f"... and {len(summary.problems) - 50} more (see --json)")

@@ -1,0 +1,501 @@
+"""S3 access behind a small Protocol; the one place botocore and aiohttp errors become ours.
+
+``S3Store`` wraps an aioboto3 client: HEAD (optionally of one upload part), ListObjectsV2 pages,
+small whole-object reads (manifests) and ranged GETs that carry ``If-Match`` and are checked
+against the Content-Range the server sends. Nothing above this module sees botocore. Imports
+``config`` and ``errors`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+import aioboto3
+import aiohttp
+import botocore.exceptions
+from aiobotocore.config import AioConfig
+
+from .config import Credentials, Endpoint
+from .errors import (
+    AccessDeniedError,
+    ConfigError,
+    CredentialsError,
+    Ego4dDLError,
+    NetworkError,
+    ObjectNotFoundError,
+    RemoteChangedError,
+    TransientError,
+)
+
+__all__ = [
+    "CREDENTIAL_CODES",
+    "ListPage",
+    "ListedObject",
+    "ObjectHead",
+    "ObjectStore",
+    "RangeBody",
+    "S3Store",
+    "normalise_etag",
+]
+
+# Codes that mean the keys themselves are bad, as opposed to one object being off limits.
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+        "InvalidToken",
+        "InvalidClientTokenId",
+        "AccountProblem",
+        "RequestTimeTooSkewed",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+        "502",
+        "504",
+        "BadGateway",
+        "GatewayTimeout",
+    }
+)
+_THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "503"})
+_CONTENT_RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_CHECKSUM_FIELDS = ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1")
+_CHECKSUM_FIELDS_ALL = (*_CHECKSUM_FIELDS, "ChecksumSHA256")
+
+
+def normalise_etag(raw: str) -> str:
+    """An ETag as we store and compare it: no quotes, no weak ``W/`` prefix, lower case."""
+    etag = raw.strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"').lower()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ObjectHead:
+    """What a HEAD tells about an object (or, with a part number, about one upload part)."""
+
+    bucket: str
+    key: str
+    size_bytes: int
+    etag: str
+    parts_count: int | None = None
+    # With a part number: the byte range [start, stop) of that part.
+    part_range: tuple[int, int] | None = None
+    checksums: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListedObject:
+    """One entry of a ListObjectsV2 page."""
+
+    key: str
+    size_bytes: int
+    etag: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListPage:
+    """One ListObjectsV2 page and the token of the next (``None`` on the last page)."""
+
+    items: tuple[ListedObject, ...]
+    next_token: str | None
+
+
+class RangeBody(Protocol):
+    """A response body being streamed; ``read`` returns ``b""`` at the end."""
+
+    async def read(self, max_bytes: int) -> bytes: ...
+
+
+class ObjectStore(Protocol):
+    """What the planner and the engine need from S3; ``S3Store`` is the real one."""
+
+    async def head(
+        self, bucket: str, key: str, *, part_number: int | None = None, checksums: bool = False
+    ) -> ObjectHead: ...
+
+    async def list_page(
+        self, bucket: str, *, prefix: str, start_after: str = "", token: str | None = None
+    ) -> ListPage: ...
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes: ...
+
+    def get_range(
+        self, bucket: str, key: str, *, start: int, stop: int, size_bytes: int, etag: str
+    ) -> contextlib.AbstractAsyncContextManager[RangeBody]: ...
+
+
+def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
+    err = exc.response.get("Error", {})
+    meta = exc.response.get("ResponseMetadata", {})
+    return str(err.get("Code", "")), int(meta.get("HTTPStatusCode", 0) or 0)
+
+
+def _where(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+
+
+@contextlib.contextmanager
+def _translated(bucket: str, key: str, endpoint: str) -> Iterator[None]:
+    """Map botocore/aiohttp failures to the ego4d-dl error tree, in exactly one place."""
+    where = _where(bucket, key)
+    try:
+        yield
+    except Ego4dDLError:
+        raise
+    except botocore.exceptions.ClientError as exc:
+        code, status = _error_code(exc)
+        message = str(exc.response.get("Error", {}).get("Message", "") or code)
+        if code in CREDENTIAL_CODES:
+            raise CredentialsError(f"{code}: {message}", code=code) from exc
+        if status == 404 or code in ("NoSuchKey", "NoSuchBucket", "404", "NotFound"):
+            what = "bucket does not exist" if code == "NoSuchBucket" else "no such object"
+            raise ObjectNotFoundError(key, f"{where}: {what} (404)") from exc
+        if status == 412 or code == "PreconditionFailed":
+            raise RemoteChangedError(key, f"{where}: changed on the server (412)") from exc
+        if status == 403 or code in ("AccessDenied", "403", "Forbidden"):
+            raise AccessDeniedError(key, f"{where}: access denied (403 {code})") from exc
+        if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+            raise TransientError(
+                key,
+                f"{where}: server said {code or status}",
+                throttled=code in _THROTTLE_CODES or status in (429, 503),
+            ) from exc
+        raise TransientError(key, f"{where}: unexpected answer {status} {code}") from exc
+    except botocore.exceptions.NoCredentialsError as exc:
+        raise CredentialsError(
+            "no AWS credentials found (environment, AWS_PROFILE, ~/.aws/credentials)",
+            code="NoCredentials",
+        ) from exc
+    except botocore.exceptions.PartialCredentialsError as exc:
+        raise CredentialsError(f"incomplete AWS credentials: {exc}", code="Partial") from exc
+    except (
+        botocore.exceptions.EndpointConnectionError,
+        botocore.exceptions.ConnectTimeoutError,
+        aiohttp.ClientConnectorError,
+    ) as exc:
+        raise NetworkError(f"cannot reach {endpoint}: {exc}") from exc
+    except (
+        botocore.exceptions.ReadTimeoutError,
+        botocore.exceptions.ConnectionClosedError,
+        botocore.exceptions.ResponseStreamingError,
+        botocore.exceptions.IncompleteReadError,
+        botocore.exceptions.HTTPClientError,
+        aiohttp.ClientError,
+        TimeoutError,
+        ConnectionError,
+    ) as exc:
+        raise TransientError(key, f"{where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _parse_content_range(text: str) -> tuple[int, int, int | None] | None:
+    match = _CONTENT_RANGE_RE.match(text.strip())
+    if match is None:
+        return None
+    total = None if match[3] == "*" else int(match[3])
+    return int(match[1]), int(match[2]) + 1, total
+
+
+class _Body:
+    """Reads an aiohttp stream with a per-read stall timeout and an exact length check."""
+
+    __slots__ = ("_expected", "_key", "_received", "_stall_timeout_s", "_stream", "_where")
+
+    def __init__(
+        self, stream: aiohttp.StreamReader, *, expected: int, key: str, where: str, stall_s: float
+    ) -> None:
+        self._stream = stream
+        self._expected = expected
+        self._received = 0
+        self._key = key
+        self._where = where
+        self._stall_timeout_s = stall_s
+
+    async def read(self, max_bytes: int) -> bytes:
+        remaining = self._expected - self._received
+        if remaining <= 0:
+            return b""
+        try:
+            async with asyncio.timeout(self._stall_timeout_s):
+                chunk = await self._stream.read(min(max_bytes, remaining))
+        except TimeoutError:
+            raise TransientError(
+                self._key,
+                f"{self._where}: stalled, no bytes for {self._stall_timeout_s:g}s",
+                stalled=True,
+            ) from None
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            raise TransientError(self._key, f"{self._where}: {type(exc).__name__}: {exc}") from exc
+        if not chunk:
+            raise TransientError(
+                self._key,
+                f"{self._where}: body ended after {self._received} of {self._expected} bytes",
+            )
+        self._received += len(chunk)
+        return chunk
+
+
+class S3Store:
+    """The real ``ObjectStore``: one aioboto3 client whose pool is sized to the concurrency."""
+
+    def __init__(
+        self,
+        *,
+        credentials: Credentials,
+        endpoint: Endpoint,
+        max_connections: int,
+        stall_timeout_s: float,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self._credentials = credentials
+        self._endpoint = endpoint
+        self._max_connections = max_connections
+        self._stall_timeout_s = stall_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+        self._keys: tuple[str, str, str | None] | None = None
+
+    @property
+    def endpoint_label(self) -> str:
+        """Where requests go, for messages."""
+        return self._endpoint.url or "AWS S3"
+
+    def _config(self) -> AioConfig:
+        return AioConfig(
+            max_pool_connections=self._max_connections,
+            connect_timeout=self._connect_timeout_s,
+            # Our own per-read watchdog fires first; this is the backstop.
+            read_timeout=self._stall_timeout_s * 2 + 5,
+            # Retries are ours (retry.py): botocore's would hide them from the journal and UI.
+            retries={"total_max_attempts": 1},
+            s3={"addressing_style": "path" if self._endpoint.url else "auto"},
+            signature_version="s3v4",
+            # ChecksumMode is asked explicitly where wanted; do not validate behind our back.
+            response_checksum_validation="when_required",
+            request_checksum_calculation="when_required",
+        )
+
+    async def _connect(self) -> tuple[Any, tuple[str, str, str | None] | None]:
+        """A new client from freshly read credentials, and those credentials."""
+        try:
+            return await self._connect_unchecked()
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise ConfigError(_profile_message(self._credentials.profile)) from exc
+
+    async def _connect_unchecked(self) -> tuple[Any, tuple[str, str, str | None] | None]:
+        session = _make_session(self._credentials)
+        region = self._endpoint.region or _usable_region(session.region_name) or "us-east-1"
+        client = await self._stack.enter_async_context(
+            session.client(
+                "s3", endpoint_url=self._endpoint.url, region_name=region, config=self._config()
+            )
+        )
+        creds = await session.get_credentials()
+        if creds is None:
+            return client, None
+        frozen = await creds.get_frozen_credentials()
+        return client, (frozen.access_key, frozen.secret_key, frozen.token)
+
+    async def __aenter__(self) -> Self:
+        self._client, self._keys = await self._connect()
+        return self
+
+    async def reload_credentials(self) -> bool:
+        """Re-read the keys (a user renewed them mid-run); ``True`` if they changed.
+
+        The old client stays open for requests still using it and closes with the store.
+        """
+        client, keys = await self._connect()
+        if keys == self._keys:
+            return False
+        self._client, self._keys = client, keys
+        return True
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+    async def head(
+        self, bucket: str, key: str, *, part_number: int | None = None, checksums: bool = False
+    ) -> ObjectHead:
+        """HEAD an object; with ``part_number``, learn that part's byte range too."""
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if part_number is not None:
+            kwargs["PartNumber"] = part_number
+        if checksums:
+            kwargs["ChecksumMode"] = "ENABLED"
+        try:
+            with _translated(bucket, key, self.endpoint_label):
+                resp = await self._client.head_object(**kwargs)
+        except AccessDeniedError:
+            # A HEAD error has no body, so a bare 403 could be expired keys as well as a
+            # forbidden object; a one-byte GET carries the error code that tells them apart.
+            await self._explain_forbidden(bucket, key)
+            raise
+        size = int(resp.get("ContentLength", 0))
+        part_range = None
+        total = size
+        if part_number is not None:
+            parsed = _parse_content_range(str(resp.get("ContentRange", "")))
+            if parsed is not None:
+                start, stop, whole = parsed
+                part_range = (start, stop)
+                total = whole if whole is not None else size
+            else:
+                part_range = (0, size)
+        parts_count = resp.get("PartsCount")
+        return ObjectHead(
+            bucket=bucket,
+            key=key,
+            size_bytes=total,
+            etag=normalise_etag(str(resp.get("ETag", ""))),
+            parts_count=int(parts_count) if parts_count else None,
+            part_range=part_range,
+            checksums={f: str(resp[f]) for f in _CHECKSUM_FIELDS_ALL if resp.get(f)},
+        )
+
+    async def _explain_forbidden(self, bucket: str, key: str) -> None:
+        """Raise ``CredentialsError`` if a 403 was really about the keys; else return."""
+        with (
+            contextlib.suppress(AccessDeniedError, ObjectNotFoundError, TransientError),
+            _translated(bucket, key, self.endpoint_label),
+        ):
+            resp = await self._client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
+            resp["Body"].close()
+
+    async def list_page(
+        self, bucket: str, *, prefix: str, start_after: str = "", token: str | None = None
+    ) -> ListPage:
+        """One ListObjectsV2 page under ``prefix``, after ``start_after`` or from ``token``."""
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
+        if token:
+            kwargs["ContinuationToken"] = token
+        elif start_after:
+            kwargs["StartAfter"] = start_after
+        with _translated(bucket, prefix, self.endpoint_label):
+            resp = await self._client.list_objects_v2(**kwargs)
+        items = tuple(
+            ListedObject(
+                key=str(item["Key"]),
+                size_bytes=int(item.get("Size", 0)),
+                etag=normalise_etag(str(item.get("ETag", ""))),
+            )
+            for item in resp.get("Contents", ())
+        )
+        next_token = resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
+        return ListPage(items=items, next_token=str(next_token) if next_token else None)
+
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        """A whole small object (manifests, metadata) in memory."""
+        with _translated(bucket, key, self.endpoint_label):
+            resp = await self._client.get_object(Bucket=bucket, Key=key)
+            async with resp["Body"] as stream:
+                data: bytes = await stream.read()
+        return data
+
+    @contextlib.asynccontextmanager
+    async def get_range(
+        self, bucket: str, key: str, *, start: int, stop: int, size_bytes: int, etag: str
+    ) -> AsyncIterator[RangeBody]:
+        """Stream bytes [start, stop) of the object version whose ETag is ``etag``.
+
+        The server must answer 206 with exactly that Content-Range (or 200 for a whole-object
+        read); anything else is a ``TransientError`` so no byte of another version or offset
+        is ever written. Leaving the block early drops the connection instead of draining it.
+        """
+        where = _where(bucket, key)
+        whole = start == 0 and stop == size_bytes
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "IfMatch": f'"{etag}"'}
+        if not whole:
+            kwargs["Range"] = f"bytes={start}-{stop - 1}"
+        with _translated(bucket, key, self.endpoint_label):
+            resp = await self._client.get_object(**kwargs)
+        raw = resp["Body"]
+        try:
+            status = int(resp["ResponseMetadata"]["HTTPStatusCode"])
+            got_etag = normalise_etag(str(resp.get("ETag", "")))
+            if got_etag and got_etag != etag:
+                raise RemoteChangedError(key, f"{where}: ETag is now {got_etag}, not {etag}")
+            length = int(resp.get("ContentLength", -1))
+            if whole and status == 200:
+                if length != size_bytes:
+                    raise RemoteChangedError(
+                        key, f"{where}: size is now {length}, expected {size_bytes}"
+                    )
+            else:
+                parsed = _parse_content_range(str(resp.get("ContentRange", "")))
+                if status != 206 or parsed != (start, stop, size_bytes):
+                    raise TransientError(
+                        key,
+                        f"{where}: asked for bytes {start}-{stop - 1}, got HTTP {status} "
+                        f"{resp.get('ContentRange', 'without Content-Range')}",
+                    )
+            yield _Body(
+                raw.__wrapped__.content,
+                expected=stop - start,
+                key=key,
+                where=where,
+                stall_s=self._stall_timeout_s,
+            )
+        finally:
+            # close() drops the connection if the body was not read to the end, which is
+            # what a stalled or abandoned request needs; a fully read one returns to the pool.
+            raw.close()
+
+
+def _usable_region(region: str | None) -> str | None:
+    """A profile's region, unless it is a placeholder like ``none`` (``s3.none.amazonaws.com``)."""
+    if (
+        not region
+        or region.strip().lower() in ("none", "null", "")
+        or not re.match(r"^[a-z]{2}(-[a-z]+)+-\d+$", region.strip())
+    ):
+        return None
+    return region.strip()
+
+
+def _make_session(credentials: Credentials) -> Any:
+    """An aioboto3 session for the profile (or the default chain), profile errors translated."""
+    try:
+        if credentials.access_key_id and credentials.secret_access_key:
+            return aioboto3.Session(
+                aws_access_key_id=credentials.access_key_id,
+                aws_secret_access_key=credentials.secret_access_key,
+                aws_session_token=credentials.session_token,
+            )
+        return aioboto3.Session(profile_name=credentials.profile)
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise ConfigError(_profile_message(credentials.profile)) from exc
+
+
+def _profile_message(profile: str | None) -> str:
+    name = profile or os.environ.get("AWS_PROFILE") or "default"
+    return (
+        f"AWS profile {name!r} not found in ~/.aws/credentials or ~/.aws/config; add your "
+        f"Ego4D keys with: aws configure --profile {name}"
+    )
