@@ -1,0 +1,865 @@
+"""The transfer engine: concurrent ranged GETs into part files, verified, journaled, renamed.
+
+One ``asyncio.TaskGroup`` per run. Two bounds keep work finite whatever the plan's size: an
+``AdaptiveLimiter`` over GET requests in flight (``--concurrency``, halved under throttling)
+and a semaphore over files open at once. Every GET carries ``If-Match`` with the planned ETag,
+so bytes of two object versions are never spliced. Bytes stream in bounded chunks to
+``<dest>.part`` at their offsets, MD5ed on the way in a worker thread; a file is renamed to
+its final name only after its ETag (plain or multipart composite) checks out, and only after
+its data is durable. Progress is reported only through ``EventSink``; the engine never prints.
+Imports ``store``, ``journal``, ``files``, ``integrity``, ``limiter``, ``retry``, ``plan``,
+``events`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import sqlite3
+import time
+import zlib
+from base64 import b64encode
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from .errors import (
+    AccessDeniedError,
+    CredentialsError,
+    DiskFullError,
+    IntegrityError,
+    NetworkError,
+    ObjectNotFoundError,
+    RemoteChangedError,
+    RetriesExhaustedError,
+    TransferError,
+    TransientError,
+)
+from .events import (
+    BytesReceived,
+    ConcurrencyChanged,
+    EventSink,
+    FileFailed,
+    FileOutcome,
+    FileRestarted,
+    FileSkipped,
+    FileStarted,
+    FileVerified,
+    IntegrityFailed,
+    RangeRetried,
+    RunFinished,
+    RunStarted,
+    RunSummary,
+)
+from .files import PartFile, finalize_batch, part_path
+from .integrity import (
+    Piece,
+    VerifyLevel,
+    composite_etag,
+    etag_kind,
+    guess_layout,
+    missing_ranges,
+    multipart_count,
+    part_bounds,
+    plan_pieces,
+)
+from .journal import Journal, RangeRecord
+from .limiter import AdaptiveLimiter
+from .plan import Action, PlannedFile
+from .retry import RetryPolicy
+from .store import ObjectStore, RangeBody
+
+__all__ = ["Engine", "EngineSettings"]
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSettings:
+    """Tunables of a run; defaults are the measured ones (see BENCHMARKS.md)."""
+
+    concurrency: int = 16
+    max_open_files: int = 64
+    max_piece_bytes: int = 16 * MiB
+    chunk_bytes: int = 1 * MiB
+    verify: str = "etag"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Restarts of one file after its object changed or its bytes failed verification.
+    max_restarts: int = 3
+    commit_interval_s: float = 0.5
+
+
+class _Stop(Exception):
+    """Raised inside the run to stop scheduling: credentials, disk or network are gone."""
+
+    def __init__(self, kind: str, error: Exception) -> None:
+        super().__init__(str(error))
+        self.kind = kind
+        self.error = error
+
+
+@dataclass(slots=True, kw_only=True)
+class _Object:
+    """The mutable state of one file being transferred."""
+
+    planned: PlannedFile
+    etag: str
+    size_bytes: int
+    object_id: int = 0
+    layout: tuple[int, ...] = ()
+    layout_exact: bool = False
+    part: PartFile | None = None
+    # Digest of each upload part, when known without reading the disk.
+    part_md5: dict[int, bytes] = field(default_factory=dict)
+    fetched_bytes: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.planned.key
+
+    @property
+    def dataset(self) -> str:
+        return self.planned.dataset
+
+
+class _Committer:
+    """Makes progress durable in groups: sync data, rename finished files, then commit.
+
+    Range rows and completions are buffered here, not written to SQLite directly, so that a
+    commit never includes a row whose bytes were written after the data sync it relies on.
+    """
+
+    def __init__(self, journal: Journal, root: Path, interval_s: float) -> None:
+        self.journal = journal
+        self.root = root
+        self.interval_s = interval_s
+        self._ranges: list[tuple[_Object, int, int, bytes | None]] = []
+        self._finished: list[tuple[_Object, str, asyncio.Future[int]]] = []
+        self._lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+
+    def add_range(self, obj: _Object, start: int, stop: int, md5: bytes | None) -> None:
+        self._ranges.append((obj, start, stop, md5))
+
+    def finish(self, obj: _Object, level: str) -> asyncio.Future[int]:
+        """Queue a verified, closed part file for its rename; resolves to its mtime."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._finished.append((obj, level, fut))
+        if len(self._finished) >= 256:
+            self._wakeup.set()
+        return fut
+
+    async def run_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_s):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """One group commit; never raises (a failed batch fails its files, not the run)."""
+        async with self._lock:
+            ranges, self._ranges = self._ranges, []
+            finished, self._finished = self._finished, []
+            if not ranges and not finished:
+                return
+            open_parts = {id(o.part): o.part for o, *_ in ranges if o.part is not None}
+            renames = [(part_path(o.planned.dest), o.planned.dest) for o, _, _ in finished]
+            try:
+                errors = await asyncio.to_thread(
+                    _sync_and_rename, list(open_parts.values()), self.root, renames
+                )
+            except (OSError, DiskFullError) as exc:
+                # The data sync failed: none of these rows may be committed. The ranges are
+                # simply fetched again next time; the files fail with the reason.
+                for _, _, fut in finished:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                return
+            for obj, start, stop, md5 in ranges:
+                self.journal.add_range(obj.object_id, start, stop, md5)
+            done: list[tuple[asyncio.Future[int], int]] = []
+            for (obj, level, fut), error in zip(finished, errors, strict=True):
+                try:
+                    if error is not None:
+                        raise error
+                    st = obj.planned.dest.stat()
+                except OSError as exc:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                    continue
+                self.journal.mark_complete(
+                    obj.object_id,
+                    verify_level=level,
+                    file_size=st.st_size,
+                    file_mtime_ns=st.st_mtime_ns,
+                )
+                done.append((fut, st.st_mtime_ns))
+            try:
+                self.journal.commit()
+            except sqlite3.Error as exc:
+                self.journal.db.rollback()
+                failure = DiskFullError(f"cannot write the journal {self.journal.path}: {exc}")
+                for fut, _ in done:
+                    if not fut.done():
+                        fut.set_exception(failure)
+                return
+            for fut, mtime in done:
+                if not fut.done():
+                    fut.set_result(mtime)
+
+
+def _sync_and_rename(
+    parts: list[PartFile], root: Path, renames: list[tuple[Path, Path]]
+) -> list[OSError | None]:
+    for part in parts:
+        part.sync()
+    return finalize_batch(root, renames)
+
+
+class Engine:
+    """Runs the transfers of a plan; one instance per run."""
+
+    def __init__(
+        self,
+        *,
+        store: ObjectStore,
+        journal: Journal,
+        output_directory: Path,
+        settings: EngineSettings,
+        sink: EventSink,
+        reload_credentials: Callable[[], Awaitable[bool]] | None = None,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._journal = journal
+        self._out = output_directory
+        self._settings = settings
+        self._sink = sink
+        self._reload_credentials = reload_credentials
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._limiter = AdaptiveLimiter(
+            settings.concurrency,
+            clock=clock,
+            on_change=lambda n, why: sink(ConcurrencyChanged(limit=n, reason=why)),
+        )
+        self._file_slots = asyncio.Semaphore(settings.max_open_files)
+        self._committer = _Committer(journal, output_directory, settings.commit_interval_s)
+        self._credentials_lock = asyncio.Lock()
+        self._credentials_generation = 0
+        self._open: dict[int, _Object] = {}
+        self._scheduler: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Counters for the summary.
+        self._bytes_fetched = 0
+        self._retries = 0
+        self._restarts = 0
+        self._verified = 0
+        self._levels: dict[str, int] = {}
+        self._problems: list[FileOutcome] = []
+        self._skipped = 0
+
+    @property
+    def verifying(self) -> bool:
+        """Whether ETags are checked (``--verify etag``) or only sizes."""
+        return self._settings.verify == "etag"
+
+    # --- the run ---------------------------------------------------------------------------
+
+    async def run(self, files: Sequence[PlannedFile]) -> RunSummary:
+        """Transfer every file whose action moves bytes; count and report all the others."""
+        started = self._clock()
+        todo = [f for f in files if f.action.transfers]
+        total_size = sum(f.size_bytes for f in files)
+        self._sink(
+            RunStarted(
+                files=len(files),
+                size_bytes=total_size,
+                present_bytes=sum(f.present_bytes for f in todo),
+                fetch_bytes=sum(f.bytes_to_fetch for f in todo),
+                skipped_files=sum(f.action is Action.SKIP for f in files),
+                concurrency=self._settings.concurrency,
+            )
+        )
+        for f in files:
+            if f.action is Action.SKIP:
+                self._skipped += 1
+                self._sink(
+                    FileSkipped(
+                        dataset=f.dataset,
+                        key=f.key,
+                        dest=f.dest,
+                        size_bytes=f.size_bytes,
+                        reason=f.note,
+                    )
+                )
+            elif f.action.is_problem:
+                self._fail(f, f.action.value, f.note)
+
+        stop: _Stop | None = None
+        interrupted = False
+        committer = asyncio.create_task(self._committer.run_forever())
+        self._scheduler = asyncio.create_task(self._schedule(todo))
+        try:
+            await self._scheduler
+        except _Stop as exc:
+            stop = exc
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._stopping or (current is not None and current.cancelling()):
+                raise  # cancelled from outside: not ours to swallow
+            interrupted = True
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            await asyncio.shield(self._shutdown())
+        if interrupted:
+            stop = _Stop("interrupted", InterruptedError("interrupted"))
+        return self._summary(files, started, stop, total_size)
+
+    def stop(self) -> None:
+        """Stop scheduling and cancel requests in flight; ``run`` then returns a summary
+        with ``stop_kind == "interrupted"`` after flushing the journal."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+
+    async def _schedule(self, todo: Sequence[PlannedFile]) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for f in todo:
+                    # Take the slot before creating the task, so pending work stays bounded.
+                    await self._file_slots.acquire()
+                    tg.create_task(self._transfer(f))
+        except BaseExceptionGroup as group:
+            raise _first_stop(group) from None
+
+    async def _shutdown(self) -> None:
+        """Flush the journal and close every part file, whatever happened."""
+        try:
+            await self._committer.flush()
+        finally:
+            for obj in list(self._open.values()):
+                if obj.part is not None:
+                    obj.part.close()
+            self._open.clear()
+
+    def _summary(
+        self, files: Sequence[PlannedFile], started: float, stop: _Stop | None, total: int
+    ) -> RunSummary:
+        by_status = {"missing": 0, "denied": 0, "failed": 0}
+        for p in self._problems:
+            by_status[p.status] = by_status.get(p.status, 0) + 1
+        summary = RunSummary(
+            files=len(files),
+            verified=self._verified,
+            skipped=self._skipped,
+            failed=by_status["failed"],
+            missing=by_status["missing"],
+            denied=by_status["denied"],
+            bytes_fetched=self._bytes_fetched,
+            size_bytes=total,
+            elapsed_s=self._clock() - started,
+            retries=self._retries,
+            restarts=self._restarts,
+            levels=dict(self._levels),
+            problems=tuple(self._problems),
+            stopped_by=str(stop.error) if stop else None,
+            stop_kind=stop.kind if stop else None,
+        )
+        self._sink(RunFinished(summary=summary))
+        return summary
+
+    def _fail(self, f: PlannedFile, status: str, reason: str) -> None:
+        self._problems.append(
+            FileOutcome(
+                dataset=f.dataset, uid=f.uid, key=f.key, dest=f.dest, status=status, reason=reason
+            )
+        )
+        self._sink(
+            FileFailed(dataset=f.dataset, key=f.key, dest=f.dest, status=status, reason=reason)
+        )
+
+    # --- one file --------------------------------------------------------------------------
+
+    async def _transfer(self, planned: PlannedFile) -> None:
+        """Fetch, verify and queue the rename of one file; its failures stay its own.
+
+        The caller took a file slot for us; it is released as soon as the part file is
+        closed, before the (batched) rename, so renames never hold up other files.
+        """
+        obj = _Object(planned=planned, etag=planned.etag, size_bytes=planned.size_bytes)
+        holding_slot = True
+        try:
+            level = await self._fetch_and_verify(obj)
+            self._close(obj)
+            self._file_slots.release()
+            holding_slot = False
+            await self._committer.finish(obj, level)
+            self._verified += 1
+            self._levels[level] = self._levels.get(level, 0) + 1
+            self._sink(
+                FileVerified(
+                    dataset=obj.dataset,
+                    key=obj.key,
+                    dest=planned.dest,
+                    size_bytes=obj.size_bytes,
+                    level=level,
+                    fetched_bytes=obj.fetched_bytes,
+                )
+            )
+        except CredentialsError as exc:
+            raise _Stop("credentials", exc) from exc
+        except DiskFullError as exc:
+            raise _Stop("disk", exc) from exc
+        except NetworkError as exc:
+            raise _Stop("network", exc) from exc
+        except ObjectNotFoundError as exc:
+            self._fail(planned, "missing", str(exc))
+        except AccessDeniedError as exc:
+            self._fail(planned, "denied", str(exc))
+        except TransferError as exc:
+            self._fail(planned, "failed", str(exc))
+        except OSError as exc:
+            self._fail(planned, "failed", f"{planned.dest}: {exc.strerror or exc}")
+        finally:
+            self._close(obj)
+            if holding_slot:
+                self._file_slots.release()
+
+    def _close(self, obj: _Object) -> None:
+        if obj.part is not None:
+            obj.part.close()
+        self._open.pop(id(obj), None)
+
+    async def _fetch_and_verify(self, obj: _Object) -> str:
+        """Attempts of one file, restarted when it changed remotely or failed verification."""
+        restarts = 0
+        while True:
+            try:
+                return await self._attempt(obj)
+            except (RemoteChangedError, IntegrityError) as exc:
+                restarts += 1
+                if restarts > self._settings.max_restarts:
+                    raise TransferError(
+                        obj.key, f"{exc} (gave up after {restarts - 1} restarts)"
+                    ) from exc
+                await self._restart(obj, exc)
+
+    async def _restart(self, obj: _Object, exc: Exception) -> None:
+        """Start the file over, against the object's current version when it changed."""
+        self._restarts += 1
+        old_etag = obj.etag
+        if isinstance(exc, RemoteChangedError):
+            head = await self._call(lambda: self._store.head(obj.planned.bucket, obj.key))
+            obj.etag, obj.size_bytes = head.etag, head.size_bytes
+            self._sink(
+                FileRestarted(
+                    dataset=obj.dataset,
+                    key=obj.key,
+                    old_etag=old_etag,
+                    new_etag=obj.etag,
+                    discarded_bytes=obj.fetched_bytes,
+                )
+            )
+        if obj.part is not None:
+            part = obj.part
+            obj.part = None
+            await asyncio.to_thread(part.discard)
+        if obj.object_id:
+            self._journal.drop_ranges(obj.object_id)
+        if isinstance(exc, RemoteChangedError):
+            obj.layout = ()  # a new version may have been uploaded with other parts
+        obj.part_md5.clear()
+
+    async def _attempt(self, obj: _Object) -> str:
+        """One pass: learn the layout, resume what is journaled, fetch the rest, verify."""
+        planned = obj.planned
+        rel = str(planned.dest.relative_to(self._out))
+        entry = self._journal.get(rel)
+        same_version = (
+            entry is not None
+            and not entry.complete
+            and (entry.bucket, entry.key, entry.etag, entry.size_bytes)
+            == (planned.bucket, obj.key, obj.etag, obj.size_bytes)
+            and part_path(planned.dest).exists()
+        )
+        if same_version and entry is not None and entry.layout is not None:
+            obj.layout, obj.layout_exact = entry.layout, entry.layout_exact
+        elif not obj.layout:
+            obj.layout, obj.layout_exact = await self._learn_layout(obj)
+        obj.object_id = self._journal.begin(
+            dest=rel,
+            bucket=planned.bucket,
+            key=obj.key,
+            etag=obj.etag,
+            size_bytes=obj.size_bytes,
+            layout=obj.layout,
+            layout_exact=obj.layout_exact,
+        )
+        done = self._journal.ranges(obj.object_id) if same_version else []
+        obj.part = await asyncio.to_thread(PartFile, planned.dest, obj.size_bytes, fresh=not done)
+        self._open[id(obj)] = obj
+        if done and self.verifying:
+            done = await self._check_resumed(obj, done)
+        present = sum(r.stop - r.start for r in done)
+        self._sink(
+            FileStarted(
+                dataset=obj.dataset,
+                key=obj.key,
+                dest=planned.dest,
+                size_bytes=obj.size_bytes,
+                present_bytes=present,
+            )
+        )
+        self._note_part_digests(obj, done)
+        todo = missing_ranges(obj.size_bytes, [(r.start, r.stop) for r in done])
+        pieces = plan_pieces(obj.layout, todo, self._settings.max_piece_bytes)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for piece in pieces:
+                    await self._limiter.acquire()
+                    tg.create_task(self._fetch_piece(obj, piece))
+        except BaseExceptionGroup as group:
+            raise _most_serious(group) from None
+        return await self._verify(obj)
+
+    def _note_part_digests(self, obj: _Object, done: list[RangeRecord]) -> None:
+        """Part MD5s that journaled whole-part ranges already give us."""
+        bounds = part_bounds(obj.layout)
+        starts = {b[0]: i for i, b in enumerate(bounds)}
+        for r in done:
+            index = starts.get(r.start)
+            if r.md5 is not None and index is not None and bounds[index][1] == r.stop:
+                obj.part_md5[index] = r.md5
+
+    async def _check_resumed(self, obj: _Object, done: list[RangeRecord]) -> list[RangeRecord]:
+        """Re-hash journaled ranges from disk; forget any whose bytes changed since."""
+        part = obj.part
+        assert part is not None
+        checkable = [r for r in done if r.md5 is not None]
+        digests = await asyncio.gather(
+            *(asyncio.to_thread(part.hash, r.start, r.stop) for r in checkable)
+        )
+        bad = [r for r, d in zip(checkable, digests, strict=True) if d != r.md5]
+        if not bad:
+            return done
+        self._journal.drop_ranges(obj.object_id, [r.start for r in bad])
+        self._sink(
+            IntegrityFailed(
+                dataset=obj.dataset,
+                key=obj.key,
+                reason=f"{len(bad)} resumed ranges changed on disk since they were fetched",
+                refetch_bytes=sum(r.stop - r.start for r in bad),
+            )
+        )
+        bad_starts = {r.start for r in bad}
+        return [r for r in done if r.start not in bad_starts]
+
+    async def _learn_layout(self, obj: _Object) -> tuple[tuple[int, ...], bool]:
+        """The object's upload part sizes (exact, or a uniform guess checked at the end)."""
+        count = multipart_count(obj.etag)
+        if not self.verifying or count is None or count == 1:
+            return (obj.size_bytes,), True
+        head = await self._call(
+            lambda: self._store.head(obj.planned.bucket, obj.key, part_number=1)
+        )
+        if head.etag != obj.etag:
+            raise RemoteChangedError(obj.key, f"{obj.key}: ETag is now {head.etag}")
+        first = head.part_range[1] - head.part_range[0] if head.part_range else 0
+        guess = guess_layout(obj.size_bytes, first, count)
+        if guess is not None:
+            return guess, False
+        return await self._exact_layout(obj, count), True
+
+    async def _exact_layout(self, obj: _Object, count: int) -> tuple[int, ...]:
+        """Part sizes read one HEAD per part (for non-uniform uploads)."""
+
+        async def one(n: int) -> int:
+            await self._limiter.acquire()
+            try:
+                head = await self._call(
+                    lambda: self._store.head(obj.planned.bucket, obj.key, part_number=n)
+                )
+            finally:
+                self._limiter.release()
+            if head.etag != obj.etag:
+                raise RemoteChangedError(obj.key, f"{obj.key}: ETag is now {head.etag}")
+            if head.part_range is None:
+                raise IntegrityError(obj.key, f"{obj.key}: part {n} has no byte range")
+            return head.part_range[1] - head.part_range[0]
+
+        sizes = await asyncio.gather(*(one(n) for n in range(1, count + 1)))
+        if sum(sizes) != obj.size_bytes:
+            raise IntegrityError(obj.key, f"{obj.key}: parts add up to {sum(sizes)} bytes")
+        return tuple(sizes)
+
+    # --- one ranged GET --------------------------------------------------------------------
+
+    async def _fetch_piece(self, obj: _Object, piece: Piece) -> None:
+        """GET ``piece`` into the part file, resuming within it after transient failures.
+
+        The caller took a limiter slot for us; it is released here.
+        """
+        try:
+            part = obj.part
+            assert part is not None
+            md5 = hashlib.md5() if (piece.whole_part and self.verifying) else None
+            offset = piece.start
+            failures = 0
+            while offset < piece.stop:
+                try:
+                    async with self._store.get_range(
+                        obj.planned.bucket,
+                        obj.key,
+                        start=offset,
+                        stop=piece.stop,
+                        size_bytes=obj.size_bytes,
+                        etag=obj.etag,
+                    ) as body:
+                        while offset < piece.stop:
+                            data = await self._read_chunk(body, piece.stop - offset)
+                            await asyncio.to_thread(part.write_and_hash, offset, data, md5)
+                            offset += len(data)
+                            obj.fetched_bytes += len(data)
+                            self._bytes_fetched += len(data)
+                            self._sink(
+                                BytesReceived(dataset=obj.dataset, key=obj.key, count=len(data))
+                            )
+                    self._limiter.on_success()
+                except TransientError as exc:
+                    failures += 1
+                    await self._backoff(obj, piece, offset, failures, exc)
+                except CredentialsError:
+                    if not await self._credentials_renewed():
+                        raise
+            digest = md5.digest() if md5 is not None else None
+            if digest is not None:
+                obj.part_md5[piece.part] = digest
+            self._committer.add_range(obj, piece.start, piece.stop, digest)
+        finally:
+            self._limiter.release()
+
+    async def _read_chunk(self, body: RangeBody, remaining: int) -> bytes:
+        """Up to ``chunk_bytes`` (fewer only at the end): few, large hops to the writer thread."""
+        want = min(self._settings.chunk_bytes, remaining)
+        data = await body.read(want)
+        if len(data) >= want:
+            return data
+        chunks = [data]
+        got = len(data)
+        while got < want:
+            more = await body.read(want - got)
+            chunks.append(more)
+            got += len(more)
+        return b"".join(chunks)
+
+    async def _backoff(
+        self, obj: _Object, piece: Piece, offset: int, failures: int, exc: TransientError
+    ) -> None:
+        if self._settings.retry.gives_up(failures):
+            raise RetriesExhaustedError(
+                obj.key, f"{exc} (gave up after {failures} attempts)"
+            ) from exc
+        if exc.throttled:
+            self._limiter.on_throttle()
+        delay = self._settings.retry.delay_s(failures, self._rng)
+        self._retries += 1
+        self._sink(
+            RangeRetried(
+                dataset=obj.dataset,
+                key=obj.key,
+                start=offset,
+                stop=piece.stop,
+                attempt=failures,
+                delay_s=delay,
+                reason=str(exc),
+                throttled=exc.throttled,
+                stalled=exc.stalled,
+            )
+        )
+        await self._sleep(delay)
+
+    async def _credentials_renewed(self) -> bool:
+        """After a credentials error: re-read the keys once for all requests that hit it."""
+        if self._reload_credentials is None:
+            return False
+        generation = self._credentials_generation
+        async with self._credentials_lock:
+            if generation != self._credentials_generation:
+                return True  # another request already reloaded them
+            if await self._reload_credentials():
+                self._credentials_generation += 1
+                return True
+            return False
+
+    async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """A metadata request with the run's retry policy (HEADs for layouts and restarts)."""
+        failures = 0
+        while True:
+            try:
+                return await make()
+            except TransientError as exc:
+                failures += 1
+                if self._settings.retry.gives_up(failures):
+                    raise RetriesExhaustedError(exc.key, str(exc)) from exc
+                self._retries += 1
+                await self._sleep(self._settings.retry.delay_s(failures, self._rng))
+            except CredentialsError:
+                if not await self._credentials_renewed():
+                    raise
+
+    # --- verification ----------------------------------------------------------------------
+
+    async def _verify(self, obj: _Object) -> str:
+        """Check the assembled part file against the ETag; return the level reached."""
+        part = obj.part
+        assert part is not None
+        st_size = await asyncio.to_thread(lambda: part.path.stat().st_size)
+        if st_size != obj.size_bytes:
+            raise IntegrityError(
+                obj.key, f"{obj.key}: part file has {st_size} bytes, not {obj.size_bytes}"
+            )
+        kind = etag_kind(obj.etag) if self.verifying else VerifyLevel.SIZE
+        if kind is VerifyLevel.MD5:
+            digest = obj.part_md5.get(0) if len(obj.layout) == 1 else None
+            if digest is None:
+                digest = await asyncio.to_thread(part.hash, 0, obj.size_bytes)
+            if digest.hex() != obj.etag:
+                raise self._mismatch(obj, f"MD5 {digest.hex()} != ETag {obj.etag}")
+            return kind.value
+        if kind is VerifyLevel.COMPOSITE:
+            got = await self._composite(obj)
+            if got != obj.etag and not obj.layout_exact:
+                # The uniform guess was wrong; the bytes may be fine. Learn the real layout.
+                count = multipart_count(obj.etag) or 1
+                obj.layout, obj.layout_exact = await self._exact_layout(obj, count), True
+                obj.part_md5.clear()
+                self._journal.set_layout(obj.object_id, obj.layout, exact=True)
+                got = await self._composite(obj)
+            if got != obj.etag:
+                raise self._mismatch(obj, f"composite MD5 {got} != ETag {obj.etag}")
+            return kind.value
+        if self.verifying:
+            return await self._verify_checksum(obj)
+        return VerifyLevel.SIZE.value
+
+    async def _composite(self, obj: _Object) -> str:
+        part = obj.part
+        assert part is not None
+        bounds = part_bounds(obj.layout)
+
+        async def digest(i: int) -> bytes:
+            known = obj.part_md5.get(i)
+            if known is not None:
+                return known
+            return await asyncio.to_thread(part.hash, *bounds[i])
+
+        digests = await asyncio.gather(*(digest(i) for i in range(len(bounds))))
+        return composite_etag(digests)
+
+    async def _verify_checksum(self, obj: _Object) -> str:
+        """ETag not MD5-derived: use a full-object x-amz-checksum if the server has one."""
+        head = await self._call(
+            lambda: self._store.head(obj.planned.bucket, obj.key, checksums=True)
+        )
+        part = obj.part
+        assert part is not None
+        for name, value in head.checksums.items():
+            if "-" in value:
+                continue  # a composite checksum of parts: not checkable without the layout
+            local = await asyncio.to_thread(_checksum_file, part.path, name)
+            if local is None:
+                continue
+            if local != value:
+                raise self._mismatch(obj, f"{name} {local} != {value}")
+            return VerifyLevel.CHECKSUM.value
+        return VerifyLevel.SIZE.value
+
+    def _mismatch(self, obj: _Object, reason: str) -> IntegrityError:
+        self._sink(
+            IntegrityFailed(
+                dataset=obj.dataset, key=obj.key, reason=reason, refetch_bytes=obj.size_bytes
+            )
+        )
+        return IntegrityError(obj.key, f"{obj.key}: {reason}")
+
+
+def _checksum_file(path: Path, name: str) -> str | None:
+    """Base64 checksum of a whole file in S3's encoding, for the algorithms stdlib has."""
+    if name == "ChecksumSHA256":
+        h = hashlib.sha256()
+    elif name == "ChecksumSHA1":
+        h = hashlib.sha1()
+    elif name == "ChecksumCRC32":
+        crc = 0
+        with path.open("rb") as f:
+            while block := f.read(4 * MiB):
+                crc = zlib.crc32(block, crc)
+        return b64encode(crc.to_bytes(4, "big")).decode()
+    else:
+        return None
+    with path.open("rb") as f:
+        while block := f.read(4 * MiB):
+            h.update(block)
+    return b64encode(h.digest()).decode()
+
+
+# When several ranges of one file fail at once, the error that concerns most decides.
+_SERIOUSNESS: tuple[type[BaseException], ...] = (
+    asyncio.CancelledError,
+    CredentialsError,
+    DiskFullError,
+    NetworkError,
+    RemoteChangedError,
+    ObjectNotFoundError,
+    AccessDeniedError,
+    IntegrityError,
+    TransferError,
+    OSError,
+)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
+def _most_serious(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The leaf exception that should decide what happens to the file (bugs come first)."""
+
+    def rank(exc: BaseException) -> int:
+        for i, kind in enumerate(_SERIOUSNESS):
+            if isinstance(exc, kind):
+                return i + 1
+        return 0  # not one of ours: a bug, which must surface
+
+    return min(_leaves(group), key=rank)
+
+
+def _first_stop(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The reason to stop the run: a bug first, then credentials, disk, network."""
+    order = {"credentials": 1, "disk": 2, "network": 3}
+
+    def rank(exc: BaseException) -> int:
+        if isinstance(exc, _Stop):
+            return order.get(exc.kind, 9)
+        return 10 if isinstance(exc, asyncio.CancelledError) else 0
+
+    return min(_leaves(group), key=rank)
