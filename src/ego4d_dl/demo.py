@@ -1,0 +1,74 @@
+"""``ego4d-dl demo``: a real download from a local S3 sandbox, no credentials needed.
+
+Starts SeaweedFS on loopback (``sandbox``), seeds a small fake Ego4D release, and hands back
+the options a real run needs to download all of it; afterwards every file is compared with
+the sandbox's own record of what it served. Imports ``sandbox``, ``config`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Credentials, Options, parse_endpoint
+from .errors import ConfigError
+from .sandbox import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Sandbox, SandboxError
+
+__all__ = ["DemoRelease", "demo_release", "mismatches"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoRelease:
+    """A running sandbox's options and the truth to check a download against."""
+
+    options: Options
+    expected_md5: dict[str, str]  # relative path -> md5 hex
+    endpoint_url: str
+
+
+@contextmanager
+def demo_release(output_directory: Path, *, concurrency: int) -> Iterator[DemoRelease]:
+    """Start and seed a sandbox; stop it (and delete its data) on exit."""
+    try:
+        sandbox = Sandbox().start()
+    except SandboxError as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    try:
+        release = sandbox.seed_release()
+        options = Options(
+            output_directory=output_directory,
+            version=release.version,
+            datasets=tuple(sorted({f.dataset for f in release.files})),
+            credentials=Credentials(
+                access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY
+            ),
+            endpoint=parse_endpoint(sandbox.endpoint_url),
+            concurrency=concurrency,
+            assume_yes=True,
+        )
+        truth = {f.relpath: f.obj.md5_hex for f in release.files}
+        truth["ego4d.json"] = release.metadata.md5_hex
+        yield DemoRelease(options=options, expected_md5=truth, endpoint_url=sandbox.endpoint_url)
+    finally:
+        sandbox.stop()
+
+
+def mismatches(output_directory: Path, expected_md5: dict[str, str]) -> list[str]:
+    """Relative paths whose bytes differ from what the sandbox served (or are missing)."""
+    bad = []
+    for rel, want in sorted(expected_md5.items()):
+        path = output_directory / rel
+        try:
+            digest = hashlib.md5()
+            with path.open("rb") as f:
+                while block := f.read(1 << 22):
+                    digest.update(block)
+        except OSError:
+            bad.append(rel)
+            continue
+        if digest.hexdigest() != want:
+            bad.append(rel)
+    return bad
