@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,13 +65,19 @@ def release(sandbox: Sandbox) -> SeededRelease:
 
 
 @pytest.fixture
-def aws_env(sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The researcher's credentials and nothing else from the developer's AWS or proxy setup."""
+def aws_env(
+    sandbox: Sandbox, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The researcher's credentials and nothing else from the developer's AWS or proxy setup.
+
+    The AWS files live in a folder of their own, so ``tmp_path`` stays empty for the test.
+    """
     for name in list(os.environ):
         if name.startswith("AWS_") or name.lower() in _PROXY_VARIABLES:
             monkeypatch.delenv(name)
-    credentials = tmp_path / "aws-credentials"
-    config = tmp_path / "aws-config"
+    folder = tmp_path_factory.mktemp("aws")
+    credentials = folder / "credentials"
+    config = folder / "config"
     credentials.write_text("", encoding="utf-8")
     config.write_text("[default]\n", encoding="utf-8")
     env = {

@@ -227,10 +227,12 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
         uids = frozenset(u.lower() for u in uids)
     universities = frozenset(normalise_university(u) for u in values.get("universities") or [])
     benchmarks = frozenset(b.strip().lower() for b in values.get("benchmarks") or [] if b.strip())
-    concurrency = int(values.get("concurrency") or DEFAULT_CONCURRENCY)
+    raw_concurrency = values.get("concurrency")
+    concurrency = DEFAULT_CONCURRENCY if raw_concurrency is None else int(raw_concurrency)
     if not 1 <= concurrency <= 1024:
         raise ConfigError(f"--concurrency must be between 1 and 1024, not {concurrency}")
-    stall = float(values.get("stall_timeout") or DEFAULT_STALL_TIMEOUT_S)
+    raw_stall = values.get("stall_timeout")
+    stall = DEFAULT_STALL_TIMEOUT_S if raw_stall is None else float(raw_stall)
     if stall <= 0:
         raise ConfigError(f"--stall-timeout must be positive, not {stall:g}")
     verify = str(values.get("verify") or "etag")
@@ -451,7 +453,7 @@ Yes = Annotated[
 
 def _make_sink(*, json_out: bool, quiet: bool, interval_s: float) -> EventSink:
     if json_out:
-        return JsonLinesSink(sys.stdout)
+        return JsonLinesSink(sys.stdout, interval_s=min(interval_s, 1.0))
     return PlainProgressSink(sys.stderr, interval_s=interval_s, quiet=quiet)
 
 

@@ -24,6 +24,8 @@ user wrapped in ``RetriesExhaustedError``.
 
 from __future__ import annotations
 
+import asyncio
+
 __all__ = [
     "AccessDeniedError",
     "ConfigError",
@@ -40,6 +42,7 @@ __all__ = [
     "RetriesExhaustedError",
     "TransferError",
     "TransientError",
+    "most_relevant",
 ]
 
 
@@ -123,3 +126,39 @@ class TransientError(TransferError):
 
 class RetriesExhaustedError(TransferError):
     """A transient failure repeated until the retry budget ran out."""
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
+# When concurrent work fails in several ways at once, the error that concerns the user most
+# is the one to report: a bug first (it must surface), then what stops everything.
+_RELEVANCE: tuple[type[BaseException], ...] = (
+    CredentialsError,
+    ConfigError,
+    DiskFullError,
+    NetworkError,
+    ManifestError,
+    PlanError,
+    Ego4dDLError,
+)
+
+
+def most_relevant(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one leaf of an exception group (from a TaskGroup) that should be reported."""
+
+    def rank(exc: BaseException) -> int:
+        for i, kind in enumerate(_RELEVANCE):
+            if isinstance(exc, kind):
+                return i + 1
+        # Cancellation is the least informative; anything else unknown is a bug.
+        return len(_RELEVANCE) + 1 if isinstance(exc, asyncio.CancelledError) else 0
+
+    return min(_leaves(group), key=rank)

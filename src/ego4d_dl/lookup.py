@@ -17,7 +17,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from .errors import AccessDeniedError, CredentialsError, Ego4dDLError, NetworkError, TransferError
+from .errors import (
+    AccessDeniedError,
+    CredentialsError,
+    NetworkError,
+    TransferError,
+    most_relevant,
+)
 from .retry import RetryPolicy, retry_call
 from .store import ListedObject, ListPage, ObjectHead, ObjectStore
 
@@ -131,22 +137,6 @@ async def lookup_objects(
         async with asyncio.TaskGroup() as tg:
             for (bucket, folder), keys in groups.items():
                 tg.create_task(resolve_group(bucket, folder, keys))
-    except* (CredentialsError, NetworkError) as group:
-        raise _first(group) from None
+    except BaseExceptionGroup as group:
+        raise most_relevant(group) from None
     return results, Lookup(heads=counters["heads"], list_pages=counters["pages"])
-
-
-def _first(group: BaseExceptionGroup[Ego4dDLError]) -> Ego4dDLError:
-    """The first leaf of a (possibly nested) exception group, credentials first."""
-    leaves: list[Ego4dDLError] = []
-
-    def walk(g: BaseExceptionGroup[Ego4dDLError]) -> None:
-        for exc in g.exceptions:
-            if isinstance(exc, BaseExceptionGroup):
-                walk(exc)
-            else:
-                leaves.append(exc)
-
-    walk(group)
-    leaves.sort(key=lambda e: not isinstance(e, CredentialsError))
-    return leaves[0]

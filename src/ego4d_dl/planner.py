@@ -33,6 +33,7 @@ from .errors import (
     ObjectNotFoundError,
     PlanError,
     TransferError,
+    most_relevant,
 )
 from .events import EventSink, ManifestLoaded, ObjectsLookedUp, PlanBuilt, discard
 from .lookup import LookupResult, lookup_objects
@@ -193,11 +194,14 @@ async def build_plan(
         manifests = {options.datasets[0]: data}
         sources = {options.datasets[0]: str(manifest_override)}
     else:
-        async with asyncio.TaskGroup() as tg:
-            tasks = {
-                ds: tg.create_task(fetch_manifest(store, options.version, ds))
-                for ds in options.datasets
-            }
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = {
+                    ds: tg.create_task(fetch_manifest(store, options.version, ds))
+                    for ds in options.datasets
+                }
+        except BaseExceptionGroup as group:
+            raise most_relevant(group) from None
         manifests = {ds: t.result() for ds, t in tasks.items()}
         sources = {
             ds: f"s3://{CONSORTIUM_BUCKET}/{manifest_key(options.version, ds)}"

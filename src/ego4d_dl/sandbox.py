@@ -188,7 +188,14 @@ class ReleaseSpec:
 def fake_bytes(name: str, size_bytes: int) -> bytes:
     """Deterministic pseudo-random content for ``name``: unique at every offset, so a part
     written in the wrong place cannot go unnoticed."""
-    return random.Random(name).randbytes(size_bytes)
+    rng = random.Random(name)
+    # randbytes(n) asks for n * 8 random bits in a C int: at most 256 MiB at once.
+    block = 64 * _MIB
+    if size_bytes <= block:
+        return rng.randbytes(size_bytes)
+    return b"".join(
+        rng.randbytes(min(block, size_bytes - at)) for at in range(0, size_bytes, block)
+    )
 
 
 def _uid(label: str) -> str:

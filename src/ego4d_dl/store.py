@@ -173,7 +173,8 @@ def _translated(bucket: str, key: str, endpoint: str) -> Iterator[None]:
         if status == 412 or code == "PreconditionFailed":
             raise RemoteChangedError(key, f"{where}: changed on the server (412)") from exc
         if status == 403 or code in ("AccessDenied", "403", "Forbidden"):
-            raise AccessDeniedError(key, f"{where}: access denied (403 {code})") from exc
+            detail = "" if code.isdigit() else f" {code}"
+            raise AccessDeniedError(key, f"{where}: access denied (403{detail})") from exc
         if code in _TRANSIENT_CODES or status >= 500 or status == 429:
             raise TransientError(
                 key,
