@@ -37,6 +37,7 @@ from .errors import (
     RetriesExhaustedError,
     TransferError,
     TransientError,
+    leaves,
 )
 from .events import (
     BytesReceived,
@@ -831,16 +832,6 @@ _SERIOUSNESS: tuple[type[BaseException], ...] = (
 )
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
-        else:
-            out.append(exc)
-    return out
-
-
 def _most_serious(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The leaf exception that should decide what happens to the file (bugs come first)."""
 
@@ -850,7 +841,7 @@ def _most_serious(group: BaseExceptionGroup[BaseException]) -> BaseException:
                 return i + 1
         return 0  # not one of ours: a bug, which must surface
 
-    return min(_leaves(group), key=rank)
+    return min(leaves(group), key=rank)
 
 
 def _first_stop(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -862,4 +853,4 @@ def _first_stop(group: BaseExceptionGroup[BaseException]) -> BaseException:
             return order.get(exc.kind, 9)
         return 10 if isinstance(exc, asyncio.CancelledError) else 0
 
-    return min(_leaves(group), key=rank)
+    return min(leaves(group), key=rank)

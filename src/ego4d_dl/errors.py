@@ -42,6 +42,7 @@ __all__ = [
     "RetriesExhaustedError",
     "TransferError",
     "TransientError",
+    "leaves",
     "most_relevant",
 ]
 
@@ -128,11 +129,12 @@ class RetriesExhaustedError(TransferError):
     """A transient failure repeated until the retry budget ran out."""
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception inside a (possibly nested) exception group."""
     out: list[BaseException] = []
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
+            out.extend(leaves(exc))
         else:
             out.append(exc)
     return out
@@ -161,4 +163,4 @@ def most_relevant(group: BaseExceptionGroup[BaseException]) -> BaseException:
         # Cancellation is the least informative; anything else unknown is a bug.
         return len(_RELEVANCE) + 1 if isinstance(exc, asyncio.CancelledError) else 0
 
-    return min(_leaves(group), key=rank)
+    return min(leaves(group), key=rank)

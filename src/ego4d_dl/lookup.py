@@ -22,6 +22,7 @@ from .errors import (
     CredentialsError,
     NetworkError,
     TransferError,
+    leaves,
     most_relevant,
 )
 from .retry import RetryPolicy, retry_call
@@ -34,6 +35,8 @@ __all__ = ["LIST_MIN_KEYS", "Lookup", "LookupResult", "lookup_objects"]
 LIST_MIN_KEYS = 16
 # A listing may read this many keys per wanted key before it gives up on a sparse folder.
 _LIST_OVERSHOOT = 20
+# Wanted keys per concurrently listed span: one ListObjectsV2 page's worth.
+_SPAN_KEYS = 1000
 
 LookupResult = ObjectHead | ListedObject | TransferError
 
@@ -54,6 +57,7 @@ async def lookup_objects(
     policy: RetryPolicy,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     on_progress: Callable[[int], None] | None = None,
+    span_keys: int = _SPAN_KEYS,
 ) -> tuple[dict[tuple[str, str], LookupResult], Lookup]:
     """Resolve each ``(bucket, key)`` to its size and ETag, or to the error that explains why not.
 
@@ -88,45 +92,50 @@ async def lookup_objects(
             gate.release()
         progress(1)
 
-    async def list_folder(bucket: str, folder: str, keys: set[str]) -> list[str]:
-        """List the folder's span of wanted keys; return the keys still to HEAD."""
-        ordered = sorted(keys)
-        budget = len(ordered) * _LIST_OVERSHOOT
+    async def list_span(bucket: str, folder: str, span: list[str], keys: set[str]) -> None:
+        """List from just before ``span[0]`` until past ``span[-1]``; record wanted keys seen."""
+        budget = len(span) * _LIST_OVERSHOOT
         seen = 0
-        found: dict[str, ListedObject] = {}
         token: str | None = None
 
         async def one_page(token: str | None) -> ListPage:
             return await store.list_page(
-                bucket, prefix=folder, start_after=ordered[0][:-1], token=token
+                bucket, prefix=folder, start_after=span[0][:-1], token=token
             )
 
-        try:
-            while True:
-                async with gate:
-                    counters["pages"] += 1
-                    page = await retry_call(
-                        functools.partial(one_page, token), policy=policy, sleep=sleep, rng=rng
-                    )
-                seen += len(page.items)
-                hits = [item for item in page.items if item.key in keys]
-                for item in hits:
-                    found[item.key] = item
-                progress(len(hits))
-                token = page.next_token
-                past_last = bool(page.items) and page.items[-1].key >= ordered[-1]
-                if token is None or past_last or seen > budget:
-                    break
-        except AccessDeniedError:
-            pass  # listing is not allowed everywhere; HEAD each key instead
-        for key, item in found.items():
-            results[(bucket, key)] = item
-        return [k for k in ordered if k not in found]
+        while True:
+            async with gate:
+                counters["pages"] += 1
+                page = await retry_call(
+                    functools.partial(one_page, token), policy=policy, sleep=sleep, rng=rng
+                )
+            seen += len(page.items)
+            fresh = 0
+            for item in page.items:
+                if item.key in keys and (bucket, item.key) not in results:
+                    results[(bucket, item.key)] = item
+                    fresh += 1
+            progress(fresh)
+            token = page.next_token
+            past_last = bool(page.items) and page.items[-1].key >= span[-1]
+            if token is None or past_last or seen > budget:
+                return
 
     async def resolve_group(bucket: str, folder: str, keys: set[str]) -> None:
-        todo = sorted(keys)
+        ordered = sorted(keys)
         if len(keys) >= LIST_MIN_KEYS:
-            todo = await list_folder(bucket, folder, keys)
+            # Continuation tokens make one listing sequential; StartAfter lets us list
+            # several spans of the folder at once, one page-sized span of wanted keys each.
+            spans = [ordered[i : i + span_keys] for i in range(0, len(ordered), span_keys)]
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for span in spans:
+                        tg.create_task(list_span(bucket, folder, span, keys))
+            except BaseExceptionGroup as group:
+                if not all(isinstance(e, AccessDeniedError) for e in leaves(group)):
+                    raise
+                # Listing is not allowed everywhere; HEAD each key instead.
+        todo = [k for k in ordered if (bucket, k) not in results]
         async with asyncio.TaskGroup() as tg:
             for key in todo:
                 # Take the slot before creating the task, so pending work stays bounded.

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import os
 import random
 import time
 from pathlib import Path
@@ -119,6 +120,11 @@ async def fetch_manifest(
 def _select(dataset: str, data: bytes, source: str, selection: Selection) -> DatasetSelection:
     header, rows = parse_manifest(io.StringIO(_decode(data, source), newline=""), source=source)
     return select_rows(dataset, header, rows, selection)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` is below ``root``, lexically (no symlinks are followed or created)."""
+    return os.path.normpath(path).startswith(os.path.normpath(root) + os.sep)
 
 
 def _planned(
@@ -260,10 +266,11 @@ async def build_plan(
     for chosen in selections:
         folder = dataset_dir(out, options.version, chosen.dataset)
         files: list[PlannedFile] = []
+        if not _inside(folder, out):
+            raise PlanError(f"{chosen.dataset}: would write outside {out}")
         for row in chosen.rows:
+            # Safe by construction: the file name is one checked path segment (manifest.py).
             dest = folder / row.filename
-            if not dest.resolve().is_relative_to(out.resolve()):
-                raise PlanError(f"{chosen.dataset}: line {row.line} would write outside {out}")
             files.append(
                 _planned(chosen.dataset, row.uid, (row.bucket, row.key), dest, found, index)
             )
