@@ -419,3 +419,37 @@ def test_peak_memory_does_not_grow_with_object_size(
     # Eight times the bytes, (nearly) the same memory: nothing is buffered per object.
     assert peaks[384] < peaks[48] + 12, peaks
     assert peaks[384] < 150, peaks
+
+
+def test_without_yes_and_without_a_terminal_it_refuses_instead_of_hanging(
+    sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    ran = cli(
+        "download", "-o", tmp_path, "--endpoint-url", sandbox.endpoint_url, "--datasets", "viz"
+    )
+    assert ran.code == 2
+    assert "pass --yes" in ran.error_line
+    assert not (tmp_path / "v2" / "viz" / "viz_index.html").exists()
+
+
+def test_manifest_only(
+    sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    ran = cli(
+        "download",
+        "--manifest",
+        "-o",
+        tmp_path,
+        "--endpoint-url",
+        sandbox.endpoint_url,
+        "--datasets",
+        "clips",
+        "annotations",
+    )
+    assert ran.code == 0, ran.stderr
+    files = sorted(
+        str(p.relative_to(tmp_path))
+        for p in tmp_path.rglob("*")
+        if p.is_file() and ".ego4d-dl" not in p.parts
+    )
+    assert files == ["v2/annotations/manifest.csv", "v2/clips/manifest.csv"]

@@ -526,7 +526,7 @@ def download_command(
     manifest_override_path: ManifestOverride = None,
     yes: Yes = False,
     manifest: Annotated[
-        bool, typer.Option("--manifest", help="Fetch only the manifests (and ego4d.json).")
+        bool, typer.Option("--manifest", help="Fetch only the manifests, into each dataset folder.")
     ] = False,
     metadata: Annotated[
         bool,
