@@ -135,10 +135,19 @@ class _Committer:
     commit never includes a row whose bytes were written after the data sync it relies on.
     """
 
-    def __init__(self, journal: Journal, root: Path, interval_s: float) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        root: Path,
+        interval_s: float,
+        on_complete: Callable[[_Object, str], None],
+    ) -> None:
         self.journal = journal
         self.root = root
         self.interval_s = interval_s
+        # Called once a file is renamed and journaled, even if its task was cancelled since
+        # (an interrupted run still counts every file it completed).
+        self._on_complete = on_complete
         self._ranges: list[tuple[_Object, int, int, bytes | None]] = []
         self._finished: list[tuple[_Object, str, asyncio.Future[int]]] = []
         self._lock = asyncio.Lock()
@@ -185,7 +194,7 @@ class _Committer:
                 return
             for obj, start, stop, md5 in ranges:
                 self.journal.add_range(obj.object_id, start, stop, md5)
-            done: list[tuple[asyncio.Future[int], int]] = []
+            done: list[tuple[_Object, str, asyncio.Future[int], int]] = []
             for (obj, level, fut), error in zip(finished, errors, strict=True):
                 try:
                     if error is not None:
@@ -201,17 +210,18 @@ class _Committer:
                     file_size=st.st_size,
                     file_mtime_ns=st.st_mtime_ns,
                 )
-                done.append((fut, st.st_mtime_ns))
+                done.append((obj, level, fut, st.st_mtime_ns))
             try:
                 self.journal.commit()
             except sqlite3.Error as exc:
                 self.journal.db.rollback()
                 failure = DiskFullError(f"cannot write the journal {self.journal.path}: {exc}")
-                for fut, _ in done:
+                for _, _, fut, _ in done:
                     if not fut.done():
                         fut.set_exception(failure)
                 return
-            for fut, mtime in done:
+            for obj, level, fut, mtime in done:
+                self._on_complete(obj, level)
                 if not fut.done():
                     fut.set_result(mtime)
 
@@ -255,7 +265,9 @@ class Engine:
             on_change=lambda n, why: sink(ConcurrencyChanged(limit=n, reason=why)),
         )
         self._file_slots = asyncio.Semaphore(settings.max_open_files)
-        self._committer = _Committer(journal, output_directory, settings.commit_interval_s)
+        self._committer = _Committer(
+            journal, output_directory, settings.commit_interval_s, self._completed
+        )
         self._credentials_lock = asyncio.Lock()
         self._credentials_generation = 0
         self._open: dict[int, _Object] = {}
@@ -408,18 +420,6 @@ class Engine:
             self._file_slots.release()
             holding_slot = False
             await self._committer.finish(obj, level)
-            self._verified += 1
-            self._levels[level] = self._levels.get(level, 0) + 1
-            self._sink(
-                FileVerified(
-                    dataset=obj.dataset,
-                    key=obj.key,
-                    dest=planned.dest,
-                    size_bytes=obj.size_bytes,
-                    level=level,
-                    fetched_bytes=obj.fetched_bytes,
-                )
-            )
         except CredentialsError as exc:
             raise _Stop("credentials", exc) from exc
         except DiskFullError as exc:
@@ -438,6 +438,21 @@ class Engine:
             self._close(obj)
             if holding_slot:
                 self._file_slots.release()
+
+    def _completed(self, obj: _Object, level: str) -> None:
+        """A file is verified, renamed and journaled."""
+        self._verified += 1
+        self._levels[level] = self._levels.get(level, 0) + 1
+        self._sink(
+            FileVerified(
+                dataset=obj.dataset,
+                key=obj.key,
+                dest=obj.planned.dest,
+                size_bytes=obj.size_bytes,
+                level=level,
+                fetched_bytes=obj.fetched_bytes,
+            )
+        )
 
     def _close(self, obj: _Object) -> None:
         if obj.part is not None:
