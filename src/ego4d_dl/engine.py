@@ -593,7 +593,11 @@ class Engine:
         )
         if head.etag != obj.etag:
             raise RemoteChangedError(obj.key, f"{obj.key}: ETag is now {head.etag}")
-        first = head.part_range[1] - head.part_range[0] if head.part_range else 0
+        if head.part_range is None or head.part_range == (0, obj.size_bytes):
+            # The server ignores PartNumber (some mirrors do): the part layout cannot be
+            # learned, so the composite ETag cannot be checked (see _verify).
+            return (obj.size_bytes,), True
+        first = head.part_range[1] - head.part_range[0]
         guess = guess_layout(obj.size_bytes, first, count)
         if guess is not None:
             return guess, False
@@ -755,6 +759,9 @@ class Engine:
             if digest.hex() != obj.etag:
                 raise self._mismatch(obj, f"MD5 {digest.hex()} != ETag {obj.etag}")
             return kind.value
+        if kind is VerifyLevel.COMPOSITE and len(obj.layout) != multipart_count(obj.etag):
+            # No part layout to recompute the ETag from: fall back to checksums, else size.
+            return await self._verify_checksum(obj)
         if kind is VerifyLevel.COMPOSITE:
             got = await self._composite(obj)
             if got != obj.etag and not obj.layout_exact:
