@@ -105,10 +105,13 @@ class JournalEntry:
 class Journal:
     """One SQLite journal file; use as a context manager."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        """``readonly`` journals (plan, status) take no lock and create nothing."""
+    def __init__(self, path: Path, *, readonly: bool = False, snapshot: bool = False) -> None:
+        """``readonly`` journals (plan, status) take no lock and create nothing. A ``snapshot``
+        (read-only too) does not even touch SQLite's shared-memory index, so it is safe on a
+        journal another host is writing over NFS or Lustre; it sees what was checkpointed."""
         self.path = path
-        self.readonly = readonly
+        self.readonly = readonly or snapshot
+        self.snapshot = snapshot
         self._db: sqlite3.Connection | None = None
         self._lock_fd = -1
 
@@ -128,8 +131,9 @@ class Journal:
         """Open (creating if needed) the journal file; writers take an exclusive lock."""
         if self.readonly:
             try:
+                immutable = "&immutable=1" if self.snapshot else ""
                 self._db = sqlite3.connect(
-                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
+                    f"file:{self.path}?mode=ro{immutable}", uri=True, check_same_thread=False
                 )
                 self._db.execute("SELECT count(*) FROM objects").fetchone()
             except sqlite3.Error as exc:

@@ -1,8 +1,9 @@
 """Build a ``Plan``: fetch manifests, apply filters, look up every object, compare with disk.
 
 Async orchestration over ``store``; the decisions themselves live in ``plan`` and
-``manifest``. Never prints: progress goes to an ``EventSink``. Imports ``store``, ``lookup``,
-``plan``, ``manifest``, ``catalog``, ``events``, ``retry``, ``config`` and ``errors``.
+``manifest``. Never prints: progress goes to an ``EventSink``. With ``--shard K/N`` only the
+keys the shard owns are looked up and planned. Imports ``store``, ``lookup``, ``plan``,
+``shard``, ``manifest``, ``catalog``, ``events``, ``retry``, ``config`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import io
 import random
 import time
@@ -48,6 +50,7 @@ from .plan import (
     select_rows,
 )
 from .retry import RetryPolicy, retry_call
+from .shard import owns
 from .store import ObjectStore
 
 __all__ = [
@@ -113,6 +116,19 @@ async def fetch_manifest(
             "the keys from your approved Ego4D licence?",
             code="AccessDenied",
         ) from exc
+
+
+def _first_error(group: BaseExceptionGroup[Ego4dDLError]) -> Ego4dDLError:
+    """The error to report from a group: rejected credentials first, they concern everything."""
+    leaves: list[Ego4dDLError] = []
+    pending: list[BaseExceptionGroup[Ego4dDLError]] = [group]
+    while pending:
+        for exc in pending.pop().exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                pending.append(exc)
+            else:
+                leaves.append(exc)
+    return min(leaves, key=lambda e: not isinstance(e, CredentialsError))
 
 
 def _select(dataset: str, data: bytes, source: str, selection: Selection) -> DatasetSelection:
@@ -193,11 +209,15 @@ async def build_plan(
         manifests = {options.datasets[0]: data}
         sources = {options.datasets[0]: str(manifest_override)}
     else:
-        async with asyncio.TaskGroup() as tg:
-            tasks = {
-                ds: tg.create_task(fetch_manifest(store, options.version, ds))
-                for ds in options.datasets
-            }
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = {
+                    ds: tg.create_task(fetch_manifest(store, options.version, ds))
+                    for ds in options.datasets
+                }
+        except* Ego4dDLError as group:
+            # Callers (and the CLI's one-line messages) expect our error, not a group of them.
+            raise _first_error(group) from None
         manifests = {ds: t.result() for ds, t in tasks.items()}
         sources = {
             ds: f"s3://{CONSORTIUM_BUCKET}/{manifest_key(options.version, ds)}"
@@ -234,10 +254,17 @@ async def build_plan(
             )
         )
 
+    if options.shard is not None:
+        # Each process of a sharded run looks up and fetches only the keys it owns.
+        selections = [
+            dataclasses.replace(s, rows=tuple(r for r in s.rows if owns(options.shard, r.key)))
+            for s in selections
+        ]
     out = options.output_directory
     wanted = {(r.bucket, r.key) for s in selections for r in s.rows}
     meta = (CONSORTIUM_BUCKET, metadata_key(options.version))
-    if options.metadata:
+    with_metadata = options.metadata and owns(options.shard, meta[1])
+    if with_metadata:
         wanted.add(meta)
     total = len(wanted)
     found, cost = await lookup_objects(
@@ -249,7 +276,7 @@ async def build_plan(
     )
 
     datasets: list[DatasetPlan] = []
-    if options.metadata:
+    if with_metadata:
         # The release's ego4d.json lands at the top of the output folder, as in the original.
         meta_file = _planned("metadata", "ego4d.json", meta, out / "ego4d.json", found, index)
         datasets.append(DatasetPlan(name="metadata", files=(meta_file,)))
