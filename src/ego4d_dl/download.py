@@ -66,13 +66,14 @@ def check_free_space(out: Path, need_bytes: int) -> None:
     free = free_bytes(out)
     if free is not None and need_bytes > free:
         raise DiskFullError(
-            f"not enough free space in {out}: {_gib(need_bytes)} to fetch, {_gib(free)} free "
+            f"not enough free space in {out}: {_size(need_bytes)} to fetch, {_size(free)} free "
             "(free some space, narrow the selection, or pass --no-space-check)"
         )
 
 
-def _gib(n: int) -> str:
-    return f"{n / 1024**3:,.2f} GiB ({n:,} bytes)"
+def _size(n: int) -> str:
+    short = f"{n / 1024**3:,.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:,.1f} MiB"
+    return f"{short} ({n:,} bytes)"
 
 
 def default_jobs() -> int:

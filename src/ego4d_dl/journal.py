@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,9 +133,9 @@ class Journal:
         if self.readonly:
             try:
                 immutable = "&immutable=1" if self.snapshot else ""
-                self._db = sqlite3.connect(
-                    f"file:{self.path}?mode=ro{immutable}", uri=True, check_same_thread=False
-                )
+                # Quoted: a '?', '#' or '%' in the output directory would end the URI's path.
+                uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro{immutable}"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
                 self._db.execute("SELECT count(*) FROM objects").fetchone()
             except sqlite3.Error as exc:
                 raise ConfigError(f"cannot read the journal {self.path}: {exc}") from None
