@@ -51,9 +51,7 @@ def seed(sandbox: Sandbox, count: int) -> None:
 
 def timed(cmd: list[str], env: dict[str, str], stdin: str = "") -> float:
     started = time.perf_counter()
-    ran = subprocess.run(
-        cmd, env=env, input=stdin, capture_output=True, text=True, check=False
-    )
+    ran = subprocess.run(cmd, env=env, input=stdin, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if ran.returncode != 0:
         raise SystemExit(f"{cmd[:4]} failed ({ran.returncode}):\n{ran.stderr[-2000:]}")
@@ -82,12 +80,23 @@ def main() -> None:
             "AWS_ENDPOINT_URL_S3": sandbox.endpoint_url,
         }
         ours = [
-            sys.executable, "-m", "ego4d_dl", "plan", "--datasets", DATASET,
-            "--endpoint-url", sandbox.endpoint_url,
+            sys.executable,
+            "-m",
+            "ego4d_dl",
+            "plan",
+            "--datasets",
+            DATASET,
+            "--endpoint-url",
+            sandbox.endpoint_url,
         ]
         original = [
-            str(args.original_python), "-m", "ego4d.cli.cli", "--datasets", DATASET,
-            "--version", "v2_1",
+            str(args.original_python),
+            "-m",
+            "ego4d.cli.cli",
+            "--datasets",
+            DATASET,
+            "--version",
+            "v2_1",
         ]
         times: dict[str, list[float]] = {"ego4d-dl plan": [], "original to prompt": []}
         for run in range(args.runs):

@@ -4,9 +4,13 @@ Layers, each importing only from the ones below it::
 
     cli                      Typer front end; the only module that exits or picks exit codes
     dashboard, report        Rich rendering; the only modules that import rich
-    engine, planner, demo    async orchestration (no UI, never prints)
+    download, verify,        one command's run: plan, adopt, check, transfer; diagnose;
+      doctor, status           read every journal of a directory (offline)
+    engine, planner, demo,   async orchestration (no UI, never prints): transfers, plans,
+      check, adopt, layout     reading files back, adopting files on disk, part layouts
     store, journal, files    S3 I/O, SQLite state, .part files on disk
-    plan, integrity, retry   pure decisions: what to fetch, how to verify, when to retry
+    plan, integrity, retry,  pure decisions: what to fetch, how to verify, when to retry,
+      shard, bandwidth         which shard owns a key, how fast to read
     manifest, catalog        Ego4D facts and manifest parsing, pure
     events, config, errors   values shared by everything
 

@@ -26,6 +26,8 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from .adopt import Adoption
+from .bandwidth import parse_bandwidth
 from .catalog import (
     DEFAULT_DATASETS,
     DEFAULT_VERSION,
@@ -42,9 +44,10 @@ from .config import (
     parse_endpoint,
     read_uid_file,
 )
-from .dashboard import JsonLinesSink, PlainProgressSink
+from .dashboard import CheckProgressSink, JsonLinesSink, PlainProgressSink
 from .demo import demo_release, mismatches
-from .download import DownloadResult, free_bytes, run_download
+from .doctor import Blame, Diagnosis, diagnose
+from .download import DownloadResult, default_jobs, free_bytes, run_download
 from .engine import Engine
 from .errors import (
     ConfigError,
@@ -53,12 +56,27 @@ from .errors import (
     ManifestError,
     PlanError,
 )
-from .events import EventSink
+from .events import Event, EventSink, discard
 from .journal import DiskIndex, Journal, JournalIndex, journal_path
 from .plan import Plan
 from .planner import build_plan, list_dataset_rows
-from .report import human_bytes, plan_json, render_datasets, render_plan, render_summary
+from .report import (
+    doctor_json,
+    human_bytes,
+    plan_json,
+    render_datasets,
+    render_doctor,
+    render_plan,
+    render_status,
+    render_summary,
+    render_verify,
+    status_json,
+    verify_json,
+)
+from .shard import format_shard, parse_shard
+from .status import collect_status
 from .store import S3Store
+from .verify import VerifyResult, run_verify
 
 __all__ = ["app", "main"]
 
@@ -240,6 +258,8 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
         raise ConfigError(f"--verify must be 'etag' or 'size', not {verify!r}")
     profile = values.get("aws_profile_name")
     endpoint = parse_endpoint(values.get("endpoint_url"))
+    shard = values.get("shard")
+    max_bandwidth = values.get("max_bandwidth")
     options = Options(
         output_directory=output_directory,
         version=version,
@@ -255,6 +275,8 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
         metadata=values.get("metadata", True) is not False,
         assume_yes=bool(values.get("yes")),
         verify=verify,  # type: ignore[arg-type]
+        shard=parse_shard(str(shard)) if shard else None,
+        max_bandwidth_bytes_s=parse_bandwidth(str(max_bandwidth)) if max_bandwidth else None,
     )
     return options, warnings
 
@@ -357,6 +379,27 @@ ManifestOverride = Annotated[
 ]
 
 
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="Do only part K of N of the work, e.g. --shard 3/8 (Slurm: "
+        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT). Files are split by a stable hash "
+        "of their S3 key; each shard keeps its own journal.",
+        show_default=False,
+    ),
+]
+MaxBandwidth = Annotated[
+    str | None,
+    typer.Option(
+        "--max-bandwidth",
+        "--max_bandwidth",
+        help="Cap on the download rate of the whole run, e.g. 200MB/s, 50MiB/s, 800Mbit/s, 200M.",
+        show_default=False,
+    ),
+]
+
+
 def _gather(
     ctx: typer.Context,
     *,
@@ -391,6 +434,7 @@ def plan_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Accepted for clarity: plan never downloads.")
     ] = True,
+    shard: ShardOption = None,
 ) -> None:
     """Show what a download would fetch: files, sizes, what is already on disk, free space."""
     try:
@@ -407,6 +451,7 @@ def plan_command(
             universities=universities,
             endpoint_url=endpoint_url,
             concurrency=concurrency,
+            shard=shard,
         )
         _check_output_directory(options.output_directory, create=False)
     except Ego4dDLError as exc:
@@ -421,7 +466,7 @@ def plan_command(
             max_connections=max(8, options.concurrency),
             stall_timeout_s=options.stall_timeout_s,
         ) as store:
-            jpath = journal_path(options.output_directory)
+            jpath = journal_path(options.output_directory, options.shard)
             if not jpath.exists():
                 return await build_plan(
                     options,
@@ -556,6 +601,8 @@ def download_command(
     progress_interval: Annotated[
         float, typer.Option("--progress-interval", help="Seconds between progress lines.")
     ] = 10.0,
+    shard: ShardOption = None,
+    max_bandwidth: MaxBandwidth = None,
 ) -> None:
     """Download datasets: plan, confirm, fetch concurrently, verify every file, resume later."""
     if dry_run:
@@ -575,6 +622,7 @@ def download_command(
             concurrency=concurrency,
             manifest_override_path=manifest_override_path,
             json_out=json_out,
+            shard=shard,
         )
         return
     try:
@@ -596,12 +644,18 @@ def download_command(
             metadata=metadata,
             verify=verify,
             stall_timeout=stall_timeout,
+            shard=shard,
+            max_bandwidth=max_bandwidth,
         )
         _check_output_directory(options.output_directory, create=True)
     except Ego4dDLError as exc:
         _fail(str(exc), exit_code_for(exc))
     _print_warnings(warnings)
     sink = _make_sink(json_out=json_out, quiet=quiet, interval_s=progress_interval)
+    checks: CheckProgressSink | None = None
+    if not json_out:
+        checks = CheckProgressSink(sys.stderr, interval_s=progress_interval, quiet=quiet)
+        sink = _tee(sink, checks)
     override = manifest_override_path.expanduser() if manifest_override_path else None
 
     async def go() -> DownloadResult:
@@ -614,8 +668,14 @@ def download_command(
             space_check=not no_space_check,
         )
 
-    result = _run(go, credentials=options.credentials)
+    try:
+        result = _run(go, credentials=options.credentials)
+    finally:
+        if checks is not None:
+            checks.close()
     _print_warnings(result.plan.warnings)
+    if result.adoption is not None and not (json_out or quiet):
+        _print_adoption(result.adoption)
     summary = result.summary
     if result.declined:
         _err.print("Aborting the download operation.")
@@ -721,6 +781,281 @@ def demo_command(
         f"they are in {out}"
     )
     raise typer.Exit(_exit_code(result))
+
+
+# --- operating at scale: adoption, verify, status, doctor -----------------------------------
+
+
+def _tee(*sinks: EventSink) -> EventSink:
+    def sink(event: Event) -> None:
+        for each in sinks:
+            each(event)
+
+    return sink
+
+
+def _print_adoption(adoption: Adoption) -> None:
+    if adoption.adopted_files:
+        origin = " (left by the original ego4d CLI)" if adoption.original_cli else ""
+        how = (
+            "checked against their ETags"
+            if adoption.checked_files
+            else "taken at their size (--verify size)"
+        )
+        if adoption.from_journals and not adoption.checked_files:
+            how = "known complete to another journal"
+        _err.print(
+            f"adopted {adoption.adopted_files:,} files ({human_bytes(adoption.adopted_bytes)}) "
+            f"already on disk{origin}, {how}; not downloaded again"
+        )
+    if adoption.rejected_files:
+        _err.print(
+            f"[yellow]warning:[/] {adoption.rejected_files:,} files on disk had the right size "
+            "but not the right bytes; they are downloaded again",
+            markup=True,
+        )
+    if adoption.leftovers_removed:
+        _err.print(
+            f"removed {adoption.leftovers_removed:,} temporary files left by the original CLI "
+            f"({human_bytes(adoption.leftover_bytes)})"
+        )
+
+
+Repair = Annotated[
+    bool,
+    typer.Option("--repair", help="Fetch again every file found missing, truncated or corrupt."),
+]
+Jobs = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        "-j",
+        help="Files read back and hashed at once [default: one per CPU core].",
+        show_default=False,
+    ),
+]
+
+
+@app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    output_directory: OutputDirectory = None,
+    datasets: Datasets = None,
+    benchmarks: Benchmarks = None,
+    version: Version = None,
+    aws_profile_name: Profile = None,
+    video_uids: VideoUids = None,
+    video_uid_file: VideoUidFile = None,
+    universities: Universities = None,
+    config: ConfigPath = None,
+    endpoint_url: EndpointUrl = None,
+    concurrency: Concurrency = None,
+    shard: ShardOption = None,
+    repair: Repair = False,
+    jobs: Jobs = None,
+    max_bandwidth: MaxBandwidth = None,
+    metadata: Annotated[
+        bool,
+        typer.Option("--metadata/--no-metadata", help="Also check the release's ego4d.json."),
+    ] = True,
+    no_space_check: Annotated[
+        bool, typer.Option("--no-space-check", help="Repair even if free space looks too small.")
+    ] = False,
+    json_out: JsonOut = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only problems and the summary.")
+    ] = False,
+    progress_interval: Annotated[
+        float, typer.Option("--progress-interval", help="Seconds between progress lines.")
+    ] = 10.0,
+) -> None:
+    """Read every downloaded file back and check it against its ETag; --repair refetches.
+
+    Works on any output directory, with or without a journal (one made by the original CLI
+    too): the plan comes from the release's manifests, so missing files are found as well.
+    """
+    try:
+        options, warnings = _gather(
+            ctx,
+            config=config,
+            output_directory=output_directory,
+            datasets=datasets,
+            benchmarks=benchmarks,
+            version=version,
+            aws_profile_name=aws_profile_name,
+            video_uids=video_uids,
+            video_uid_file=video_uid_file,
+            universities=universities,
+            endpoint_url=endpoint_url,
+            concurrency=concurrency,
+            metadata=metadata,
+            shard=shard,
+            max_bandwidth=max_bandwidth,
+        )
+        if not options.output_directory.is_dir():
+            raise ConfigError(f"output directory {options.output_directory} does not exist")
+        if jobs is not None and not 1 <= jobs <= 256:
+            raise ConfigError(f"--jobs must be between 1 and 256, not {jobs}")
+    except Ego4dDLError as exc:
+        _fail(str(exc), exit_code_for(exc))
+    _print_warnings(warnings)
+    checks = (
+        None
+        if json_out
+        else CheckProgressSink(
+            sys.stderr, interval_s=progress_interval, quiet=quiet, list_damaged=False
+        )
+    )
+    # --json prints one document at the end, as `plan --json` does: no progress events.
+    sink: EventSink = discard
+    if checks is not None:
+        sink = _tee(_make_sink(json_out=False, quiet=quiet, interval_s=progress_interval), checks)
+
+    async def go() -> VerifyResult:
+        return await run_verify(
+            options,
+            sink=sink,
+            repair=repair,
+            jobs=jobs or default_jobs(),
+            on_engine=_install_signal_handlers,
+            space_check=not no_space_check,
+        )
+
+    try:
+        result = _run(go, credentials=options.credentials)
+    finally:
+        if checks is not None:
+            checks.close()
+    _print_warnings(result.plan.warnings)
+    if json_out:
+        sys.stdout.write(json.dumps(verify_json(result), indent=1) + "\n")
+    else:
+        render_verify(_out, result)
+    if result.repair is not None and result.repair.stop_kind == "credentials":
+        raise typer.Exit(EXIT_CREDENTIALS)
+    if result.repair is not None and result.repair.stop_kind == "interrupted":
+        raise typer.Exit(EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
+
+
+@app.command("status")
+def status_command(
+    ctx: typer.Context,
+    output_directory: OutputDirectory = None,
+    datasets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--datasets",
+            "--dataset",
+            help="Datasets to report on [default: every dataset with a saved manifest].",
+            show_default=False,
+        ),
+    ] = None,
+    benchmarks: Benchmarks = None,
+    version: Version = None,
+    video_uids: VideoUids = None,
+    video_uid_file: VideoUidFile = None,
+    universities: Universities = None,
+    config: ConfigPath = None,
+    shard: ShardOption = None,
+    metadata: Annotated[
+        bool,
+        typer.Option("--metadata/--no-metadata", help="Count the release's ego4d.json too."),
+    ] = True,
+    json_out: JsonOut = False,
+) -> None:
+    """Show what every shard has done: complete / partial / to fetch, per shard and dataset.
+
+    Offline: reads the manifests saved in the output directory, every journal and the disk;
+    needs no keys. Pass the download's selection flags (--benchmarks ...) to count as it did.
+    """
+    try:
+        merged = _merge_config(
+            ctx,
+            {
+                "output_directory": output_directory,
+                "datasets": datasets,
+                "benchmarks": benchmarks,
+                "version": version,
+                "video_uids": video_uids,
+                "video_uid_file": video_uid_file,
+                "universities": universities,
+                "metadata": metadata,
+                "shard": shard,
+            },
+            config,
+        )
+        options, warnings = build_options(merged)
+        status = collect_status(options, datasets_given=bool(merged.get("datasets")))
+    except Ego4dDLError as exc:
+        _fail(str(exc), exit_code_for(exc))
+    _print_warnings([*warnings, *status.warnings])
+    if json_out:
+        sys.stdout.write(json.dumps(status_json(status), indent=1) + "\n")
+    else:
+        render_status(_out, status)
+
+
+def _doctor_exit_code(diagnosis: Diagnosis) -> int:
+    blame = diagnosis.blame
+    if blame is Blame.NONE:
+        return EXIT_OK
+    if blame is Blame.CREDENTIALS:
+        return EXIT_CREDENTIALS
+    if blame is Blame.CONFIG:
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+@app.command("doctor")
+def doctor_command(
+    ctx: typer.Context,
+    output_directory: OutputDirectory = None,
+    datasets: Datasets = None,
+    benchmarks: Benchmarks = None,
+    version: Version = None,
+    aws_profile_name: Profile = None,
+    video_uids: VideoUids = None,
+    video_uid_file: VideoUidFile = None,
+    universities: Universities = None,
+    config: ConfigPath = None,
+    endpoint_url: EndpointUrl = None,
+    concurrency: Concurrency = None,
+    shard: ShardOption = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Check profile, keys, clock, proxies, buckets, disk space and the output directory.
+
+    Explains each problem in plain words; exits 0 only when a download would start (2: a
+    configuration problem, 3: the keys, 1: network or disk).
+    """
+    try:
+        options, warnings = _gather(
+            ctx,
+            config=config,
+            output_directory=output_directory,
+            datasets=datasets,
+            benchmarks=benchmarks,
+            version=version,
+            aws_profile_name=aws_profile_name,
+            video_uids=video_uids,
+            video_uid_file=video_uid_file,
+            universities=universities,
+            endpoint_url=endpoint_url,
+            concurrency=concurrency,
+            shard=shard,
+        )
+    except Ego4dDLError as exc:
+        _fail(str(exc), exit_code_for(exc))
+    _print_warnings(warnings)
+    diagnosis = _run(lambda: diagnose(options), credentials=options.credentials)
+    if json_out:
+        sys.stdout.write(json.dumps(doctor_json(diagnosis), indent=1) + "\n")
+    else:
+        if options.shard is not None:
+            _out.print(f"checking for shard {format_shard(options.shard)}")
+        render_doctor(_out, diagnosis)
+    raise typer.Exit(_doctor_exit_code(diagnosis))
 
 
 def main() -> None:

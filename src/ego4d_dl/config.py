@@ -85,6 +85,10 @@ class Options:
     metadata: bool = True
     assume_yes: bool = False
     verify: VerifyMode = "etag"
+    # This process's share of the plan, (K, N) for --shard K/N; None: all of it.
+    shard: tuple[int, int] | None = None
+    # --max-bandwidth, shared by every connection of the run; None: no cap.
+    max_bandwidth_bytes_s: float | None = None
 
 
 # The options a JSON config file may set, with the JSON type each must have. Names are the
@@ -106,6 +110,7 @@ CONFIG_KEYS: dict[str, type] = {
     "yes": bool,
     "assume_yes": bool,
     "verify": str,
+    "max_bandwidth": str,
 }
 
 

@@ -2,8 +2,10 @@
 
 Orchestration shared by ``ego4d-dl download`` and ``ego4d-dl demo``; the questions it must ask
 the user (confirmation) and the engine handle (for Ctrl-C) go through callbacks, so nothing
-here prints or reads a terminal. Imports ``engine``, ``planner``, ``journal``, ``store``,
-``plan``, ``config``, ``events`` and ``errors``.
+here prints or reads a terminal. Files on disk that the journal does not know (the original
+CLI's, another shard's) are adopted before the free-space check (``adopt``). Imports ``engine``,
+``planner``, ``adopt``, ``bandwidth``, ``journal``, ``store``, ``plan``, ``config``, ``events``
+and ``errors``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .adopt import Adoption, adopt_existing
+from .bandwidth import TokenBucket
 from .config import Options
 from .engine import Engine, EngineSettings
 from .errors import DiskFullError
@@ -25,7 +29,15 @@ from .plan import Plan, dataset_dir
 from .planner import build_plan
 from .store import S3Store
 
-__all__ = ["DownloadResult", "free_bytes", "run_download", "save_manifests"]
+__all__ = [
+    "DownloadResult",
+    "check_free_space",
+    "default_jobs",
+    "free_bytes",
+    "make_throttle",
+    "run_download",
+    "save_manifests",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +47,7 @@ class DownloadResult:
     plan: Plan
     summary: RunSummary | None
     declined: bool = False
+    adoption: Adoption | None = None
 
 
 def free_bytes(path: Path) -> int | None:
@@ -46,6 +59,34 @@ def free_bytes(path: Path) -> int | None:
         return shutil.disk_usage(probe).free
     except OSError:
         return None
+
+
+def check_free_space(out: Path, need_bytes: int) -> None:
+    """Refuse (``DiskFullError``) to start with less than ``need_bytes`` free in ``out``."""
+    free = free_bytes(out)
+    if free is not None and need_bytes > free:
+        raise DiskFullError(
+            f"not enough free space in {out}: {_size(need_bytes)} to fetch, {_size(free)} free "
+            "(free some space, narrow the selection, or pass --no-space-check)"
+        )
+
+
+def _size(n: int) -> str:
+    short = f"{n / 1024**3:,.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:,.1f} MiB"
+    return f"{short} ({n:,} bytes)"
+
+
+def default_jobs() -> int:
+    """Files hashed at once when reading files back: one per core (hashing is CPU-bound)."""
+    return max(2, os.cpu_count() or 2)
+
+
+def make_throttle(options: Options, settings: EngineSettings) -> TokenBucket | None:
+    """The run's shared ``--max-bandwidth`` bucket, or ``None`` without a cap."""
+    if options.max_bandwidth_bytes_s is None:
+        return None
+    # One chunk of burst: anything larger would show as overshoot in a short measured run.
+    return TokenBucket(options.max_bandwidth_bytes_s, burst_bytes=settings.chunk_bytes)
 
 
 def _write_atomic(dest: Path, data: bytes) -> None:
@@ -90,7 +131,7 @@ async def run_download(
         max_connections=options.concurrency,
         stall_timeout_s=options.stall_timeout_s,
     ) as store:
-        with Journal(journal_path(out)) as journal:
+        with Journal(journal_path(out, options.shard)) as journal:
             plan = await build_plan(
                 options,
                 store,
@@ -101,15 +142,21 @@ async def run_download(
             await asyncio.to_thread(save_manifests, plan)
             if options.manifest_only:
                 return DownloadResult(plan=plan, summary=None)
-            need = plan.totals.fetch_bytes
-            free = free_bytes(out)
-            if space_check and free is not None and need > free:
-                raise DiskFullError(
-                    f"not enough free space in {out}: {need:,} bytes to fetch, {free:,} free "
-                    "(free some space, narrow the selection, or pass --no-space-check)"
-                )
+            adoption = await adopt_existing(
+                plan,
+                store=store,
+                journal=journal,
+                verify=options.verify == "etag",
+                jobs=default_jobs(),
+                sink=sink,
+            )
+            journal.commit()
+            plan = adoption.plan
+            if space_check:
+                check_free_space(out, plan.totals.fetch_bytes)
             if plan.totals.fetch_files and not await confirm(plan):
-                return DownloadResult(plan=plan, summary=None, declined=True)
+                return DownloadResult(plan=plan, summary=None, declined=True, adoption=adoption)
+            throttle = make_throttle(options, settings)
             engine = Engine(
                 store=store,
                 journal=journal,
@@ -117,7 +164,8 @@ async def run_download(
                 settings=settings,
                 sink=sink,
                 reload_credentials=store.reload_credentials,
+                throttle=throttle.acquire if throttle is not None else None,
             )
             on_engine(engine)
             summary = await engine.run(plan.files)
-            return DownloadResult(plan=plan, summary=summary)
+            return DownloadResult(plan=plan, summary=summary, adoption=adoption)

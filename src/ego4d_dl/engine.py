@@ -249,8 +249,12 @@ class Engine:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        throttle: Callable[[int], Awaitable[object]] | None = None,
     ) -> None:
+        """``throttle(n)``, if given, is awaited before each chunk of ``n`` bytes is read: the
+        shared ``--max-bandwidth`` token bucket."""
         self._store = store
+        self._throttle = throttle
         self._journal = journal
         self._out = output_directory
         self._settings = settings
@@ -674,6 +678,8 @@ class Engine:
     async def _read_chunk(self, body: RangeBody, remaining: int) -> bytes:
         """Up to ``chunk_bytes`` (fewer only at the end): few, large hops to the writer thread."""
         want = min(self._settings.chunk_bytes, remaining)
+        if self._throttle is not None:
+            await self._throttle(want)
         data = await body.read(want)
         if len(data) >= want:
             return data

@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "BytesHashed",
     "BytesReceived",
+    "CheckStarted",
     "ConcurrencyChanged",
     "Event",
     "EventSink",
+    "FileChecked",
     "FileFailed",
     "FileOutcome",
     "FileRestarted",
@@ -225,6 +228,36 @@ class RunFinished:
     summary: RunSummary
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckStarted:
+    """Files already on disk are about to be read back and checked (verify, adoption)."""
+
+    files: int
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BytesHashed:
+    """``count`` more bytes of ``key`` were read back from disk and hashed."""
+
+    dataset: str
+    key: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileChecked:
+    """A file on disk was checked: ``verdict`` is ``ok``, ``missing``, ``truncated``, ..."""
+
+    dataset: str
+    key: str
+    dest: Path
+    size_bytes: int
+    verdict: str
+    level: str
+    reason: str
+
+
 Event = (
     ManifestLoaded
     | ObjectsLookedUp
@@ -240,6 +273,9 @@ Event = (
     | FileFailed
     | ConcurrencyChanged
     | RunFinished
+    | CheckStarted
+    | BytesHashed
+    | FileChecked
 )
 EventSink = Callable[[Event], None]
 

@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,10 +106,13 @@ class JournalEntry:
 class Journal:
     """One SQLite journal file; use as a context manager."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        """``readonly`` journals (plan, status) take no lock and create nothing."""
+    def __init__(self, path: Path, *, readonly: bool = False, snapshot: bool = False) -> None:
+        """``readonly`` journals (plan, status) take no lock and create nothing. A ``snapshot``
+        (read-only too) does not even touch SQLite's shared-memory index, so it is safe on a
+        journal another host is writing over NFS or Lustre; it sees what was checkpointed."""
         self.path = path
-        self.readonly = readonly
+        self.readonly = readonly or snapshot
+        self.snapshot = snapshot
         self._db: sqlite3.Connection | None = None
         self._lock_fd = -1
 
@@ -128,9 +132,10 @@ class Journal:
         """Open (creating if needed) the journal file; writers take an exclusive lock."""
         if self.readonly:
             try:
-                self._db = sqlite3.connect(
-                    f"file:{self.path}?mode=ro", uri=True, check_same_thread=False
-                )
+                immutable = "&immutable=1" if self.snapshot else ""
+                # Quoted: a '?', '#' or '%' in the output directory would end the URI's path.
+                uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro{immutable}"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
                 self._db.execute("SELECT count(*) FROM objects").fetchone()
             except sqlite3.Error as exc:
                 raise ConfigError(f"cannot read the journal {self.path}: {exc}") from None

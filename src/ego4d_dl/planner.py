@@ -1,8 +1,9 @@
 """Build a ``Plan``: fetch manifests, apply filters, look up every object, compare with disk.
 
 Async orchestration over ``store``; the decisions themselves live in ``plan`` and
-``manifest``. Never prints: progress goes to an ``EventSink``. Imports ``store``, ``lookup``,
-``plan``, ``manifest``, ``catalog``, ``events``, ``retry``, ``config`` and ``errors``.
+``manifest``. Never prints: progress goes to an ``EventSink``. With ``--shard K/N`` only the
+keys the shard owns are looked up and planned. Imports ``store``, ``lookup``, ``plan``,
+``shard``, ``manifest``, ``catalog``, ``events``, ``retry``, ``config`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import io
 import os
 import random
@@ -50,6 +52,7 @@ from .plan import (
     select_rows,
 )
 from .retry import RetryPolicy, retry_call
+from .shard import owns
 from .store import ObjectStore
 
 __all__ = [
@@ -244,10 +247,17 @@ async def build_plan(
             )
         )
 
+    if options.shard is not None:
+        # Each process of a sharded run looks up and fetches only the keys it owns.
+        selections = [
+            dataclasses.replace(s, rows=tuple(r for r in s.rows if owns(options.shard, r.key)))
+            for s in selections
+        ]
     out = options.output_directory
     wanted = {(r.bucket, r.key) for s in selections for r in s.rows}
     meta = (CONSORTIUM_BUCKET, metadata_key(options.version))
-    if options.metadata:
+    with_metadata = options.metadata and owns(options.shard, meta[1])
+    if with_metadata:
         wanted.add(meta)
     total = len(wanted)
     found, cost = await lookup_objects(
@@ -259,7 +269,7 @@ async def build_plan(
     )
 
     datasets: list[DatasetPlan] = []
-    if options.metadata:
+    if with_metadata:
         # The release's ego4d.json lands at the top of the output folder, as in the original.
         meta_file = _planned("metadata", "ego4d.json", meta, out / "ego4d.json", found, index)
         datasets.append(DatasetPlan(name="metadata", files=(meta_file,)))

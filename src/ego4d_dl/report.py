@@ -1,7 +1,9 @@
-"""Static Rich renderings: the plan table, the dataset list, warnings; and their JSON forms.
+"""Static Rich renderings: the plan table, the dataset list, warnings, status, verify and doctor
+reports; and their JSON forms.
 
 One of the two modules (with ``dashboard``) that import rich. Functions take a ``Console`` so
-tests render into a recording console. Imports ``plan`` and ``errors``.
+tests render into a recording console. Imports ``plan``, ``events``, ``status``, ``verify``,
+``doctor``, ``shard`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -14,16 +16,26 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from .doctor import Diagnosis, Severity
 from .events import Event, RunSummary
 from .plan import Plan, Totals
+from .shard import format_shard
+from .status import Status, StatusCounts
+from .verify import VerifyResult
 
 __all__ = [
+    "doctor_json",
     "event_json",
     "human_bytes",
     "plan_json",
     "render_datasets",
+    "render_doctor",
     "render_plan",
+    "render_status",
     "render_summary",
+    "render_verify",
+    "status_json",
+    "verify_json",
 ]
 
 
@@ -171,3 +183,178 @@ def render_summary(console: Console, summary: RunSummary) -> None:
         console.print(f"[red]{p.status}[/]: {p.dataset}/{p.uid} ({p.key}): {p.reason}", markup=True)
     if len(summary.problems) > 50:
         console.print(f"... and {len(summary.problems) - 50} more (see --json)")
+
+
+# --- status, verify, doctor -----------------------------------------------------------------
+
+
+def _status_cells(c: StatusCounts) -> list[str]:
+    fetch = f"{c.fetch_files:,}"
+    if c.fetch_files:
+        known = human_bytes(c.fetch_known_bytes) if c.fetch_known_bytes else ""
+        unknown = f"{c.fetch_unknown_files:,} of unknown size" if c.fetch_unknown_files else ""
+        fetch += f" ({' + '.join(x for x in (known, unknown) if x)})"
+    partial = f"{c.partial_files:,}"
+    if c.partial_files:
+        partial += f" ({human_bytes(c.partial_done_bytes)} of {human_bytes(c.partial_size_bytes)})"
+    return [
+        f"{c.files:,}",
+        f"{c.complete_files:,} ({human_bytes(c.complete_bytes)})",
+        partial,
+        fetch,
+        f"{c.unjournaled_files:,} ({human_bytes(c.unjournaled_bytes)})"
+        if c.unjournaled_files
+        else "",
+    ]
+
+
+def render_status(console: Console, status: Status) -> None:
+    """Per shard and per dataset: complete, partial, to fetch, on disk without a journal."""
+    title = f"Ego4D {status.version} in {status.output_directory}"
+    if status.shard_count:
+        title += f" ({status.shard_count} shards)"
+    table = Table(title=title, title_justify="left")
+    table.add_column("shard / dataset", no_wrap=True)
+    headers = ["files", "complete", "partial", "to fetch"]
+    unjournaled = status.counts.unjournaled_files > 0
+    if unjournaled:
+        headers.append("on disk, no journal")
+    for header in headers:
+        table.add_column(header, justify="right", min_width=len(header))
+
+    def row(name: str, counts: StatusCounts, style: str = "") -> None:
+        cells = _status_cells(counts)
+        table.add_row(name, *(cells if unjournaled else cells[:-1]), style=style)
+
+    for shard in status.shards:
+        name = f"shard {format_shard(shard.shard)}" if shard.shard else "all"
+        started = "" if shard.journal else " (not started)"
+        row(name + started, shard.counts, "bold")
+        if len(shard.datasets) > 1 or shard.shard is None:
+            for ds in shard.datasets:
+                if ds.counts.files:
+                    row(f"  {ds.name}", ds.counts)
+    if len(status.shards) > 1:
+        table.add_section()
+        for ds in status.datasets:
+            row(ds.name, ds.counts)
+        row("total", status.counts, "bold")
+    console.print(table)
+    c = status.counts
+    if c.files and c.complete_files == c.files:
+        console.print("[green]Everything is downloaded.[/]")
+    if c.unjournaled_files:
+        console.print(
+            f"{c.unjournaled_files:,} files are on disk but in no journal (the original CLI's?); "
+            "the next download checks and adopts them"
+        )
+
+
+def _counts_json(c: StatusCounts) -> dict[str, int]:
+    return {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
+
+
+def status_json(status: Status) -> dict[str, Any]:
+    """The status as one JSON-ready document."""
+    return {
+        "output_directory": str(status.output_directory),
+        "version": status.version,
+        "shard_count": status.shard_count,
+        "journals": [str(p) for p in status.journals],
+        "warnings": list(status.warnings),
+        "totals": _counts_json(status.counts),
+        "datasets": [{"name": d.name, **_counts_json(d.counts)} for d in status.datasets],
+        "shards": [
+            {
+                "shard": format_shard(s.shard) if s.shard else None,
+                "journal": str(s.journal) if s.journal else None,
+                "totals": _counts_json(s.counts),
+                "datasets": [{"name": d.name, **_counts_json(d.counts)} for d in s.datasets],
+            }
+            for s in status.shards
+        ],
+    }
+
+
+def render_verify(console: Console, result: VerifyResult) -> None:
+    """Every file that is not right, then the counts and the repair run's summary."""
+    out = result.plan.output_directory
+    for c in result.bad[:200]:
+        rel = c.planned.dest.relative_to(out)
+        console.print(f"[red]{c.verdict.value}[/]: {rel}: {c.reason}", markup=True)
+    if len(result.bad) > 200:
+        console.print(f"... and {len(result.bad) - 200} more (see --json)")
+    counts = ", ".join(f"{n:,} {verdict}" for verdict, n in sorted(result.counts.items()))
+    rate = result.hashed_bytes / result.elapsed_s if result.elapsed_s > 0 else 0.0
+    console.print(
+        f"checked {len(result.checks):,} files: {counts or 'nothing to check'}; "
+        f"{human_bytes(result.hashed_bytes)} read back in {result.elapsed_s:.1f}s "
+        f"({human_bytes(rate)}/s)"
+    )
+    if result.repair is not None:
+        render_summary(console, result.repair)
+    elif any(c.verdict.repairable for c in result.bad):
+        console.print("run again with --repair to fetch the damaged and missing files")
+
+
+def verify_json(result: VerifyResult) -> dict[str, Any]:
+    """The verdicts (and the repair summary) as one JSON-ready document."""
+    out = result.plan.output_directory
+    return {
+        "output_directory": str(out),
+        "ok": result.ok,
+        "counts": result.counts,
+        "hashed_bytes": result.hashed_bytes,
+        "elapsed_s": result.elapsed_s,
+        "files": [
+            {
+                "dataset": c.planned.dataset,
+                "uid": c.planned.uid,
+                "key": c.planned.key,
+                "destination": str(c.planned.dest.relative_to(out)),
+                "verdict": c.verdict.value,
+                "level": c.level,
+                "reason": c.reason,
+            }
+            for c in result.checks
+        ],
+        "repair": _jsonable(result.repair) if result.repair is not None else None,
+    }
+
+
+_SEVERITY_STYLE = {
+    Severity.OK: "[green]  ok[/]",
+    Severity.WARN: "[yellow]warn[/]",
+    Severity.FAIL: "[bold red]FAIL[/]",
+    Severity.SKIP: "[dim]skip[/]",
+}
+
+
+def render_doctor(console: Console, diagnosis: Diagnosis) -> None:
+    """One line per check, then whether a download would start."""
+    for f in diagnosis.findings:
+        console.print(f"{_SEVERITY_STYLE[f.severity]}  {f.check}: ", markup=True, end="")
+        console.print(f.detail, markup=False, highlight=False)
+    if diagnosis.would_start:
+        console.print("[green]A download would start.[/]", markup=True)
+    else:
+        console.print(
+            "[bold red]A download would not start[/]: fix the FAIL lines above.", markup=True
+        )
+
+
+def doctor_json(diagnosis: Diagnosis) -> dict[str, Any]:
+    """The findings as one JSON-ready document."""
+    return {
+        "would_start": diagnosis.would_start,
+        "blame": diagnosis.blame.value or None,
+        "findings": [
+            {
+                "check": f.check,
+                "severity": f.severity.value,
+                "detail": f.detail,
+                "blame": f.blame.value or None,
+            }
+            for f in diagnosis.findings
+        ],
+    }

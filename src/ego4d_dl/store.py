@@ -1,17 +1,21 @@
 """S3 access behind a small Protocol; the one place botocore and aiohttp errors become ours.
 
-``S3Store`` wraps an aioboto3 client: HEAD (optionally of one upload part), ListObjectsV2 pages,
+``S3Store`` wraps aioboto3 clients: HEAD (optionally of one upload part), ListObjectsV2 pages,
 small whole-object reads (manifests) and ranged GETs that carry ``If-Match`` and are checked
-against the Content-Range the server sends. Nothing above this module sees botocore. Imports
-``config`` and ``errors`` only.
+against the Content-Range the server sends. Each bucket's region is resolved once
+(HeadBucket's ``x-amz-bucket-region``) and served by a client of that region; proxies come from
+HTTPS_PROXY / HTTP_PROXY / NO_PROXY as botocore reads them. Nothing above this module sees
+botocore. Imports ``config`` and ``errors`` only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import os
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,6 +25,8 @@ import aioboto3
 import aiohttp
 import botocore.exceptions
 from aiobotocore.config import AioConfig
+from botocore.httpsession import mask_proxy_url
+from botocore.utils import get_environ_proxies
 
 from .config import Credentials, Endpoint
 from .errors import (
@@ -36,6 +42,8 @@ from .errors import (
 
 __all__ = [
     "CREDENTIAL_CODES",
+    "BucketProbe",
+    "KeyInfo",
     "ListPage",
     "ListedObject",
     "ObjectHead",
@@ -43,6 +51,10 @@ __all__ = [
     "RangeBody",
     "S3Store",
     "normalise_etag",
+    "proxy_for",
+    "region_from_headers",
+    "resolve_keys",
+    "usable_region",
 ]
 
 # Codes that mean the keys themselves are bad, as opposed to one object being off limits.
@@ -120,6 +132,27 @@ class ListPage:
     next_token: str | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BucketProbe:
+    """What one HeadBucket said about a bucket."""
+
+    bucket: str
+    status: int  # HTTP status: 200, 403 (no ListBucket permission), 404, 301, ...
+    code: str  # the error code of a failed answer, "" on success
+    region: str | None  # x-amz-bucket-region, when the server names it
+    server_date: float | None  # the server's Date header as a Unix time
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyInfo:
+    """The keys the AWS credential chain found (never the secret) and where it found them."""
+
+    access_key_id: str
+    method: str  # botocore's name for the source: env, shared-credentials-file, ...
+    has_session_token: bool
+    profile_region: str | None  # the region configured for the profile, as written
+
+
 class RangeBody(Protocol):
     """A response body being streamed; ``read`` returns ``b""`` at the end."""
 
@@ -189,6 +222,13 @@ def _translated(bucket: str, key: str, endpoint: str) -> Iterator[None]:
         ) from exc
     except botocore.exceptions.PartialCredentialsError as exc:
         raise CredentialsError(f"incomplete AWS credentials: {exc}", code="Partial") from exc
+    except botocore.exceptions.ProxyConnectionError as exc:
+        raise NetworkError(
+            f"cannot reach {endpoint} through the proxy {exc.kwargs.get('proxy_url', '')} "
+            "(from HTTPS_PROXY / HTTP_PROXY; NO_PROXY lists hosts to reach directly)"
+        ) from exc
+    except botocore.exceptions.SSLError as exc:
+        raise NetworkError(f"TLS with {endpoint} failed: {exc}") from exc
     except (
         botocore.exceptions.EndpointConnectionError,
         botocore.exceptions.ConnectTimeoutError,
@@ -275,6 +315,13 @@ class S3Store:
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._keys: tuple[str, str, str | None] | None = None
+        self._session: Any = None
+        self._default_region = "us-east-1"
+        # Region of each bucket once resolved, and one client per region other than the default.
+        self._bucket_regions: dict[str, str] = {}
+        self._regional: dict[str, Any] = {}
+        self._region_locks: dict[str, asyncio.Lock] = {}
+        self._client_lock = asyncio.Lock()
 
     @property
     def endpoint_label(self) -> str:
@@ -316,6 +363,8 @@ class S3Store:
                 "s3", endpoint_url=self._endpoint.url, region_name=region, config=self._config()
             )
         )
+        # Clients of other regions are made again, lazily, from the fresh session.
+        self._session, self._default_region, self._regional = session, region, {}
         creds = await session.get_credentials()
         if creds is None:
             return client, None
@@ -346,6 +395,69 @@ class S3Store:
         await self._stack.aclose()
         self._client = None
 
+    # --- regions -----------------------------------------------------------------------------
+
+    async def probe_bucket(self, bucket: str) -> BucketProbe:
+        """One signed HeadBucket: the status, the bucket's region if named, the server's clock.
+
+        Error answers (403 without ListBucket permission, 404, a 301 to another region) are
+        results here, not exceptions; only an unreachable endpoint raises ``NetworkError``.
+        """
+        try:
+            with _translated(bucket, "", self.endpoint_label):
+                try:
+                    resp = await self._client.head_bucket(Bucket=bucket)
+                except botocore.exceptions.ClientError as exc:
+                    resp = exc.response
+        except TransientError as exc:
+            raise NetworkError(f"cannot reach {self.endpoint_label}: {exc}") from exc
+        meta = resp.get("ResponseMetadata", {})
+        headers = {str(k).lower(): str(v) for k, v in meta.get("HTTPHeaders", {}).items()}
+        return BucketProbe(
+            bucket=bucket,
+            status=int(meta.get("HTTPStatusCode", 0) or 0),
+            code=str(resp.get("Error", {}).get("Code", "")),
+            region=region_from_headers(headers),
+            server_date=_http_date(headers.get("date", "")),
+        )
+
+    async def bucket_region(self, bucket: str) -> str:
+        """The region requests for ``bucket`` are signed for and sent to (resolved once)."""
+        region = self._bucket_regions.get(bucket)
+        if region is not None:
+            return region
+        async with self._region_locks.setdefault(bucket, asyncio.Lock()):
+            region = self._bucket_regions.get(bucket)
+            if region is None:
+                try:
+                    region = (await self.probe_bucket(bucket)).region
+                except Ego4dDLError:
+                    region = None  # the request itself will then report what is wrong
+                region = region or self._default_region
+                self._bucket_regions[bucket] = region
+        return region
+
+    async def _client_for(self, bucket: str) -> Any:
+        region = await self.bucket_region(bucket)
+        if region == self._default_region:
+            return self._client
+        client = self._regional.get(region)
+        if client is not None:
+            return client
+        async with self._client_lock:
+            client = self._regional.get(region)
+            if client is None:
+                client = await self._stack.enter_async_context(
+                    self._session.client(
+                        "s3",
+                        endpoint_url=self._endpoint.url,
+                        region_name=region,
+                        config=self._config(),
+                    )
+                )
+                self._regional[region] = client
+        return client
+
     async def head(
         self, bucket: str, key: str, *, part_number: int | None = None, checksums: bool = False
     ) -> ObjectHead:
@@ -356,8 +468,9 @@ class S3Store:
         if checksums:
             kwargs["ChecksumMode"] = "ENABLED"
         try:
+            client = await self._client_for(bucket)
             with _translated(bucket, key, self.endpoint_label):
-                resp = await self._client.head_object(**kwargs)
+                resp = await client.head_object(**kwargs)
         except AccessDeniedError:
             # A HEAD error has no body, so a bare 403 could be expired keys as well as a
             # forbidden object; a one-byte GET carries the error code that tells them apart.
@@ -391,7 +504,8 @@ class S3Store:
             contextlib.suppress(AccessDeniedError, ObjectNotFoundError, TransientError),
             _translated(bucket, key, self.endpoint_label),
         ):
-            resp = await self._client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
+            client = await self._client_for(bucket)
+            resp = await client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
             resp["Body"].close()
 
     async def list_page(
@@ -403,8 +517,9 @@ class S3Store:
             kwargs["ContinuationToken"] = token
         elif start_after:
             kwargs["StartAfter"] = start_after
+        client = await self._client_for(bucket)
         with _translated(bucket, prefix, self.endpoint_label):
-            resp = await self._client.list_objects_v2(**kwargs)
+            resp = await client.list_objects_v2(**kwargs)
         items = tuple(
             ListedObject(
                 key=str(item["Key"]),
@@ -418,8 +533,9 @@ class S3Store:
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         """A whole small object (manifests, metadata) in memory."""
+        client = await self._client_for(bucket)
         with _translated(bucket, key, self.endpoint_label):
-            resp = await self._client.get_object(Bucket=bucket, Key=key)
+            resp = await client.get_object(Bucket=bucket, Key=key)
             async with resp["Body"] as stream:
                 data: bytes = await stream.read()
         return data
@@ -439,8 +555,9 @@ class S3Store:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, "IfMatch": f'"{etag}"'}
         if not whole:
             kwargs["Range"] = f"bytes={start}-{stop - 1}"
+        client = await self._client_for(bucket)
         with _translated(bucket, key, self.endpoint_label):
-            resp = await self._client.get_object(**kwargs)
+            resp = await client.get_object(**kwargs)
         raw = resp["Body"]
         try:
             status = int(resp["ResponseMetadata"]["HTTPStatusCode"])
@@ -501,7 +618,59 @@ def _make_session(credentials: Credentials) -> Any:
 
 def _profile_message(profile: str | None) -> str:
     name = profile or os.environ.get("AWS_PROFILE") or "default"
+    credentials = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
+    config = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
     return (
-        f"AWS profile {name!r} not found in ~/.aws/credentials or ~/.aws/config; add your "
+        f"AWS profile {name!r} not found in {credentials} or {config}; add your "
         f"Ego4D keys with: aws configure --profile {name}"
     )
+
+
+def usable_region(region: str | None) -> str | None:
+    """A configured region, or ``None`` for a placeholder such as ``none`` or ``""``."""
+    return _usable_region(region)
+
+
+def region_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The ``x-amz-bucket-region`` of an answer (lower-case header names), if plausible."""
+    return _usable_region(headers.get("x-amz-bucket-region"))
+
+
+def _http_date(text: str) -> float | None:
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp() if text else None
+    except (TypeError, ValueError):
+        return None
+
+
+async def resolve_keys(credentials: Credentials) -> KeyInfo | None:
+    """Run the AWS credential chain as a download would; ``None`` when it finds no keys.
+
+    A missing profile is a ``ConfigError``; half-configured keys a ``CredentialsError``.
+    """
+    session = _make_session(credentials)
+    try:
+        found = await session.get_credentials()
+        if found is None:
+            return None
+        frozen = await found.get_frozen_credentials()
+    except botocore.exceptions.ProfileNotFound as exc:
+        raise ConfigError(_profile_message(credentials.profile)) from exc
+    except botocore.exceptions.PartialCredentialsError as exc:
+        raise CredentialsError(f"incomplete AWS credentials: {exc}", code="Partial") from exc
+    return KeyInfo(
+        access_key_id=str(frozen.access_key),
+        method=str(getattr(found, "method", "") or "unknown"),
+        has_session_token=bool(frozen.token),
+        profile_region=session.region_name,
+    )
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy botocore will use for requests to ``url`` (password masked), or ``None``.
+
+    botocore reads HTTPS_PROXY / HTTP_PROXY (either case) by the URL's scheme and skips hosts
+    listed in NO_PROXY; aiobotocore passes the result to every aiohttp request.
+    """
+    proxy = get_environ_proxies(url).get(urllib.parse.urlsplit(url).scheme)
+    return str(mask_proxy_url(proxy)) if proxy else None

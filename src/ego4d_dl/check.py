@@ -1,0 +1,267 @@
+"""Read files back from disk and check them against their objects' ETags, in parallel.
+
+Used by ``ego4d-dl verify`` and by adoption of files found on disk without a journal entry
+(left by the original ``ego4d`` CLI, say). A single-part ETag is the file's MD5; a multipart
+one is recomputed part by part (``integrity``) from the journal's layout or, failing that, one
+learnt with ``HEAD ?partNumber=N`` (``layout``). Hashing runs in worker threads (``hashlib``
+releases the GIL), at most ``jobs`` ranges at once. Never prints: progress goes to an
+``EventSink``. Imports ``store``, ``layout``, ``journal``, ``files``, ``integrity``, ``plan``,
+``retry``, ``events`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from .errors import (
+    AccessDeniedError,
+    ObjectNotFoundError,
+    RemoteChangedError,
+    TransferError,
+)
+from .events import BytesHashed, CheckStarted, EventSink, FileChecked
+from .files import hash_range
+from .integrity import VerifyLevel, composite_etag, etag_kind, part_bounds
+from .journal import Journal
+from .layout import Layout, exact_layout, learn_layout
+from .plan import PlannedFile
+from .retry import RetryPolicy
+from .store import ObjectStore
+
+__all__ = [
+    "CHECK_RETRY",
+    "FileCheck",
+    "Verdict",
+    "check_files",
+    "record_checks",
+]
+
+# Layout lookups are few and small; give up about as soon as planning does.
+CHECK_RETRY = RetryPolicy(max_attempts=5, base_delay_s=0.2, max_delay_s=4.0)
+
+
+class Verdict(StrEnum):
+    """What a check found."""
+
+    OK = "ok"  # the bytes match the ETag (or the size, where the ETag proves nothing more)
+    MISSING = "missing"  # not on disk
+    TRUNCATED = "truncated"  # shorter than the object
+    OVERSIZED = "oversized"  # longer than the object
+    CORRUPT = "corrupt"  # the right size, the wrong bytes
+    CHANGED = "changed"  # the object was replaced on the server since this copy was made
+    INCOMPLETE = "incomplete"  # a partial download that the next run resumes
+    UNAVAILABLE = "unavailable"  # the server has no such object, or denies it
+    UNCHECKED = "unchecked"  # the check itself failed (a layout lookup ran out of retries)
+
+    @property
+    def repairable(self) -> bool:
+        """Whether fetching the object again would fix it."""
+        return self in _REPAIRABLE
+
+
+_REPAIRABLE = frozenset(
+    {
+        Verdict.MISSING,
+        Verdict.TRUNCATED,
+        Verdict.OVERSIZED,
+        Verdict.CORRUPT,
+        Verdict.CHANGED,
+        Verdict.INCOMPLETE,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileCheck:
+    """The outcome of checking one planned file, and the layout learnt on the way."""
+
+    planned: PlannedFile
+    verdict: Verdict
+    level: str = ""  # a VerifyLevel value when the verdict is OK
+    reason: str = ""
+    layout: Layout | None = None
+    mtime_ns: int | None = None  # of the file as it was checked
+
+
+async def check_files(
+    store: ObjectStore,
+    items: Sequence[tuple[PlannedFile, Layout | None]],
+    *,
+    jobs: int,
+    sink: EventSink,
+    policy: RetryPolicy = CHECK_RETRY,
+) -> list[FileCheck]:
+    """Check each file (with the layout the journal knows, if any); results in input order.
+
+    ``CredentialsError`` and ``NetworkError`` from layout lookups abort the whole check; any
+    other trouble with one object is that file's verdict.
+    """
+    sink(CheckStarted(files=len(items), size_bytes=sum(f.size_bytes for f, _ in items)))
+    hash_slots = asyncio.Semaphore(max(1, jobs))
+    # Files open at once: enough to keep every hashing slot busy while others wait on HEADs.
+    file_slots = asyncio.Semaphore(max(2, 2 * jobs))
+    results: list[FileCheck | None] = [None] * len(items)
+
+    async def one(i: int, planned: PlannedFile, layout: Layout | None) -> None:
+        try:
+            result = await _check_one(store, planned, layout, hash_slots, sink, policy)
+        finally:
+            file_slots.release()
+        results[i] = result
+        sink(
+            FileChecked(
+                dataset=planned.dataset,
+                key=planned.key,
+                dest=planned.dest,
+                size_bytes=planned.size_bytes,
+                verdict=result.verdict.value,
+                level=result.level,
+                reason=result.reason,
+            )
+        )
+
+    async with asyncio.TaskGroup() as tg:
+        for i, (planned, layout) in enumerate(items):
+            # Take the slot before creating the task, so pending work stays bounded.
+            await file_slots.acquire()
+            tg.create_task(one(i, planned, layout))
+    return [r for r in results if r is not None]
+
+
+async def _check_one(
+    store: ObjectStore,
+    f: PlannedFile,
+    layout: Layout | None,
+    hash_slots: asyncio.Semaphore,
+    sink: EventSink,
+    policy: RetryPolicy,
+) -> FileCheck:
+    try:
+        st = await asyncio.to_thread(f.dest.stat)
+    except (FileNotFoundError, NotADirectoryError):
+        return FileCheck(planned=f, verdict=Verdict.MISSING, reason="not on disk")
+    if st.st_size != f.size_bytes:
+        verdict = Verdict.TRUNCATED if st.st_size < f.size_bytes else Verdict.OVERSIZED
+        return FileCheck(
+            planned=f,
+            verdict=verdict,
+            reason=f"{st.st_size:,} bytes on disk, the object has {f.size_bytes:,}",
+        )
+    kind = etag_kind(f.etag)
+    if kind is VerifyLevel.SIZE:
+        return FileCheck(
+            planned=f,
+            verdict=Verdict.OK,
+            level=VerifyLevel.SIZE.value,
+            reason="the ETag is not an MD5, so only the size could be checked",
+            mtime_ns=st.st_mtime_ns,
+        )
+    try:
+        if kind is VerifyLevel.COMPOSITE and layout is None:
+            layout = await learn_layout(
+                store, f.bucket, f.key, etag=f.etag, size_bytes=f.size_bytes, policy=policy
+            )
+        fd = await asyncio.to_thread(os.open, f.dest, os.O_RDONLY)
+        try:
+            if kind is VerifyLevel.MD5:
+                got = (await _hash(fd, f, 0, f.size_bytes, hash_slots, sink)).hex()
+            else:
+                assert layout is not None
+                got = await _composite(fd, f, layout[0], hash_slots, sink)
+                if got != f.etag and not layout[1]:
+                    # The uniform guess was wrong; the bytes may be fine. Learn the real layout.
+                    layout = await exact_layout(
+                        store, f.bucket, f.key, etag=f.etag, size_bytes=f.size_bytes, policy=policy
+                    )
+                    got = await _composite(fd, f, layout[0], hash_slots, sink)
+        finally:
+            os.close(fd)
+    except RemoteChangedError as exc:
+        return FileCheck(planned=f, verdict=Verdict.CHANGED, reason=str(exc))
+    except (ObjectNotFoundError, AccessDeniedError) as exc:
+        return FileCheck(planned=f, verdict=Verdict.UNAVAILABLE, reason=str(exc))
+    except TransferError as exc:
+        return FileCheck(planned=f, verdict=Verdict.UNCHECKED, reason=str(exc))
+    except OSError as exc:
+        return FileCheck(
+            planned=f, verdict=Verdict.UNCHECKED, reason=f"cannot read it: {exc.strerror or exc}"
+        )
+    if got != f.etag:
+        what = "composite MD5" if kind is VerifyLevel.COMPOSITE else "MD5"
+        return FileCheck(
+            planned=f,
+            verdict=Verdict.CORRUPT,
+            reason=f"{what} {got} != ETag {f.etag}",
+            layout=layout,
+        )
+    return FileCheck(
+        planned=f, verdict=Verdict.OK, level=kind.value, layout=layout, mtime_ns=st.st_mtime_ns
+    )
+
+
+async def _hash(
+    fd: int,
+    f: PlannedFile,
+    start: int,
+    stop: int,
+    slots: asyncio.Semaphore,
+    sink: EventSink,
+) -> bytes:
+    async with slots:
+        digest = await asyncio.to_thread(hash_range, fd, start, stop)
+    sink(BytesHashed(dataset=f.dataset, key=f.key, count=stop - start))
+    return digest
+
+
+async def _composite(
+    fd: int,
+    f: PlannedFile,
+    layout: tuple[int, ...],
+    slots: asyncio.Semaphore,
+    sink: EventSink,
+) -> str:
+    """The multipart ETag of the file's bytes under ``layout``; parts hashed in parallel."""
+    digests = await asyncio.gather(
+        *(_hash(fd, f, start, stop, slots, sink) for start, stop in part_bounds(layout))
+    )
+    return composite_etag(digests)
+
+
+def record_checks(journal: Journal, output_directory: Path, checks: Sequence[FileCheck]) -> None:
+    """Write what the checks proved into the journal (the caller commits).
+
+    A good file is recorded complete at the level reached, with its layout, so the next run
+    trusts it without reading it again; a damaged one is recorded incomplete, so the next
+    download fetches it again even though it has the right size.
+    """
+    for c in checks:
+        f = c.planned
+        rel = str(f.dest.relative_to(output_directory))
+        if c.verdict is Verdict.OK and c.mtime_ns is not None:
+            journal.record_adopted(
+                dest=rel,
+                bucket=f.bucket,
+                key=f.key,
+                etag=f.etag,
+                size_bytes=f.size_bytes,
+                verify_level=c.level,
+                file_mtime_ns=c.mtime_ns,
+            )
+            entry = journal.get(rel)
+            if c.layout is not None and entry is not None:
+                journal.set_layout(entry.id, c.layout[0], exact=c.layout[1])
+        elif c.verdict in (Verdict.CORRUPT, Verdict.TRUNCATED, Verdict.OVERSIZED):
+            journal.begin(
+                dest=rel,
+                bucket=f.bucket,
+                key=f.key,
+                etag=f.etag,
+                size_bytes=f.size_bytes,
+                layout=c.layout[0] if c.layout else None,
+                layout_exact=bool(c.layout and c.layout[1]),
+            )

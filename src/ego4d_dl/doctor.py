@@ -1,0 +1,449 @@
+"""``ego4d-dl doctor``: check everything that stops downloads, and say in plain words what to do.
+
+In the order a user meets them: the output directory, the AWS profile and keys (which key id,
+from where), proxies, the endpoint, the clock, the keys against the manifests, every needed
+bucket (its region, whether its files can be read) and free space against the plan. Each check
+is a ``Finding``; a failed one says whose move it is (``blame``) so ``cli`` can pick the exit
+code, and checks that depend on it are skipped rather than failing confusingly. Never prints.
+Imports ``planner``, ``download``, ``journal``, ``store``, ``catalog``, ``config``, ``plan``
+and ``errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from .catalog import CONSORTIUM_BUCKET
+from .config import Options
+from .download import free_bytes
+from .errors import (
+    ConfigError,
+    CredentialsError,
+    Ego4dDLError,
+    ManifestError,
+    NetworkError,
+    PlanError,
+)
+from .journal import DiskIndex, Journal, JournalIndex, journal_path
+from .plan import Action, Plan
+from .planner import build_plan
+from .store import KeyInfo, S3Store, proxy_for, resolve_keys, usable_region
+
+__all__ = ["Blame", "Diagnosis", "Finding", "Severity", "diagnose", "mask_key_id"]
+
+# S3 rejects a request signed more than 15 minutes away from its own clock.
+_SKEW_FAIL_S = 15 * 60
+_SKEW_WARN_S = 60
+
+
+class Severity(StrEnum):
+    """How a check came out."""
+
+    OK = "ok"
+    WARN = "warn"  # a download would start, but something deserves attention
+    FAIL = "fail"  # a download would not start, or not get far
+    SKIP = "skip"  # not checked, because an earlier check failed
+
+
+class Blame(StrEnum):
+    """What a failure is about, which decides the exit code."""
+
+    NONE = ""
+    CONFIG = "config"  # flags, profile, output directory (exit 2)
+    CREDENTIALS = "credentials"  # the keys or the clock they are signed with (exit 3)
+    NETWORK = "network"  # the endpoint or a bucket cannot be reached (exit 1)
+    ACCESS = "access"  # reachable, but files are denied or missing (exit 1)
+    DISK = "disk"  # not enough free space (exit 1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    """The outcome of one check, in words a user can act on."""
+
+    check: str
+    severity: Severity
+    detail: str
+    blame: Blame = Blame.NONE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Diagnosis:
+    """Every finding, and the plan when one could be made."""
+
+    findings: tuple[Finding, ...]
+    plan: Plan | None = None
+
+    @property
+    def would_start(self) -> bool:
+        """Whether a download with these options would start."""
+        return all(f.severity is not Severity.FAIL for f in self.findings)
+
+    @property
+    def blame(self) -> Blame:
+        """The most serious failure's kind: credentials, then configuration, then the rest."""
+        failed = {f.blame for f in self.findings if f.severity is Severity.FAIL}
+        for kind in (Blame.CREDENTIALS, Blame.CONFIG, Blame.NETWORK, Blame.ACCESS, Blame.DISK):
+            if kind in failed:
+                return kind
+        return Blame.NONE
+
+
+def mask_key_id(key_id: str) -> str:
+    """``AKIAEGO4DSANDBOXUSER`` -> ``AKIA...XUSER``: enough to tell keys apart, not to use them."""
+    return key_id if len(key_id) <= 9 else f"{key_id[:4]}...{key_id[-5:]}"
+
+
+_SOURCES = {
+    "env": "the environment (AWS_ACCESS_KEY_ID)",
+    "shared-credentials-file": "the credentials file",
+    "config-file": "the AWS config file",
+    "explicit": "the command line",
+    "assume-role": "an assumed role",
+    "sso": "AWS SSO",
+    "iam-role": "the instance's IAM role",
+    "container-role": "the container's role",
+    "process": "a credential_process",
+}
+
+
+def _size(n: float) -> str:
+    return f"{n / 1024**3:,.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:,.1f} MiB"
+
+
+def _files(n: int) -> str:
+    return f"{n:,} file" if n == 1 else f"{n:,} files"
+
+
+def _credentials_file() -> str:
+    return os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
+
+
+def _check_output(out: Path) -> Finding:
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return Finding(
+            check="output directory",
+            severity=Severity.FAIL,
+            detail=f"{probe} is a file, not a directory; choose another --output_directory",
+            blame=Blame.CONFIG,
+        )
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ego4d-dl-doctor-", dir=probe)
+        os.close(fd)
+        Path(name).unlink()
+    except OSError as exc:
+        return Finding(
+            check="output directory",
+            severity=Severity.FAIL,
+            detail=f"cannot write in {probe} ({exc.strerror}); choose a folder you own, or fix "
+            "its permissions",
+            blame=Blame.CONFIG,
+        )
+    where = f"{out} is writable" if probe == out else f"{out} will be created in {probe}"
+    return Finding(check="output directory", severity=Severity.OK, detail=where)
+
+
+def _describe_keys(keys: KeyInfo, options: Options) -> list[Finding]:
+    source = _SOURCES.get(keys.method, keys.method)
+    profile = options.credentials.profile or os.environ.get("AWS_PROFILE")
+    if keys.method in ("shared-credentials-file", "config-file"):
+        source = f"{source} {_credentials_file()}, profile {profile or 'default'!r}"
+    temp = "; temporary keys (session token)" if keys.has_session_token else ""
+    found = [
+        Finding(
+            check="credentials",
+            severity=Severity.OK,
+            detail=f"key id {mask_key_id(keys.access_key_id)} from {source}{temp}",
+        )
+    ]
+    if keys.profile_region and usable_region(keys.profile_region) is None:
+        found.append(
+            Finding(
+                check="profile region",
+                severity=Severity.WARN,
+                detail=f"the profile's region {keys.profile_region!r} is not a region (the "
+                "original CLI would call s3.none.amazonaws.com); ignored: each bucket's region "
+                "is asked from S3",
+            )
+        )
+    return found
+
+
+def _explain_credentials(exc: CredentialsError, key_id: str) -> Finding:
+    masked = mask_key_id(key_id)
+    code = exc.code
+    if code == "InvalidAccessKeyId":
+        detail = (
+            f"S3 does not know key id {masked}: it is mistyped, or was replaced by newer keys; "
+            "copy both keys from your latest Ego4D licence e-mail into `aws configure`"
+        )
+    elif code == "SignatureDoesNotMatch":
+        detail = (
+            f"the secret key does not belong to key id {masked} (a typo, a stray space, or the "
+            "secret of other keys); enter it again with `aws configure`"
+        )
+    elif code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken"):
+        detail = (
+            "the keys have expired: Ego4D keys last 14 days; renew them from your Ego4D "
+            "licence e-mail and run `aws configure` again"
+        )
+    elif code == "RequestTimeTooSkewed":
+        detail = "S3 rejects the requests because this machine's clock is off; fix the clock"
+    elif code == "AccessDenied":
+        detail = (
+            f"key id {masked} cannot read the Ego4D manifests: are these the keys from your "
+            "approved Ego4D licence (not another AWS account's)?"
+        )
+    else:
+        detail = str(exc)
+    return Finding(check="keys", severity=Severity.FAIL, detail=detail, blame=Blame.CREDENTIALS)
+
+
+def _check_clock(server_date: float | None, now: float) -> Finding:
+    if server_date is None:
+        return Finding(check="clock", severity=Severity.WARN, detail="the server sent no Date")
+    skew = now - server_date
+    direction = "ahead of" if skew > 0 else "behind"
+    if abs(skew) >= _SKEW_FAIL_S:
+        return Finding(
+            check="clock",
+            severity=Severity.FAIL,
+            detail=f"this machine's clock is {abs(skew) / 60:.0f} minutes {direction} the "
+            "server's; S3 rejects requests more than 15 minutes off: set the clock "
+            "(e.g. `timedatectl set-ntp true`)",
+            blame=Blame.CREDENTIALS,
+        )
+    if abs(skew) >= _SKEW_WARN_S:
+        return Finding(
+            check="clock",
+            severity=Severity.WARN,
+            detail=f"this machine's clock is {abs(skew):.0f} s {direction} the server's; S3 "
+            "allows 15 minutes, but keep it synchronised",
+        )
+    return Finding(check="clock", severity=Severity.OK, detail="within a minute of the server's")
+
+
+def _check_proxy(options: Options) -> Finding:
+    url = options.endpoint.url or "https://s3.amazonaws.com"
+    proxy = proxy_for(url)
+    variables = [
+        name
+        for name in (
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        )
+        if os.environ.get(name)
+    ]
+    if proxy:
+        detail = f"requests to {url} go through the proxy {proxy}"
+    elif variables:
+        detail = f"{url} is reached directly ({', '.join(variables)} set, but not for it)"
+    else:
+        detail = f"no proxy: {url} is reached directly (HTTPS_PROXY and HTTP_PROXY are unset)"
+    return Finding(check="proxy", severity=Severity.OK, detail=detail)
+
+
+async def _plan(options: Options, store: S3Store) -> Plan:
+    out = options.output_directory
+    jpath = journal_path(out, options.shard)
+    if not jpath.exists():
+        return await build_plan(options, store, index=DiskIndex())
+    with Journal(jpath, readonly=True) as journal:
+        return await build_plan(options, store, index=JournalIndex(journal, out))
+
+
+async def _check_buckets(plan: Plan, store: S3Store) -> list[Finding]:
+    by_bucket: dict[str, Counter[Action]] = defaultdict(Counter)
+    for f in plan.files:
+        by_bucket[f.bucket][f.action] += 1
+    found = []
+    for bucket, actions in sorted(by_bucket.items()):
+        region = await store.bucket_region(bucket)
+        total = sum(actions.values())
+        denied, missing, failed = (
+            actions[a] for a in (Action.DENIED, Action.MISSING, Action.FAILED)
+        )
+        where = f"region {region}, {_files(total)}"
+        if failed:
+            found.append(
+                Finding(
+                    check=f"bucket {bucket}",
+                    severity=Severity.FAIL,
+                    detail=f"{where}: {failed:,} could not be looked up (network trouble); try "
+                    "again, or check the proxy settings",
+                    blame=Blame.NETWORK,
+                )
+            )
+        elif denied == total:
+            found.append(
+                Finding(
+                    check=f"bucket {bucket}",
+                    severity=Severity.FAIL,
+                    detail=f"{where}: access denied to every one; your licence may not cover "
+                    "this bucket (leave it out with --universities)",
+                    blame=Blame.ACCESS,
+                )
+            )
+        elif denied or missing:
+            found.append(
+                Finding(
+                    check=f"bucket {bucket}",
+                    severity=Severity.WARN,
+                    detail=f"{where}: {denied:,} denied (403), {missing:,} missing (404); the "
+                    "others can be downloaded",
+                )
+            )
+        else:
+            found.append(
+                Finding(check=f"bucket {bucket}", severity=Severity.OK, detail=f"{where} readable")
+            )
+    return found
+
+
+def _check_space(plan: Plan | None, out: Path) -> Finding:
+    free = free_bytes(out)
+    if free is None:
+        return Finding(
+            check="disk space", severity=Severity.WARN, detail=f"cannot tell free space in {out}"
+        )
+    if plan is None:
+        return Finding(
+            check="disk space",
+            severity=Severity.SKIP,
+            detail=f"{_size(free)} free; the space needed is unknown without a plan",
+        )
+    need = plan.totals.fetch_bytes
+    if need > free:
+        return Finding(
+            check="disk space",
+            severity=Severity.FAIL,
+            detail=f"the plan fetches {_size(need)} but only {_size(free)} are free in {out}: "
+            "free some space, choose a bigger disk, or narrow the selection",
+            blame=Blame.DISK,
+        )
+    return Finding(
+        check="disk space",
+        severity=Severity.OK,
+        detail=f"the plan fetches {_size(need)}; {_size(free)} free",
+    )
+
+
+def _skipped(*checks: str, why: str) -> list[Finding]:
+    return [Finding(check=c, severity=Severity.SKIP, detail=why) for c in checks]
+
+
+async def diagnose(options: Options, *, now: Callable[[], float] = time.time) -> Diagnosis:
+    """Run every check that applies; later checks are skipped when an earlier one fails."""
+    out = options.output_directory
+    findings = [_check_output(out)]
+    try:
+        keys = await resolve_keys(options.credentials)
+    except ConfigError as exc:
+        findings.append(
+            Finding(
+                check="credentials", severity=Severity.FAIL, detail=str(exc), blame=Blame.CONFIG
+            )
+        )
+        keys = None
+    except CredentialsError as exc:
+        findings.append(
+            Finding(
+                check="credentials",
+                severity=Severity.FAIL,
+                detail=str(exc),
+                blame=Blame.CREDENTIALS,
+            )
+        )
+        keys = None
+    else:
+        if keys is None:
+            findings.append(
+                Finding(
+                    check="credentials",
+                    severity=Severity.FAIL,
+                    detail="no AWS keys found (not in AWS_ACCESS_KEY_ID, AWS_PROFILE or "
+                    f"{_credentials_file()}); add the keys from your Ego4D licence e-mail with "
+                    "`aws configure --profile ego4d` and pass --aws_profile_name ego4d",
+                    blame=Blame.CREDENTIALS,
+                )
+            )
+        else:
+            findings.extend(_describe_keys(keys, options))
+    findings.append(_check_proxy(options))
+    if keys is None:
+        findings.extend(_skipped("endpoint", "clock", "keys", why="needs working credentials"))
+        findings.append(_check_space(None, out))
+        return Diagnosis(findings=tuple(findings))
+
+    plan: Plan | None = None
+    async with S3Store(
+        credentials=options.credentials,
+        endpoint=options.endpoint,
+        max_connections=max(8, options.concurrency),
+        stall_timeout_s=options.stall_timeout_s,
+    ) as store:
+        try:
+            probe = await store.probe_bucket(CONSORTIUM_BUCKET)
+        except NetworkError as exc:
+            findings.append(
+                Finding(
+                    check="endpoint",
+                    severity=Severity.FAIL,
+                    detail=f"{exc}; check the network, the proxy settings or --endpoint-url",
+                    blame=Blame.NETWORK,
+                )
+            )
+            findings.extend(_skipped("clock", "keys", why="needs the endpoint"))
+            findings.append(_check_space(None, out))
+            return Diagnosis(findings=tuple(findings))
+        findings.append(
+            Finding(
+                check="endpoint",
+                severity=Severity.OK,
+                detail=f"{store.endpoint_label} answered (HTTP {probe.status})",
+            )
+        )
+        findings.append(_check_clock(probe.server_date, now()))
+        try:
+            plan = await _plan(options, store)
+        except CredentialsError as exc:
+            findings.append(_explain_credentials(exc, keys.access_key_id))
+        except NetworkError as exc:
+            findings.append(
+                Finding(check="keys", severity=Severity.FAIL, detail=str(exc), blame=Blame.NETWORK)
+            )
+        except (ConfigError, ManifestError, PlanError) as exc:
+            findings.append(
+                Finding(
+                    check="selection", severity=Severity.FAIL, detail=str(exc), blame=Blame.CONFIG
+                )
+            )
+        except Ego4dDLError as exc:
+            findings.append(
+                Finding(check="keys", severity=Severity.FAIL, detail=str(exc), blame=Blame.NETWORK)
+            )
+        if plan is not None:
+            findings.append(
+                Finding(
+                    check="keys",
+                    severity=Severity.OK,
+                    detail=f"accepted: read the manifests of {len(options.datasets)} dataset(s) "
+                    f"and looked up {_files(plan.totals.files)}",
+                )
+            )
+            findings.extend(await _check_buckets(plan, store))
+    findings.append(_check_space(plan, out))
+    return Diagnosis(findings=tuple(findings), plan=plan)

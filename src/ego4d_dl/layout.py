@@ -1,0 +1,82 @@
+"""The upload part layout of an object, learnt with ``HEAD ?partNumber=N``.
+
+A multipart ETag (``<md5>-N``) can only be recomputed from the sizes of the N upload parts, and
+S3 tells a part's byte range only through a HEAD or GET with a part number. One HEAD of part 1
+usually suffices: uploads use one part size but for the last part (``integrity.guess_layout``);
+a guess that fails the ETag check, or sizes that cannot be uniform, cost one HEAD per part.
+This is what the engine does before fetching; ``verify`` and adoption use it for files the
+journal holds no layout for. Imports ``store``, ``integrity``, ``retry`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from .errors import IntegrityError, RemoteChangedError
+from .integrity import guess_layout, multipart_count
+from .retry import RetryPolicy, retry_call
+from .store import ObjectHead, ObjectStore
+
+__all__ = ["Layout", "exact_layout", "learn_layout"]
+
+# Part sizes in bytes, and whether they are known (True) or a uniform guess (False).
+Layout = tuple[tuple[int, ...], bool]
+
+
+async def _head_part(
+    store: ObjectStore, bucket: str, key: str, etag: str, n: int, policy: RetryPolicy
+) -> ObjectHead:
+    head = await retry_call(
+        lambda: store.head(bucket, key, part_number=n),
+        policy=policy,
+        sleep=asyncio.sleep,
+        rng=random.Random(),
+    )
+    if head.etag != etag:
+        raise RemoteChangedError(key, f"{key}: ETag is now {head.etag}, not {etag}")
+    return head
+
+
+async def learn_layout(
+    store: ObjectStore, bucket: str, key: str, *, etag: str, size_bytes: int, policy: RetryPolicy
+) -> Layout:
+    """The part sizes of the object version ``etag``: exact, or a uniform guess to be checked.
+
+    A single-part (or non-multipart) ETag needs no request: the object is one part.
+    """
+    count = multipart_count(etag)
+    if count is None or count == 1:
+        return (size_bytes,), True
+    head = await _head_part(store, bucket, key, etag, 1, policy)
+    first = head.part_range[1] - head.part_range[0] if head.part_range else 0
+    guess = guess_layout(size_bytes, first, count)
+    if guess is not None:
+        return guess, False
+    return await exact_layout(store, bucket, key, etag=etag, size_bytes=size_bytes, policy=policy)
+
+
+async def exact_layout(
+    store: ObjectStore,
+    bucket: str,
+    key: str,
+    *,
+    etag: str,
+    size_bytes: int,
+    policy: RetryPolicy,
+) -> Layout:
+    """Every part's size, one HEAD per part (for non-uniform uploads)."""
+    count = multipart_count(etag) or 1
+    if count == 1:
+        return (size_bytes,), True
+
+    async def one(n: int) -> int:
+        head = await _head_part(store, bucket, key, etag, n, policy)
+        if head.part_range is None:
+            raise IntegrityError(key, f"{key}: part {n} has no byte range")
+        return head.part_range[1] - head.part_range[0]
+
+    sizes = await asyncio.gather(*(one(n) for n in range(1, count + 1)))
+    if sum(sizes) != size_bytes:
+        raise IntegrityError(key, f"{key}: parts add up to {sum(sizes)} bytes, not {size_bytes}")
+    return tuple(sizes), True

@@ -1,0 +1,310 @@
+"""``ego4d-dl status``: the whole picture of an output directory, per shard and per dataset.
+
+Offline by design: it reads the manifests that downloads saved in the directory
+(``<out>/<major>/<dataset>/manifest.csv``), every journal under ``<out>/.ego4d-dl/`` and the
+disk, and never touches the network, so it runs on a login node without keys while the shards
+run elsewhere. Journals are read as immutable snapshots (``Journal(snapshot=True)``): no lock,
+nothing written, safe over NFS or Lustre while their shards write them; a running shard's
+figures are as of its journal's last checkpoint (a few minutes at most), a finished shard's are
+exact. Sizes come from the journals, so bytes still to fetch are known only for files some
+shard has started; ``ego4d-dl plan`` asks S3 for the rest. Imports ``journal``, ``files``,
+``manifest``, ``plan``, ``shard``, ``catalog``, ``config`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Self
+
+from .catalog import CONSORTIUM_BUCKET, major_version, metadata_key
+from .config import Options
+from .errors import ConfigError, Ego4dDLError
+from .files import part_path
+from .journal import JOURNAL_DIR, Journal, JournalEntry
+from .manifest import Selection, parse_manifest
+from .plan import dataset_dir, select_rows
+from .shard import Shard, shard_of
+
+__all__ = [
+    "DatasetStatus",
+    "ShardStatus",
+    "Status",
+    "StatusCounts",
+    "collect_status",
+    "find_journals",
+]
+
+_SHARD_JOURNAL_RE = re.compile(r"^journal-shard-(\d+)-of-(\d+)\.sqlite$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusCounts:
+    """Files (and bytes, where known) of one shard, dataset or total, by state."""
+
+    files: int = 0
+    complete_files: int = 0
+    complete_bytes: int = 0
+    partial_files: int = 0
+    partial_done_bytes: int = 0  # already on disk and journaled
+    partial_size_bytes: int = 0
+    fetch_files: int = 0
+    fetch_known_bytes: int = 0  # bytes to fetch of files whose size a journal knows
+    fetch_unknown_files: int = 0  # files to fetch whose size no journal knows
+    # On disk at full name, in no journal: the next download adopts them (after a check).
+    unjournaled_files: int = 0
+    unjournaled_bytes: int = 0
+
+    @classmethod
+    def total(cls, parts: Iterable[StatusCounts]) -> Self:
+        """The field-wise sum of ``parts``."""
+        sums = dict.fromkeys((f.name for f in fields(cls)), 0)
+        for part in parts:
+            for name in sums:
+                sums[name] += getattr(part, name)
+        return cls(**sums)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DatasetStatus:
+    """One dataset within one shard (or within the whole directory)."""
+
+    name: str
+    counts: StatusCounts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardStatus:
+    """One shard: its journal (``None``: never started) and its datasets."""
+
+    shard: Shard | None  # None: an unsharded directory
+    journal: Path | None
+    datasets: tuple[DatasetStatus, ...]
+
+    @property
+    def counts(self) -> StatusCounts:
+        """The shard's totals."""
+        return StatusCounts.total(d.counts for d in self.datasets)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    """The directory: shards, datasets across shards, totals, and what to be wary of."""
+
+    output_directory: Path
+    version: str
+    shard_count: int | None
+    shards: tuple[ShardStatus, ...]
+    datasets: tuple[DatasetStatus, ...]
+    journals: tuple[Path, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def counts(self) -> StatusCounts:
+        """The directory's totals."""
+        return StatusCounts.total(d.counts for d in self.datasets)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Wanted:
+    dataset: str
+    bucket: str
+    key: str
+    dest: Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Known:
+    entry: JournalEntry
+    done_bytes: int
+
+
+def find_journals(output_directory: Path) -> tuple[Path | None, dict[Shard, Path]]:
+    """The unsharded journal (if any) and every shard's, by ``(K, N)``."""
+    folder = output_directory / JOURNAL_DIR
+    plain = folder / "journal.sqlite"
+    sharded: dict[Shard, Path] = {}
+    if folder.is_dir():
+        for path in folder.iterdir():
+            match = _SHARD_JOURNAL_RE.match(path.name)
+            if match:
+                sharded[(int(match[1]), int(match[2]))] = path
+    return (plain if plain.is_file() else None), sharded
+
+
+def _read_journal(path: Path, known: dict[str, list[_Known]]) -> str | None:
+    """Add a journal snapshot's entries to ``known``; a warning if it cannot be read."""
+    try:
+        with Journal(path, readonly=True, snapshot=True) as journal:
+            for entry in journal.entries():
+                done = 0 if entry.complete else journal.bytes_done(entry.id)
+                known.setdefault(entry.dest, []).append(_Known(entry=entry, done_bytes=done))
+    except (ConfigError, sqlite3.Error) as exc:
+        if "no such table" in str(exc):
+            return None  # a shard that just started: nothing checkpointed yet
+        return f"{path.name}: not readable right now ({exc}); its shard's files show as to fetch"
+    return None
+
+
+def _shard_count(
+    requested: Shard | None, sharded: dict[Shard, Path], warnings: list[str]
+) -> int | None:
+    if requested is not None:
+        return requested[1]
+    counts = {n for _, n in sharded}
+    if len(counts) <= 1:
+        return next(iter(counts), None)
+    # The shard count changed between runs: show the latest one; the others' journals still
+    # count (a file is complete whichever journal says so).
+    latest = max(sharded.items(), key=lambda item: item[1].stat().st_mtime)[0][1]
+    others = ", ".join(str(n) for n in sorted(counts - {latest}))
+    warnings.append(
+        f"journals of runs with different shard counts ({others} and {latest}); shown as "
+        f"{latest} shards, every journal counted"
+    )
+    return latest
+
+
+def _wanted_files(
+    options: Options, datasets: tuple[str, ...], warnings: list[str]
+) -> list[_Wanted]:
+    out = options.output_directory
+    selection = Selection(
+        benchmarks=options.benchmarks, universities=options.universities, uids=options.video_uids
+    )
+    wanted: list[_Wanted] = []
+    if options.metadata:
+        key = metadata_key(options.version)
+        wanted.append(
+            _Wanted(dataset="metadata", bucket=CONSORTIUM_BUCKET, key=key, dest=out / "ego4d.json")
+        )
+    for ds in datasets:
+        folder = dataset_dir(out, options.version, ds)
+        source = folder / "manifest.csv"
+        try:
+            text = source.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            warnings.append(f"{ds}: no manifest saved in {folder}; run ego4d-dl download first")
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            warnings.append(f"{ds}: cannot read {source}: {exc}")
+            continue
+        header, rows = parse_manifest(io.StringIO(text, newline=""), source=str(source))
+        chosen = select_rows(ds, header, rows, selection)
+        wanted.extend(
+            _Wanted(dataset=ds, bucket=r.bucket, key=r.key, dest=folder / r.filename)
+            for r in chosen.rows
+        )
+    return wanted
+
+
+def _saved_datasets(options: Options) -> tuple[str, ...]:
+    """Datasets whose manifest a download saved under ``<out>/<major version>/``."""
+    root = options.output_directory / major_version(options.version)
+    if not root.is_dir():
+        return ()
+    return tuple(sorted(p.parent.name for p in root.glob("*/manifest.csv")))
+
+
+def _classify(w: _Wanted, out: Path, known: dict[str, list[_Known]]) -> StatusCounts:
+    """One file's counts: complete, partial, to fetch, or on disk without a journal entry."""
+    rel = str(w.dest.relative_to(out))
+    mine = [k for k in known.get(rel, []) if (k.entry.bucket, k.entry.key) == (w.bucket, w.key)]
+    try:
+        st = w.dest.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    complete = [k.entry for k in mine if k.entry.complete]
+    if st is not None:
+        if any((e.file_size, e.file_mtime_ns) == (st.st_size, st.st_mtime_ns) for e in complete):
+            return StatusCounts(files=1, complete_files=1, complete_bytes=st.st_size)
+        if not complete and any(k.entry.size_bytes == st.st_size and k.done_bytes for k in mine):
+            # Journaled ranges and a file at its final name: the engine renames only verified
+            # files, and the snapshot predates the commit that says so. (A file that verify
+            # found damaged has an entry without ranges, and is fetched again.)
+            return StatusCounts(files=1, complete_files=1, complete_bytes=st.st_size)
+        if not mine:
+            return StatusCounts(files=1, unjournaled_files=1, unjournaled_bytes=st.st_size)
+    partial = [k for k in mine if not k.entry.complete and k.done_bytes > 0]
+    if partial and part_path(w.dest).exists():
+        best = max(partial, key=lambda k: k.done_bytes)
+        return StatusCounts(
+            files=1,
+            partial_files=1,
+            partial_done_bytes=best.done_bytes,
+            partial_size_bytes=best.entry.size_bytes,
+        )
+    if mine:
+        size = max(k.entry.size_bytes for k in mine)
+        return StatusCounts(files=1, fetch_files=1, fetch_known_bytes=size)
+    return StatusCounts(files=1, fetch_files=1, fetch_unknown_files=1)
+
+
+def collect_status(options: Options, *, datasets_given: bool) -> Status:
+    """Status of ``options.output_directory``; with ``options.shard``, of that shard only.
+
+    Without ``datasets_given``, the datasets are those whose manifests are saved in the
+    directory. Raises ``ConfigError`` when there is nothing to report on.
+    """
+    out = options.output_directory
+    warnings: list[str] = []
+    if not out.is_dir():
+        raise ConfigError(f"output directory {out} does not exist")
+    datasets = options.datasets if datasets_given else _saved_datasets(options)
+    if not datasets and not options.metadata:
+        raise ConfigError(f"no saved manifests under {out / major_version(options.version)}")
+    plain, sharded = find_journals(out)
+    journals = ([plain] if plain else []) + [sharded[s] for s in sorted(sharded)]
+    known: dict[str, list[_Known]] = {}
+    for path in journals:
+        warning = _read_journal(path, known)
+        if warning:
+            warnings.append(warning)
+    try:
+        wanted = _wanted_files(options, datasets, warnings)
+    except Ego4dDLError as exc:
+        raise ConfigError(f"cannot read a saved manifest: {exc}") from None
+    count = _shard_count(options.shard, sharded, warnings)
+
+    per: dict[tuple[int | None, str], list[StatusCounts]] = defaultdict(list)
+    names: list[str] = []
+    for w in wanted:
+        if w.dataset not in names:
+            names.append(w.dataset)
+        k = shard_of(w.key, count) if count else None
+        per[(k, w.dataset)].append(_classify(w, out, known))
+
+    shard_ids: list[int | None] = list(range(1, count + 1)) if count else [None]
+    if options.shard is not None:
+        shard_ids = [options.shard[0]]
+    shards = tuple(
+        ShardStatus(
+            shard=(k, count) if k is not None and count else None,
+            journal=(sharded.get((k, count)) if k is not None and count else plain),
+            datasets=tuple(
+                DatasetStatus(name=n, counts=StatusCounts.total(per.get((k, n), []))) for n in names
+            ),
+        )
+        for k in shard_ids
+    )
+    by_dataset = tuple(
+        DatasetStatus(
+            name=n,
+            counts=StatusCounts.total(d.counts for s in shards for d in s.datasets if d.name == n),
+        )
+        for n in names
+    )
+    return Status(
+        output_directory=out,
+        version=options.version,
+        shard_count=count,
+        shards=shards,
+        datasets=by_dataset,
+        journals=tuple(journals),
+        warnings=tuple(warnings),
+    )

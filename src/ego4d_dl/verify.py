@@ -1,0 +1,168 @@
+"""``ego4d-dl verify``: plan, read every downloaded file back against its ETag, optionally repair.
+
+The plan comes from the release's manifests and one lookup per object, exactly as a download
+makes it, so a directory without a journal (the original CLI's, a copy) is verified too and
+files that were never downloaded show as missing. Files the journal knows are checked with its
+recorded part layout; the others learn theirs with ``HEAD ?partNumber=N``. What the check
+proves is written back to the journal: good files become complete (the next download trusts
+them), damaged ones incomplete (the next download refetches them). ``repair`` runs the engine
+on the damaged, missing and incomplete files at once. Never prints. Imports ``check``,
+``layout``, ``download``, ``engine``, ``planner``, ``journal``, ``store``, ``plan``, ``config``
+and ``events``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .check import FileCheck, Verdict, check_files, record_checks
+from .config import Options
+from .download import check_free_space, make_throttle
+from .engine import Engine, EngineSettings
+from .events import EventSink, RunSummary
+from .journal import Journal, JournalIndex, journal_path
+from .layout import Layout
+from .plan import Action, Plan, PlannedFile
+from .planner import build_plan
+from .store import S3Store
+
+__all__ = ["VerifyResult", "run_verify"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyResult:
+    """Every planned file's verdict and, with ``--repair``, what the repair run did."""
+
+    plan: Plan
+    checks: tuple[FileCheck, ...]
+    elapsed_s: float
+    repair: RunSummary | None = None
+
+    @property
+    def bad(self) -> tuple[FileCheck, ...]:
+        """The checks that found something wrong."""
+        return tuple(c for c in self.checks if c.verdict is not Verdict.OK)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many files got each verdict."""
+        return dict(Counter(c.verdict.value for c in self.checks))
+
+    @property
+    def hashed_bytes(self) -> int:
+        """Bytes read back from disk and hashed."""
+        return sum(
+            c.planned.size_bytes
+            for c in self.checks
+            if c.verdict in (Verdict.OK, Verdict.CORRUPT) and c.level != "size"
+        )
+
+    @property
+    def ok(self) -> bool:
+        """Every file is good, or was bad in a way the repair run fixed."""
+        if not self.bad:
+            return True
+        if self.repair is None:
+            return False
+        return self.repair.ok and all(c.verdict.repairable for c in self.bad)
+
+
+def _triage(
+    plan: Plan, journal: Journal
+) -> tuple[dict[str, FileCheck], list[tuple[PlannedFile, Layout | None]]]:
+    """Verdicts that need no reading (by destination), and the files to read back."""
+    out = plan.output_directory
+    decided: dict[str, FileCheck] = {}
+    to_check: list[tuple[PlannedFile, Layout | None]] = []
+    for f in plan.files:
+        rel = str(f.dest.relative_to(out))
+        entry = journal.get(rel)
+        if f.action.is_problem:
+            decided[rel] = FileCheck(planned=f, verdict=Verdict.UNAVAILABLE, reason=f.note)
+        elif f.action is Action.RESUME:
+            decided[rel] = FileCheck(
+                planned=f,
+                verdict=Verdict.INCOMPLETE,
+                reason=f"{f.present_bytes:,} of {f.size_bytes:,} bytes downloaded so far",
+            )
+        elif (
+            entry is not None
+            and entry.complete
+            and (entry.bucket, entry.key, entry.etag) != (f.bucket, f.key, f.etag)
+        ):
+            decided[rel] = FileCheck(
+                planned=f,
+                verdict=Verdict.CHANGED,
+                reason=f"replaced on the server since it was downloaded (ETag {entry.etag} is "
+                f"now {f.etag})",
+            )
+        else:
+            same = (
+                entry is not None
+                and entry.layout is not None
+                and (entry.etag, entry.size_bytes) == (f.etag, f.size_bytes)
+            )
+            layout = (entry.layout, entry.layout_exact) if same and entry and entry.layout else None
+            to_check.append((f, layout))
+    return decided, to_check
+
+
+def _repair_action(c: FileCheck) -> PlannedFile:
+    f = c.planned
+    if c.verdict is Verdict.INCOMPLETE:
+        return f
+    action = Action.FETCH if c.verdict is Verdict.MISSING else Action.REFETCH
+    return dataclasses.replace(f, action=action, present_bytes=0, note=f"repair: {c.verdict}")
+
+
+async def run_verify(
+    options: Options,
+    *,
+    sink: EventSink,
+    repair: bool,
+    jobs: int,
+    on_engine: Callable[[Engine], None] = lambda _: None,
+    space_check: bool = True,
+) -> VerifyResult:
+    """Plan, check every file of this shard, record the verdicts; with ``repair``, refetch."""
+    out = options.output_directory
+    settings = EngineSettings(concurrency=options.concurrency, verify="etag")
+    async with S3Store(
+        credentials=options.credentials,
+        endpoint=options.endpoint,
+        max_connections=options.concurrency,
+        stall_timeout_s=options.stall_timeout_s,
+    ) as store:
+        with Journal(journal_path(out, options.shard)) as journal:
+            plan = await build_plan(options, store, index=JournalIndex(journal, out), sink=sink)
+            started = time.monotonic()
+            decided, to_check = _triage(plan, journal)
+            checked = await check_files(store, to_check, jobs=jobs, sink=sink)
+            record_checks(journal, out, checked)
+            journal.commit()
+            for c in checked:
+                decided[str(c.planned.dest.relative_to(out))] = c
+            checks = tuple(decided[str(f.dest.relative_to(out))] for f in plan.files)
+            result = VerifyResult(plan=plan, checks=checks, elapsed_s=time.monotonic() - started)
+            todo = [_repair_action(c) for c in result.bad if c.verdict.repairable]
+            if not repair or not todo:
+                return result
+            if space_check:
+                check_free_space(out, sum(f.bytes_to_fetch for f in todo))
+            throttle = make_throttle(options, settings)
+            engine = Engine(
+                store=store,
+                journal=journal,
+                output_directory=out,
+                settings=settings,
+                sink=sink,
+                reload_credentials=store.reload_credentials,
+                throttle=throttle.acquire if throttle is not None else None,
+            )
+            on_engine(engine)
+            summary = await engine.run(todo)
+            return dataclasses.replace(result, repair=summary)
