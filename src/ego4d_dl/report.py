@@ -62,9 +62,7 @@ def render_plan(console: Console, plan: Plan, *, free_bytes: int | None) -> None
     table.add_row(*_totals_row("total", total), style="bold")
     console.print(table)
     if free_bytes is not None:
-        verdict = (
-            "[green]enough[/]" if free_bytes >= total.fetch_bytes else "[red]NOT enough[/]"
-        )
+        verdict = "[green]enough[/]" if free_bytes >= total.fetch_bytes else "[red]NOT enough[/]"
         console.print(
             f"Needs {human_bytes(total.fetch_bytes)}; {human_bytes(free_bytes)} free: {verdict}"
         )

@@ -241,7 +241,11 @@ class _Body:
             return b""
         try:
             async with asyncio.timeout(self._stall_timeout_s):
-                chunk = await self._stream.read(min(max_bytes, remaining))
+                if max_bytes >= remaining:
+                    # Whatever is buffered, as received: read(n) would join (copy) chunks.
+                    chunk = await self._stream.readany()
+                else:
+                    chunk = await self._stream.read(max_bytes)
         except TimeoutError:
             raise TransientError(
                 self._key,
@@ -254,6 +258,10 @@ class _Body:
             raise TransientError(
                 self._key,
                 f"{self._where}: body ended after {self._received} of {self._expected} bytes",
+            )
+        if len(chunk) > remaining:
+            raise TransientError(
+                self._key, f"{self._where}: body is longer than the {self._expected} bytes asked"
             )
         self._received += len(chunk)
         return chunk
