@@ -731,7 +731,6 @@ def _serve(sandbox: Sandbox, seeded: list[Seeded], scratch: Path) -> None:
             f"{sandbox.endpoint_url} --no-metadata --yes --quiet\n"
         )
     print("Ctrl-C (or SIGTERM) to stop.", flush=True)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         while True:
             time.sleep(3600)
@@ -743,6 +742,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs < 1:
         raise SystemExit("bench: --runs must be at least 1")
     profiles = [PROFILES[name]() for name in args.profiles]
+    # SIGTERM unwinds like Ctrl-C, so the sandbox and the scratch folder are removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.monotonic()
     load = os.getloadavg()
     # Started while this process is still small (see launcher.py).
