@@ -12,7 +12,10 @@ import contextlib
 import csv
 import hashlib
 import io
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,7 +25,14 @@ from urllib.parse import urlsplit
 
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, fake_bytes
 
-__all__ = ["SeededDataset", "ThrottledProxy", "check_download", "seed_dataset"]
+__all__ = [
+    "SeededDataset",
+    "ThrottledProxy",
+    "check_download",
+    "cli",
+    "cli_env",
+    "seed_dataset",
+]
 
 MiB = 1 << 20
 _CHUNK = 16 * 1024
@@ -148,6 +158,7 @@ def seed_dataset(
     dataset ``name`` of release v2_1 into the consortium bucket; idempotent. The manifest
     also lists ``missing`` objects that do not exist (not in ``md5_by_relpath``)."""
     version = "v2_1"
+    sandbox.create_bucket(CONSORTIUM_BUCKET)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["file_uid", "s3_path", "type", "benchmarks"])
@@ -181,3 +192,29 @@ def check_download(out: Path, dataset: SeededDataset) -> list[str]:
         if not path.is_file() or hashlib.md5(path.read_bytes()).hexdigest() != want:
             bad.append(relpath)
     return bad
+
+
+# Variables that would make Rich colour a pipe or size its output: a test of what users get by
+# default must not inherit them from the developer's shell or CI.
+_DISPLAY_VARIABLES = ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The current environment (with the sandbox's AWS variables) minus display overrides."""
+    env = {k: v for k, v in os.environ.items() if k not in _DISPLAY_VARIABLES}
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, timeout_s: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+    """``ego4d-dl ARGS`` in a subprocess, stdout and stderr captured as text."""
+    kw.setdefault("env", cli_env())
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-m", "ego4d_dl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        **kw,
+    )
