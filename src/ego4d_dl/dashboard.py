@@ -17,10 +17,7 @@ from dataclasses import dataclass, field
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.panel import Panel
-from rich.progress_bar import ProgressBar
 from rich.spinner import Spinner
-from rich.table import Table
 from rich.text import Text
 
 from .events import (
@@ -291,29 +288,35 @@ class Dashboard:
         if tally.started_at is None:
             return self._planning_status()
         summary = tally.summary
-        elapsed = summary.elapsed_s if summary is not None else now - tally.started_at
         rate = self._rate.sample(now, tally.done_bytes)
         if summary is not None:
             rate = summary.throughput_bytes_s
         with self._lock:
             warnings, warning_count = list(self._warnings), self._warning_count
-        # header, overall, blank, datasets, blank, transfers' title and header, blank,
-        # counters, warnings with their border
-        fixed = 2 + 1 + len(self._datasets) + 1 + 2 + 1 + 1 + (len(warnings) + 2) * bool(warnings)
-        limit = max(1, min(self._max_transfers, self._console.height - fixed))
-        rows, shown, in_flight = self._snapshot(now, limit)
-        parts: list[RenderableType] = [
-            _header(self._title, summary, tally.concurrency, elapsed),
-            _overall(tally, rate, summary),
+        width, height = self._console.width, self._console.height
+        # Laid out by hand as lines of text: Rich Tables measure every cell of every row on
+        # every frame, which cost four times the CPU (13 ms a frame against 3.5 ms with 64
+        # transfers in flight; benchmarks/dashboard_sink_cost.py).
+        plain = self._console.no_color or self._console.color_system is None
+        top = [
+            _header(self._title, summary, tally.concurrency, now - tally.started_at, width),
+            _overall(tally, rate, summary, width, plain),
         ]
-        if rows:
-            parts += [Text(""), _datasets(rows, self._console.width)]
-        if in_flight:
-            parts += [Text(""), _transfers(shown, in_flight, stopped=summary is not None)]
-        parts += [Text(""), _counters(tally, self._retrying)]
+        bottom = [Text(""), _counters(tally, self._retrying)]
         if warnings:
-            parts.append(_warnings_panel(warnings, warning_count, tally.started_at))
-        return Group(*parts)
+            bottom += _warnings_box(warnings, warning_count, tally.started_at, width)
+        datasets_height = len(self._datasets) + 1
+        room = height - len(top) - len(bottom) - datasets_height - 3
+        rows, shown, in_flight = self._snapshot(now, max(1, min(self._max_transfers, room)))
+        lines = top
+        if rows:
+            lines += [Text(""), *_datasets(rows, width, plain)]
+        if in_flight:
+            lines += [Text(""), *_transfers(shown, in_flight, summary is not None, width, plain)]
+        frame = Text("\n").join(lines + bottom)
+        frame.no_wrap, frame.overflow = True, "ellipsis"
+        # In a Group, because Console.print re-joins bare Texts and drops no_wrap.
+        return Group(frame)
 
     def _planning_status(self) -> RenderableType:
         with self._lock:
@@ -362,56 +365,79 @@ class Dashboard:
         return rows, shown[:limit], len(active)
 
 
-def _header(title: str, summary: RunSummary | None, concurrency: int, elapsed: float) -> Table:
-    grid = Table.grid(expand=True, padding=(0, 1))
-    grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
-    grid.add_column(no_wrap=True, justify="right")
-    left = Text.assemble(("ego4d-dl", "bold"), f"  {title}" if title else "")
+def _bar(done: float, total: float, width: int, plain: bool) -> Text:
+    """A progress bar as text, drawn as Rich's ``ProgressBar`` is: half-cell resolution, the
+    rest dimmed (or blank when the terminal has no colour, where dimming would not show)."""
+    fraction = min(1.0, done / total) if total > 0 else 1.0
+    full, half = divmod(int(width * 2 * fraction), 2)
+    style = "bar.finished" if fraction >= 1.0 else "bar.complete"
+    bar = Text("━" * full, style=style)
+    if half:
+        bar.append("╸", style=style)
+    rest = width - full - half
+    if plain:
+        bar.append(" " * rest)
+    elif rest:
+        if full and not half:
+            bar.append("╺", style="bar.back")
+            rest -= 1
+        bar.append("━" * rest, style="bar.back")
+    return bar
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` cut to ``width`` cells with an ellipsis, or padded to it."""
+    if len(text) > width:
+        return text[: max(0, width - 1)] + "…"
+    return text.ljust(width)
+
+
+def _header(
+    title: str, summary: RunSummary | None, concurrency: int, elapsed: float, width: int
+) -> Text:
     if summary is None:
-        state = Text("downloading", style="bold cyan")
+        state, style = "downloading", "bold cyan"
     elif summary.stop_kind == "interrupted":
-        state = Text("interrupted", style="bold yellow")
+        state, style = "interrupted", "bold yellow"
     elif summary.stopped_by:
-        state = Text("stopped", style="bold red")
+        state, style = "stopped", "bold red"
     elif summary.ok:
-        state = Text("finished", style="bold green")
+        state, style = "finished", "bold green"
     else:
-        state = Text("finished with problems", style="bold red")
-    state.append(f"  {human_duration(elapsed)}  concurrency {concurrency}", style="default")
-    grid.add_row(left, state)
-    return grid
+        state, style = "finished with problems", "bold red"
+    if summary is not None:
+        elapsed = summary.elapsed_s
+    right = f"  {human_duration(elapsed)}  concurrency {concurrency}"
+    left = _fit(f"ego4d-dl  {title}", max(8, width - len(state) - len(right) - 1))
+    line = Text(left)
+    line.stylize("bold", 0, 8)
+    line.append(" ")
+    line.append(state, style=style)
+    line.append(right)
+    return line
 
 
-def _overall(tally: Tally, rate: float | None, summary: RunSummary | None) -> Table:
-    grid = Table.grid(expand=True, padding=(0, 1))
-    grid.add_column(ratio=1)
-    grid.add_column(no_wrap=True, justify="right")
+def _overall(
+    tally: Tally, rate: float | None, summary: RunSummary | None, width: int, plain: bool
+) -> Text:
     remaining = tally.total_bytes - tally.done_bytes
     if summary is None:
         eta = eta_text(eta_s(remaining, rate))
     else:
         eta = "stopped" if summary.stopped_by else "done"
     speed = "--" if rate is None else f"{human_bytes(rate)}/s"
-    grid.add_row(
-        ProgressBar(total=max(1, tally.total_bytes), completed=tally.done_bytes),
-        Text.assemble(
-            (f"{tally.percent:5.1f}%", "bold"),
-            f"  {human_bytes(tally.done_bytes)} / {human_bytes(tally.total_bytes)}",
-            f"  {speed}  ",
-            (eta, "bold"),
-        ),
+    figures = Text.assemble(
+        (f"{tally.percent:5.1f}%", "bold"),
+        f"  {human_bytes(tally.done_bytes)} / {human_bytes(tally.total_bytes)}",
+        f"  {speed}  ",
+        (eta, "bold"),
     )
-    return grid
+    bar = _bar(tally.done_bytes, tally.total_bytes, max(5, width - len(figures) - 1), plain)
+    return Text.assemble(bar, " ", figures)
 
 
-def _datasets(rows: list[_DatasetRow], width: int) -> Table:
-    grid = Table.grid(padding=(0, 1))
-    grid.add_column(no_wrap=True, overflow="ellipsis", max_width=24)
-    grid.add_column(no_wrap=True)
-    grid.add_column(no_wrap=True, justify="right")
-    grid.add_column(no_wrap=True, justify="right")
-    grid.add_column(no_wrap=True)
-    bar_width = max(10, min(40, width - 70))
+def _datasets(rows: list[_DatasetRow], width: int, plain: bool) -> list[Text]:
+    cells = []
     for r in rows:
         if r.size_bytes:
             pct = 100.0 * r.done_bytes / r.size_bytes
@@ -419,59 +445,55 @@ def _datasets(rows: list[_DatasetRow], width: int) -> Table:
             pct = 100.0 * (r.files_done + r.files_failed) / r.files
         else:
             pct = 100.0
-        pct = min(100.0, pct)
         files = f"{r.files_done:,}/{r.files:,} files"
         if r.files_failed:
             files += f" ({r.files_failed:,} failed)"
-        grid.add_row(
-            r.name,
-            ProgressBar(total=100.0, completed=pct, width=bar_width),
-            f"{pct:5.1f}%",
-            f"{human_bytes(r.done_bytes)} / {human_bytes(r.size_bytes)}",
-            Text(files, style="red" if r.files_failed else ""),
-        )
-    return grid
+        amount = f"{human_bytes(r.done_bytes)} / {human_bytes(r.size_bytes)}"
+        cells.append((r, min(100.0, pct), amount, files))
+    name_w = min(24, max(len(r.name) for r in rows))
+    amount_w = max(len(c[2]) for c in cells)
+    files_w = max(len(c[3]) for c in cells)
+    bar_w = max(10, min(40, width - name_w - amount_w - files_w - 10))
+    lines = []
+    for r, pct, amount, files in cells:
+        line = Text(_fit(r.name, name_w) + " ")
+        line.append(_bar(pct, 100.0, bar_w, plain))
+        line.append(f" {pct:5.1f}% {amount.rjust(amount_w)} ")
+        line.append(files, style="red" if r.files_failed else "")
+        lines.append(line)
+    return lines
 
 
-def _transfers(shown: list[_Shown], in_flight: int, *, stopped: bool) -> Table:
+def _transfers(
+    shown: list[_Shown], in_flight: int, stopped: bool, width: int, plain: bool
+) -> list[Text]:
     title = f"{in_flight:,} transfers " + (
         "cut short (they resume next time)" if stopped else "in flight"
     )
     if in_flight > len(shown):
         title += f", the largest {len(shown)}"
-    table = Table(
-        box=None,
-        expand=True,
-        pad_edge=False,
-        padding=(0, 1),
-        title=title,
-        title_justify="left",
-        title_style="bold",
-        header_style="dim",
-    )
-    table.add_column("file", ratio=3, no_wrap=True, overflow="ellipsis")
-    table.add_column("", ratio=2, no_wrap=True)
-    table.add_column("done", justify="right", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
-    table.add_column("rate", justify="right", no_wrap=True)
-    table.add_column("retries", justify="right", no_wrap=True)
+    # file, bar, then done (6), size (9), rate (12) and retries (7), a space between each.
+    free = max(10, width - 6 - 9 - 12 - 7 - 5)
+    bar_w = max(5, free * 2 // 5)
+    label_w = free - bar_w
+    header = f"{'file'.ljust(label_w)} {''.ljust(bar_w)} {'done':>6} {'size':>9} "
+    lines = [Text(title, style="bold"), Text(header + f"{'rate':>12} {'retries':>7}", "dim")]
     for s in shown:
         pct = 100.0 * s.done_bytes / s.size_bytes if s.size_bytes else 100.0
         if s.retrying:
-            rate = Text("retrying", style="yellow")
+            rate = Text(f"{'retrying':>12}", style="yellow")
         elif s.idle_s >= _IDLE_SHOWN_S and s.done_bytes < s.size_bytes:
-            rate = Text(f"stalled {s.idle_s:.0f}s", style="bold red")
+            rate = Text(f"{f'stalled {s.idle_s:.0f}s':>12}", style="bold red")
         else:
-            rate = Text("--" if s.bytes_per_s is None else f"{human_bytes(s.bytes_per_s)}/s")
-        table.add_row(
-            s.label,
-            ProgressBar(total=max(1, s.size_bytes), completed=s.done_bytes),
-            f"{min(100.0, pct):5.1f}%",
-            human_bytes(s.size_bytes),
-            rate,
-            Text(str(s.retries), style="yellow" if s.retries else "dim"),
-        )
-    return table
+            speed = "--" if s.bytes_per_s is None else f"{human_bytes(s.bytes_per_s)}/s"
+            rate = Text(f"{speed:>12}")
+        line = Text(_fit(s.label, label_w) + " ")
+        line.append(_bar(s.done_bytes, s.size_bytes, bar_w, plain))
+        line.append(f" {min(100.0, pct):5.1f}% {human_bytes(s.size_bytes):>9} ")
+        line.append(rate)
+        line.append(f" {s.retries:>7}", style="yellow" if s.retries else "dim")
+        lines.append(line)
+    return lines
 
 
 def _counters(tally: Tally, retrying: int) -> Text:
@@ -487,17 +509,31 @@ def _counters(tally: Tally, retrying: int) -> Text:
     for name, n, style in parts:
         if n or name != "denied":  # denied is rare: shown only when it happens
             text.append(f"  {n:,} {name}", style=style if n else "dim")
-    if tally.retries or tally.restarts:
-        text.append(f"  ({tally.retries:,} retries, {tally.restarts:,} restarts)", style="yellow")
+    totals = [
+        f"{n:,} {name}"
+        for n, name in ((tally.retries, "retries"), (tally.restarts, "restarts"))
+        if n
+    ]
+    if totals:
+        text.append(f"  ({', '.join(totals)})", style="yellow")
     return text
 
 
-def _warnings_panel(warnings: list[tuple[float, Event]], count: int, started: float) -> Panel:
-    lines = Text(no_wrap=True, overflow="ellipsis")
-    for i, (at, event) in enumerate(warnings):
-        if i:
-            lines.append("\n")
-        lines.append(f"+{human_duration(at - started)} ", style="dim")
-        lines.append(warning_text(event), style=_WARNING_STYLE.get(type(event), ""))
+def _warnings_box(
+    warnings: list[tuple[float, Event]], count: int, started: float, width: int
+) -> list[Text]:
     title = "latest warnings" if count <= len(warnings) else f"latest warnings ({count:,} in all)"
-    return Panel(lines, title=title, title_align="left", border_style="yellow")
+    inner = max(10, width - 4)
+    lines = [Text(f"╭─ {title} " + "─" * max(0, inner - len(title) - 1) + "╮", "yellow")]
+    for at, event in warnings:
+        line = Text("│ ", "yellow")
+        stamp = f"+{human_duration(at - started)} "
+        line.append(stamp, style="dim")
+        line.append(
+            _fit(warning_text(event), inner - len(stamp)),
+            style=_WARNING_STYLE.get(type(event), ""),
+        )
+        line.append(" │", "yellow")
+        lines.append(line)
+    lines.append(Text("╰" + "─" * (inner + 2) + "╯", "yellow"))
+    return lines
