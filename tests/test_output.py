@@ -98,9 +98,9 @@ def _script(clock: FakeClock) -> Iterator[Event]:
         concurrency=16,
     )
     yield FileSkipped(dataset="full_scale", key="k0", dest=DEST, size_bytes=MiB, reason="complete")
-    yield FileFailed(
+    yield FileFailed(  # the store names the object; the line does not say it twice
         dataset="full_scale", key="public/v2/full_scale/v3.mp4", dest=DEST, status="missing",
-        reason="404 Not Found",
+        reason="s3://ego4d-cmu/public/v2/full_scale/v3.mp4: 404 Not Found",
     )  # fmt: skip
     yield FileStarted(
         dataset="full_scale", key=KEY, dest=DEST, size_bytes=100 * MiB, present_bytes=0

@@ -3,7 +3,8 @@
 Layers, each importing only from the ones below it::
 
     cli                      Typer front end; the only module that exits or picks exit codes
-    dashboard, report        Rich rendering; the only modules that import rich
+    dashboard, progress,     what the user sees: live view, plain and JSON lines, tables;
+    report                   only dashboard and report import rich
     engine, planner, demo    async orchestration (no UI, never prints)
     store, journal, files    S3 I/O, SQLite state, .part files on disk
     plan, integrity, retry   pure decisions: what to fetch, how to verify, when to retry

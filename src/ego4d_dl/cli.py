@@ -525,8 +525,8 @@ def _make_sink(*, json_out: bool, quiet: bool, interval_s: float) -> Display:
 
     ``--json``: every event as a JSON line on stdout, and nothing else there. A terminal on
     stdout: the live dashboard there. Otherwise (logs, pipes) or ``--quiet``: plain lines on
-    stderr, progress every ``interval_s`` and warnings as they happen (``--quiet``: errors
-    only). The summary goes to stdout after the run, errors to stderr, in every mode.
+    stderr, progress every ``interval_s`` and warnings as they happen (``--quiet``: failed
+    files only). The summary goes to stdout after the run, errors to stderr, in every mode.
     """
     if json_out:
         return JsonLinesSink(sys.stdout, interval_s=interval_s, log=sys.stderr)

@@ -212,31 +212,36 @@ class Tally:
         return min(100.0, 100.0 * self.done_bytes / self.total_bytes)
 
 
+def _reason(reason: str, key: str) -> str:
+    """The store's reason without its ``s3://bucket/key: `` prefix, already in the label."""
+    where, sep, rest = reason.partition(": ")
+    return rest if sep and where.startswith("s3://") and where.endswith(key) else reason
+
+
 def warning_text(event: Event) -> str:
     """One line on a retry, stall, restart, integrity failure, failed file or new limit."""
+    if isinstance(event, ConcurrencyChanged):
+        return f"concurrency now {event.limit} ({event.reason})"
+    if not isinstance(event, RangeRetried | FileRestarted | IntegrityFailed | FileFailed):
+        return type(event).__name__
+    name = label(event.dataset, event.key)
     if isinstance(event, RangeRetried):
         what = "stalled" if event.stalled else "throttled" if event.throttled else "retry"
         return (
-            f"{what}: {label(event.dataset, event.key)}: {event.reason} (attempt "
-            f"{event.attempt}, again in {event.delay_s:.1f}s; bytes {event.start:,}-"
-            f"{event.stop - 1:,})"
+            f"{what}: {name}: {_reason(event.reason, event.key)} (attempt {event.attempt}, "
+            f"again in {event.delay_s:.1f}s; bytes {event.start:,}-{event.stop - 1:,})"
         )
     if isinstance(event, FileRestarted):
         return (
-            f"changed on the server (412), restarting: {label(event.dataset, event.key)} "
-            f"({event.old_etag} -> {event.new_etag}, {human_bytes(event.discarded_bytes)} "
-            "discarded)"
+            f"changed on the server (412), restarting: {name} ({event.old_etag} -> "
+            f"{event.new_etag}, {human_bytes(event.discarded_bytes)} discarded)"
         )
     if isinstance(event, IntegrityFailed):
         return (
-            f"integrity: {label(event.dataset, event.key)}: {event.reason}; refetching "
+            f"integrity: {name}: {_reason(event.reason, event.key)}; refetching "
             f"{human_bytes(event.refetch_bytes)}"
         )
-    if isinstance(event, FileFailed):
-        return f"{event.status}: {label(event.dataset, event.key)}: {event.reason}"
-    if isinstance(event, ConcurrencyChanged):
-        return f"concurrency now {event.limit} ({event.reason})"
-    return type(event).__name__
+    return f"{event.status}: {name}: {_reason(event.reason, event.key)}"
 
 
 class _Ticker:
