@@ -2,7 +2,9 @@
 both in a real terminal (a tmux pane), on 320 MiB from a local sandbox, runs alternated.
 
 Each run downloads into a fresh folder; the rate is the one the summary prints (bytes fetched
-over the engine's elapsed time, so start-up and planning do not count). Run:
+over the engine's elapsed time, so start-up and planning do not count). The CPU seconds the
+whole process used (bash's ``time``, user + system) are reported too: on a shared machine
+they move far less with other people's load than the rate does. Run:
 ``.venv/bin/python benchmarks/dashboard_throughput.py [pairs]`` (default 7 pairs).
 """
 
@@ -27,6 +29,7 @@ SIZES = [32 * MiB] * 10
 PART = 8 * MiB
 _RATE = re.compile(r"fetched in [\d.]+s \(([\d.]+) (B|KiB|MiB|GiB)/s\)")
 _EXIT = re.compile(r"^EXIT_CODE:(\d+)$", re.MULTILINE)
+_CPU = re.compile(r"^CPU ([\d.]+) ([\d.]+)$", re.MULTILINE)
 _UNITS = {"B": 1 / MiB, "KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0}
 
 
@@ -51,7 +54,7 @@ class Pane:
         self._base = [tmux, "-S", str(self._dir / "sock")]
         subprocess.run(
             [*self._base, "new-session", "-d", "-x", "120", "-y", "40", "bash --norc --noprofile"],
-            env=env,
+            env={**env, "TIMEFORMAT": "CPU %U %S"},
             check=True,
         )
 
@@ -59,7 +62,8 @@ class Pane:
         subprocess.run([*self._base, "send-keys", "clear", "Enter"], check=True)
         subprocess.run([*self._base, "clear-history"], check=True)
         subprocess.run(
-            [*self._base, "send-keys", f"{command}; echo EXIT_CODE:$?", "Enter"], check=True
+            [*self._base, "send-keys", f"time {command}; echo EXIT_CODE:$?", "Enter"],
+            check=True,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -95,6 +99,7 @@ def main() -> None:
         env.update(sandbox.env())
         pane = Pane(env)
         rates: dict[str, list[float]] = {"dashboard": [], "quiet": []}
+        cpu: dict[str, list[float]] = {"dashboard": [], "quiet": []}
         try:
             for i in range(pairs):
                 order = ["dashboard", "quiet"] if i % 2 == 0 else ["quiet", "dashboard"]
@@ -115,8 +120,14 @@ def main() -> None:
                         raise SystemExit(f"no summary in:\n{text}")
                     value, unit = found[-1]
                     rates[mode].append(float(value) * _UNITS[unit])
+                    used = _CPU.findall(text)
+                    cpu[mode].append(float(used[-1][0]) + float(used[-1][1]))
                     shutil.rmtree(out, ignore_errors=True)
-                    print(f"pair {i + 1}: {mode:<9} {rates[mode][-1]:7.1f} MiB/s", flush=True)
+                    print(
+                        f"pair {i + 1}: {mode:<9} {rates[mode][-1]:7.1f} MiB/s, "
+                        f"{cpu[mode][-1]:5.2f} s CPU",
+                        flush=True,
+                    )
         finally:
             pane.close()
             shutil.rmtree(work, ignore_errors=True)
@@ -125,10 +136,15 @@ def main() -> None:
     for mode in ("dashboard", "quiet"):
         values = ", ".join(f"{v:.1f}" for v in rates[mode])
         print(f"{mode:<9} median {statistics.median(rates[mode]):7.1f} MiB/s  ({values})")
+    for mode in ("dashboard", "quiet"):
+        values = ", ".join(f"{v:.2f}" for v in cpu[mode])
+        print(f"{mode:<9} median {statistics.median(cpu[mode]):7.2f} s CPU  ({values})")
     print(f"dashboard / quiet = {dash / quiet:.3f} (medians)")
     # Each pair ran back to back: its ratio is less exposed to the machine's load drifting.
     ratios = [d / q for d, q in zip(rates["dashboard"], rates["quiet"], strict=True)]
     print(f"median of the per-pair ratios = {statistics.median(ratios):.3f}")
+    extra = statistics.median(cpu["dashboard"]) - statistics.median(cpu["quiet"])
+    print(f"CPU the dashboard adds per run: {extra:+.2f} s (medians)")
 
 
 if __name__ == "__main__":

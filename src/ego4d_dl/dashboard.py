@@ -60,6 +60,8 @@ _WARNING_STYLE = {
 
 @dataclass(slots=True, kw_only=True)
 class _DatasetRow:
+    """A dataset's line: totals from the plan (``planned``), else grown from the events."""
+
     name: str
     size_bytes: int = 0
     files: int = 0
@@ -71,6 +73,8 @@ class _DatasetRow:
 
 @dataclass(slots=True, kw_only=True)
 class _Transfer:
+    """A file in flight; ``seen_bytes`` and ``idle_since`` are the drawing thread's own."""
+
     label: str
     row: _DatasetRow
     size_bytes: int
@@ -102,7 +106,8 @@ class Dashboard:
     ``render()`` builds one frame at ``clock()``; with ``live`` a Rich ``Live`` on ``console``
     draws frames ``refresh_per_second`` times a second from its own thread (one transient
     status line while planning, then the dashboard from ``RunStarted`` to ``RunFinished``,
-    whose last frame stays on screen).
+    whose last frame stays on screen). ``redirect_stderr``: show what is written to
+    ``sys.stderr`` during the run above the frame; only right when stderr is that terminal.
     """
 
     def __init__(
