@@ -3,7 +3,8 @@
 Layers, each importing only from the ones below it::
 
     cli                      Typer front end; the only module that exits or picks exit codes
-    dashboard, report        Rich rendering; the only modules that import rich
+    dashboard, progress,     what the user sees: live view, plain and JSON lines, tables;
+    report                   only dashboard and report import rich
     download, verify,        one command's run: plan, adopt, check, transfer; diagnose;
       doctor, status           read every journal of a directory (offline)
     engine, planner, demo,   async orchestration (no UI, never prints): transfers, plans,

@@ -44,7 +44,7 @@ from .config import (
     parse_endpoint,
     read_uid_file,
 )
-from .dashboard import CheckProgressSink, JsonLinesSink, PlainProgressSink
+from .dashboard import CheckProgressSink, Dashboard
 from .demo import demo_release, mismatches
 from .doctor import Blame, Diagnosis, diagnose
 from .download import DownloadResult, default_jobs, free_bytes, run_download
@@ -60,7 +60,9 @@ from .events import Event, EventSink, discard
 from .journal import DiskIndex, Journal, JournalIndex, journal_path
 from .plan import Plan
 from .planner import build_plan, list_dataset_rows
+from .progress import Display, JsonLinesSink, PlainProgressSink
 from .report import (
+    confirmation_text,
     doctor_json,
     human_bytes,
     plan_json,
@@ -130,17 +132,44 @@ class _SeedCompatibleGroup(TyperGroup):
         return super().parse_args(ctx, expand_list_flags(args))
 
 
+# "\b" keeps click from rewrapping the examples; each fits in 80 columns.
+_DOWNLOAD_EPILOG = """\b
+Output: a live dashboard in a terminal; in logs and pipes, a plain progress
+line on stderr every --progress-interval seconds. The summary goes to
+stdout, errors and warnings to stderr. Exit codes: 0 all verified, 1 some
+failed, 2 usage, 3 credentials, 130 interrupted (run it again to resume).
+
+\b
+Unattended (cron, Slurm): no prompt, a progress line a minute:
+  ego4d-dl download -o ~/ego4d_data --datasets annotations --yes \\
+      --progress-interval 60 > summary.txt 2> progress.log
+"""
+
+_MAIN_HELP = """Download the Ego4D dataset: concurrent, resumable, every byte verified.
+
+The original `ego4d` CLI's command lines work as they are; run the same command again after
+an interruption and it resumes. Output: a live dashboard in a terminal, plain progress lines
+in logs and pipes (stderr), the summary on stdout.
+
+\b
+Examples:
+  # see the tool work first: a local S3 sandbox, no credentials (about 20 s)
+  ego4d-dl demo
+  # the original CLI's usage, unchanged
+  ego4d-dl --output_directory ~/ego4d_data --datasets full_scale annotations
+  # what would it fetch, how big, is there room? (downloads nothing)
+  ego4d-dl plan -o ~/ego4d_data --datasets clips --benchmarks FHO
+
+Run `ego4d-dl COMMAND --help` for a command's options.
+"""
+
 app = typer.Typer(
     cls=_SeedCompatibleGroup,
     name="ego4d-dl",
-    help=(
-        "Download the Ego4D dataset: concurrent, resumable, every byte verified.\n\n"
-        "Examples:\n\n"
-        "  ego4d-dl download --output_directory ~/ego4d_data --datasets full_scale annotations\n\n"
-        "  ego4d-dl plan --dry-run -o ~/ego4d_data --datasets clips --benchmarks FHO\n\n"
-        "  ego4d-dl demo    (a real download from a local S3 sandbox, no credentials needed)"
-    ),
+    help=_MAIN_HELP,
     no_args_is_help=True,
+    # Click's plain help: it keeps every alias and "[default: ...]" legible at 80 columns.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -168,8 +197,9 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]], *, credentials: Credentials
     """Run a coroutine; translate our errors into a message and an exit code."""
     try:
         return asyncio.run(make())
-    except KeyboardInterrupt:
-        _err.print("interrupted")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Before any transfer started (a Ctrl-C during planning or at the prompt).
+        _err.print("interrupted: nothing was downloaded yet")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except CredentialsError as exc:
         _fail(
@@ -283,13 +313,16 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
 
 # --- shared option declarations -----------------------------------------------------------
 
+# Every option says what it does and its default in one line ("\[default: ...]" where
+# click cannot tell it, e.g. when the default is decided later or is "none").
 OutputDirectory = Annotated[
     Path | None,
     typer.Option(
         "--output-directory",
         "--output_directory",
         "-o",
-        help="Where the dataset goes; files land in <dir>/<major version>/<dataset>/.",
+        metavar="DIR",
+        help="Where the dataset goes: DIR/<major version>/<dataset>/ [required].",
         show_default=False,
     ),
 ]
@@ -298,18 +331,25 @@ Datasets = Annotated[
     typer.Option(
         "--datasets",
         "--dataset",
-        help="Datasets to fetch, e.g. --datasets full_scale annotations [default: annotations].",
+        metavar="NAME...",
+        help="Datasets to fetch, e.g. full_scale annotations [default: annotations].",
         show_default=False,
     ),
 ]
 Benchmarks = Annotated[
     list[str] | None,
-    typer.Option("--benchmarks", help="Only files tagged with these benchmarks (EM FHO AV ...)."),
+    typer.Option(
+        "--benchmarks",
+        metavar="NAME...",
+        help="Only files tagged with these benchmarks, e.g. EM FHO AV [default: all].",
+        show_default=False,
+    ),
 ]
 Version = Annotated[
     str | None,
     typer.Option(
         "--version",
+        metavar="RELEASE",
         help=f"Release: v1, v2 or v2_1 [default: {DEFAULT_VERSION}].",
         show_default=False,
     ),
@@ -319,26 +359,38 @@ Profile = Annotated[
     typer.Option(
         "--aws-profile-name",
         "--aws_profile_name",
-        help="AWS profile holding your Ego4D keys [default: the standard AWS chain].",
+        metavar="PROFILE",
+        help="AWS profile with your Ego4D keys [default: the standard AWS chain].",
         show_default=False,
     ),
 ]
 VideoUids = Annotated[
     list[str] | None,
-    typer.Option("--video-uids", "--video_uids", help="Only these video/clip UIDs."),
+    typer.Option(
+        "--video-uids",
+        "--video_uids",
+        metavar="UID...",
+        help="Only these video or clip UIDs [default: all].",
+        show_default=False,
+    ),
 ]
 VideoUidFile = Annotated[
     Path | None,
     typer.Option(
         "--video-uid-file",
         "--video_uid_file",
-        help="File of whitespace-separated UIDs (excludes --video_uids).",
+        metavar="FILE",
+        help="Only the UIDs in FILE, whitespace-separated; not with --video_uids [default: all].",
+        show_default=False,
     ),
 ]
 Universities = Annotated[
     list[str] | None,
     typer.Option(
-        "--universities", help="Only files from these universities' buckets (cmu, unict, ...)."
+        "--universities",
+        metavar="ID...",
+        help="Only files from these universities' buckets, e.g. cmu unict [default: all].",
+        show_default=False,
     ),
 ]
 ConfigPath = Annotated[
@@ -347,7 +399,9 @@ ConfigPath = Annotated[
         "--config",
         "--config-path",
         "--config_path",
-        help="JSON file of options (the original CLI's); flags on the command line win.",
+        metavar="FILE",
+        help="JSON file of options (the original CLI's); the command line wins [default: none].",
+        show_default=False,
     ),
 ]
 EndpointUrl = Annotated[
@@ -355,26 +409,32 @@ EndpointUrl = Annotated[
     typer.Option(
         "--endpoint-url",
         "--endpoint_url",
-        help="S3-compatible endpoint (mirror or local sandbox), e.g. http://127.0.0.1:8333.",
+        metavar="URL",
+        help="S3-compatible endpoint: a mirror or local sandbox [default: AWS S3].",
+        show_default=False,
     ),
 ]
 Concurrency = Annotated[
     int | None,
     typer.Option(
         "--concurrency",
+        metavar="N",
         help=f"Requests in flight at once [default: {DEFAULT_CONCURRENCY}].",
         show_default=False,
     ),
 ]
 JsonOut = Annotated[
-    bool, typer.Option("--json", help="Machine-readable JSON on stdout instead of tables.")
+    bool,
+    typer.Option("--json", help="Machine-readable JSON on stdout [default: off]."),
 ]
 ManifestOverride = Annotated[
     Path | None,
     typer.Option(
         "--manifest-override-path",
         "--manifest_override_path",
-        help="Use this local manifest CSV instead of the release's (one dataset only).",
+        metavar="CSV",
+        help="Use this local manifest instead of the release's (one dataset) [default: none].",
+        show_default=False,
     ),
 ]
 
@@ -415,7 +475,7 @@ def _print_warnings(warnings: Sequence[str]) -> None:
         _err.print(f"[yellow]warning:[/] {w}", markup=True)
 
 
-@app.command("plan")
+@app.command("plan", short_help="What a download would fetch: files, sizes, free space.")
 def plan_command(
     ctx: typer.Context,
     output_directory: OutputDirectory = None,
@@ -432,7 +492,8 @@ def plan_command(
     manifest_override_path: ManifestOverride = None,
     json_out: JsonOut = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Accepted for clarity: plan never downloads.")
+        bool,
+        typer.Option("--dry-run", help="Accepted for clarity: plan never downloads [default: on]."),
     ] = True,
     shard: ShardOption = None,
 ) -> None:
@@ -492,55 +553,122 @@ def plan_command(
 
 
 Yes = Annotated[
-    bool, typer.Option("--yes", "-y", help="Start without asking (for scripts and cron).")
+    bool,
+    typer.Option("--yes", "-y", help="Start without the confirmation prompt [default: ask]."),
 ]
 
 
-def _make_sink(*, json_out: bool, quiet: bool, interval_s: float) -> EventSink:
+def _stdout_is_terminal() -> bool:
+    """Whether the live dashboard may draw: stdout is an interactive, capable terminal."""
+    return sys.stdout.isatty() and _out.is_terminal and not _out.is_dumb_terminal
+
+
+def _make_sink(*, json_out: bool, quiet: bool, interval_s: float) -> Display:
+    """Where each kind of output goes (see the README's "Output and dashboard"):
+
+    ``--json``: every event as a JSON line on stdout, and nothing else there. A terminal on
+    stdout: the live dashboard there. Otherwise (logs, pipes) or ``--quiet``: plain lines on
+    stderr, progress every ``interval_s`` and warnings as they happen (``--quiet``: failed
+    files only). The summary goes to stdout after the run, errors to stderr, in every mode.
+    """
     if json_out:
-        return JsonLinesSink(sys.stdout, interval_s=min(interval_s, 1.0))
+        return JsonLinesSink(sys.stdout, interval_s=interval_s, log=sys.stderr)
+    if not quiet and _stdout_is_terminal():
+        # A console of its own: unlike _out it wraps and crops to the terminal's width.
+        return Dashboard(Console(highlight=False), redirect_stderr=sys.stderr.isatty())
     return PlainProgressSink(sys.stderr, interval_s=interval_s, quiet=quiet)
 
 
+async def _read_answer(question: str) -> str | None:
+    """Ask on stderr (stdout may be a pipe of results); read one line from the terminal.
+
+    The event loop waits for stdin to be readable instead of a thread blocking in
+    ``input()``, which a Ctrl-C could not stop. None at end of input (Ctrl-D).
+    """
+    loop = asyncio.get_running_loop()
+    fd = sys.stdin.fileno()
+    line: asyncio.Future[bytes] = loop.create_future()
+
+    def readable() -> None:
+        if not line.done():
+            line.set_result(os.read(fd, 4096))
+
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    loop.add_reader(fd, readable)
+    try:
+        data = await line
+    finally:
+        loop.remove_reader(fd)
+    return data.decode(errors="replace") if data else None
+
+
 async def _confirm(plan: Plan, *, assume_yes: bool, quiet: bool) -> bool:
-    """The original's prompt, with file count, free space and what resumes."""
-    t = plan.totals
-    free = free_bytes(plan.output_directory)
-    resume = f", {t.resume_files:,} resumed" if t.resume_files else ""
-    question = (
-        f"Expected size of downloaded files is {t.fetch_bytes / 1024**3:.4f} GiB in "
-        f"{t.fetch_files:,} files{resume}"
-        + (f"; {human_bytes(free)} free" if free is not None else "")
-        + ". Start? [Y/n] "
-    )
+    """Show what will happen (size, file count, free space, what resumes); ask unless --yes."""
+    text = confirmation_text(plan, free_bytes=free_bytes(plan.output_directory))
     if assume_yes:
         if not quiet:
-            _err.print(question.replace(" Start? [Y/n] ", " Starting (--yes)."))
+            _err.print(text + "\nStarting (--yes).", markup=False)
         return True
     if not sys.stdin.isatty():
         raise ConfigError("stdin is not a terminal, so nobody can answer the prompt: pass --yes")
     while True:
-        answer = (await asyncio.to_thread(input, question)).strip().lower()
+        answer = await _read_answer(text + "\nStart the download? [Y/n] ")
+        if answer is None:
+            return False
+        answer = answer.strip().lower()
         if answer in ("", "y", "yes"):
             return True
         if answer in ("n", "no"):
             return False
 
 
-def _install_signal_handlers(engine: Engine) -> None:
-    """First Ctrl-C or SIGTERM: stop cleanly. A second: leave at once."""
+def _on_signals(stop: Callable[[], object], message: str, say: Callable[[str], None]) -> None:
+    """First SIGINT or SIGTERM: ``say`` the message and call ``stop``. A second: exit at once.
+
+    Replaces any earlier handlers (each phase of a run stops in its own way); runs as a loop
+    callback, so ``stop`` may touch asyncio objects.
+    """
     loop = asyncio.get_running_loop()
-    hits = {"n": 0}
+    hits = 0
 
     def handler() -> None:
-        hits["n"] += 1
-        if hits["n"] > 1:
+        nonlocal hits
+        hits += 1
+        if hits > 1:
+            # The journal only ever records synced bytes, so leaving now loses nothing but
+            # the ranges in flight. Give the terminal its cursor back (the dashboard hid it).
+            if sys.stdout.isatty():
+                os.write(sys.stdout.fileno(), b"\x1b[?25h\n")
             os._exit(EXIT_INTERRUPTED)
-        _err.print("stopping: finishing bookkeeping (Ctrl-C again to quit at once)")
-        engine.stop()
+        say(message)
+        stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, handler)
+
+
+def _stop_planning_on_signals(display: Display) -> None:
+    """Until the engine runs, the first signal cancels the whole command."""
+    task = asyncio.current_task()
+    if task is not None:
+        _on_signals(task.cancel, "stopping (Ctrl-C again to quit at once)", display.note)
+
+
+def _stop_engine_on_signals(display: Display) -> Callable[[Engine], None]:
+    """For ``run_download``'s ``on_engine``: the first Ctrl-C or SIGTERM stops scheduling,
+    cancels requests in flight and flushes the journal (then the summary); a second leaves
+    at once."""
+
+    def install(engine: Engine) -> None:
+        _on_signals(
+            engine.stop,
+            "stopping: cancelling requests in flight and saving progress "
+            "(Ctrl-C again to quit at once)",
+            display.note,
+        )
+
+    return install
 
 
 def _exit_code(result: DownloadResult) -> int:
@@ -554,7 +682,11 @@ def _exit_code(result: DownloadResult) -> int:
     return EXIT_OK if summary.ok else EXIT_FAILED
 
 
-@app.command("download")
+@app.command(
+    "download",
+    short_help="Download, verify, resume (the default command).",
+    epilog=_DOWNLOAD_EPILOG,
+)
 def download_command(
     ctx: typer.Context,
     output_directory: OutputDirectory = None,
@@ -571,7 +703,11 @@ def download_command(
     manifest_override_path: ManifestOverride = None,
     yes: Yes = False,
     manifest: Annotated[
-        bool, typer.Option("--manifest", help="Fetch only the manifests, into each dataset folder.")
+        bool,
+        typer.Option(
+            "--manifest",
+            help="Fetch only the manifests, into each dataset folder [default: off].",
+        ),
     ] = False,
     metadata: Annotated[
         bool,
@@ -581,25 +717,40 @@ def download_command(
         str,
         typer.Option(
             "--verify",
-            help="etag: MD5 / multipart-ETag check of every file; size: sizes only (faster).",
+            metavar="etag|size",
+            help="etag: check every file's MD5 or multipart ETag; size: sizes only.",
         ),
     ] = "etag",
     stall_timeout: Annotated[
         float,
-        typer.Option("--stall-timeout", help="Seconds without a byte before a request is retried."),
+        typer.Option(
+            "--stall-timeout",
+            metavar="SECONDS",
+            help="Seconds without a byte before a request is retried.",
+        ),
     ] = DEFAULT_STALL_TIMEOUT_S,
     no_space_check: Annotated[
-        bool, typer.Option("--no-space-check", help="Start even if free space looks too small.")
+        bool,
+        typer.Option(
+            "--no-space-check", help="Start even if free space looks too small [default: check]."
+        ),
     ] = False,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only show the plan (same as `ego4d-dl plan`).")
+        bool,
+        typer.Option("--dry-run", help="Only show the plan, as `ego4d-dl plan` [default: off]."),
     ] = False,
     json_out: JsonOut = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only errors and the summary.")
+        bool,
+        typer.Option("--quiet", "-q", help="Only errors, warnings and the summary [default: off]."),
     ] = False,
     progress_interval: Annotated[
-        float, typer.Option("--progress-interval", help="Seconds between progress lines.")
+        float,
+        typer.Option(
+            "--progress-interval",
+            metavar="SECONDS",
+            help="Seconds between progress lines in logs and pipes (and --json).",
+        ),
     ] = 10.0,
     shard: ShardOption = None,
     max_bandwidth: MaxBandwidth = None,
@@ -651,22 +802,31 @@ def download_command(
     except Ego4dDLError as exc:
         _fail(str(exc), exit_code_for(exc))
     _print_warnings(warnings)
+    if progress_interval <= 0:
+        _fail(f"--progress-interval must be positive, not {progress_interval:g}", EXIT_USAGE)
     sink = _make_sink(json_out=json_out, quiet=quiet, interval_s=progress_interval)
-    checks: CheckProgressSink | None = None
     if not json_out:
         checks = CheckProgressSink(sys.stderr, interval_s=progress_interval, quiet=quiet)
-        sink = _tee(sink, checks)
+        sink = _WithChecks(sink, checks)
     override = manifest_override_path.expanduser() if manifest_override_path else None
 
+    async def confirm(plan: Plan) -> bool:
+        sink.expect(plan)
+        return await _confirm(plan, assume_yes=options.assume_yes, quiet=quiet)
+
     async def go() -> DownloadResult:
-        return await run_download(
-            options,
-            sink=sink,
-            confirm=lambda plan: _confirm(plan, assume_yes=options.assume_yes, quiet=quiet),
-            on_engine=_install_signal_handlers,
-            manifest_override=override,
-            space_check=not no_space_check,
-        )
+        _stop_planning_on_signals(sink)
+        try:
+            return await run_download(
+                options,
+                sink=sink,
+                confirm=confirm,
+                on_engine=_stop_engine_on_signals(sink),
+                manifest_override=override,
+                space_check=not no_space_check,
+            )
+        finally:
+            sink.close()
 
     try:
         result = _run(go, credentials=options.credentials)
@@ -702,7 +862,7 @@ def download_command(
     raise typer.Exit(code)
 
 
-@app.command("datasets")
+@app.command("datasets", short_help="List the datasets of a release.")
 def datasets_command(
     ctx: typer.Context,
     version: Version = None,
@@ -732,7 +892,7 @@ def datasets_command(
         render_datasets(_out, release, rows)
 
 
-@app.command("demo")
+@app.command("demo", short_help="A real download from a local S3 sandbox; no credentials needed.")
 def demo_command(
     output_directory: Annotated[
         Path | None,
@@ -740,30 +900,40 @@ def demo_command(
             "--output-directory",
             "--output_directory",
             "-o",
+            metavar="DIR",
             help="Where the demo download goes [default: a new temporary folder].",
             show_default=False,
         ),
     ] = None,
     concurrency: Concurrency = None,
 ) -> None:
-    """Start a local S3 sandbox, download a small fake Ego4D release from it, verify it."""
+    """Start a local S3 server (SeaweedFS on 127.0.0.1), seed it with a small fake Ego4D
+    release (about 110 MiB), download all of it as `download` would, check every file
+    against what the server holds, and stop the server. Shows the live dashboard in a
+    terminal, plain lines otherwise."""
     out = (output_directory or Path(tempfile.mkdtemp(prefix="ego4d-dl-demo-"))).expanduser()
     try:
         _check_output_directory(out.absolute(), create=True)
     except Ego4dDLError as exc:
         _fail(str(exc), exit_code_for(exc))
     out = out.absolute()
-    sink = PlainProgressSink(sys.stderr, interval_s=1.0)
+    sink = _make_sink(json_out=False, quiet=False, interval_s=1.0)
+
+    async def confirm(plan: Plan) -> bool:
+        render_plan(_out, plan, free_bytes=free_bytes(out))
+        sink.expect(plan)
+        return True
 
     async def go(options: Options) -> DownloadResult:
-        return await run_download(
-            options,
-            sink=sink,
-            confirm=lambda plan: _confirm(plan, assume_yes=True, quiet=False),
-            on_engine=_install_signal_handlers,
-        )
+        _stop_planning_on_signals(sink)
+        try:
+            return await run_download(
+                options, sink=sink, confirm=confirm, on_engine=_stop_engine_on_signals(sink)
+            )
+        finally:
+            sink.close()
 
-    _err.print("starting the local S3 sandbox (SeaweedFS on 127.0.0.1) ...")
+    _err.print("starting the local S3 sandbox (SeaweedFS on 127.0.0.1) and seeding it ...")
     try:
         with demo_release(out, concurrency=concurrency or DEFAULT_CONCURRENCY) as demo:
             _err.print(f"sandbox at {demo.endpoint_url}; downloading into {out}")
@@ -771,27 +941,46 @@ def demo_command(
             bad = mismatches(out, demo.expected_md5)
     except Ego4dDLError as exc:
         _fail(str(exc), exit_code_for(exc))
-    render_plan(_out, result.plan, free_bytes=free_bytes(out))
-    if result.summary is not None:
-        render_summary(_out, result.summary)
+    _err.print("sandbox stopped")
+    summary = result.summary
+    if summary is not None:
+        render_summary(_out, summary)
+    code = _exit_code(result)
+    if summary is not None and summary.stop_kind == "interrupted":
+        _err.print(f"interrupted: {summary.verified + summary.skipped:,} files complete")
+        raise typer.Exit(code)
     if bad:
         _fail(f"{len(bad)} files differ from what the sandbox served: {', '.join(bad[:5])}", 1)
     _out.print(
         f"all {len(demo.expected_md5)} files are byte-identical to the sandbox's source; "
         f"they are in {out}"
     )
-    raise typer.Exit(_exit_code(result))
+    raise typer.Exit(code)
 
 
 # --- operating at scale: adoption, verify, status, doctor -----------------------------------
 
 
-def _tee(*sinks: EventSink) -> EventSink:
-    def sink(event: Event) -> None:
-        for each in sinks:
-            each(event)
+class _WithChecks:
+    """A display that also shows the progress of reading files back (verify, adoption)."""
 
-    return sink
+    def __init__(self, display: Display, checks: CheckProgressSink) -> None:
+        self._display = display
+        self._checks = checks
+
+    def __call__(self, event: Event) -> None:
+        self._display(event)
+        self._checks(event)
+
+    def expect(self, plan: Plan) -> None:
+        self._display.expect(plan)
+
+    def note(self, message: str) -> None:
+        self._display.note(message)
+
+    def close(self) -> None:
+        self._checks.close()
+        self._display.close()
 
 
 def _print_adoption(adoption: Adoption) -> None:
@@ -908,8 +1097,12 @@ def verify_command(
     )
     # --json prints one document at the end, as `plan --json` does: no progress events.
     sink: EventSink = discard
+    display: Display | None = None
     if checks is not None:
-        sink = _tee(_make_sink(json_out=False, quiet=quiet, interval_s=progress_interval), checks)
+        display = _WithChecks(
+            _make_sink(json_out=False, quiet=quiet, interval_s=progress_interval), checks
+        )
+        sink = display
 
     async def go() -> VerifyResult:
         return await run_verify(
@@ -917,15 +1110,15 @@ def verify_command(
             sink=sink,
             repair=repair,
             jobs=jobs or default_jobs(),
-            on_engine=_install_signal_handlers,
+            on_engine=_stop_engine_on_signals(display) if display else lambda _: None,
             space_check=not no_space_check,
         )
 
     try:
         result = _run(go, credentials=options.credentials)
     finally:
-        if checks is not None:
-            checks.close()
+        if display is not None:
+            display.close()
     _print_warnings(result.plan.warnings)
     if json_out:
         sys.stdout.write(json.dumps(verify_json(result), indent=1) + "\n")
@@ -1059,5 +1252,5 @@ def doctor_command(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point (also ``python -m ego4d_dl``)."""
+    app(prog_name="ego4d-dl")

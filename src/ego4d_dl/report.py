@@ -1,5 +1,6 @@
-"""Static Rich renderings: the plan table, the dataset list, warnings, status, verify and doctor
-reports; and their JSON forms.
+"""Static Rich renderings: the plan table, the dataset list, the confirmation, the summary,
+status, verify and doctor reports; their JSON forms; and the byte and duration formats every
+view shares.
 
 One of the two modules (with ``dashboard``) that import rich. Functions take a ``Console`` so
 tests render into a recording console. Imports ``plan``, ``events``, ``status``, ``verify``,
@@ -18,15 +19,17 @@ from rich.table import Table
 
 from .doctor import Diagnosis, Severity
 from .events import Event, RunSummary
-from .plan import Plan, Totals
+from .plan import Action, Plan, Totals
 from .shard import format_shard
 from .status import Status, StatusCounts
 from .verify import VerifyResult
 
 __all__ = [
+    "confirmation_text",
     "doctor_json",
     "event_json",
     "human_bytes",
+    "human_duration",
     "plan_json",
     "render_datasets",
     "render_doctor",
@@ -47,6 +50,47 @@ def human_bytes(n: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def human_duration(seconds: float) -> str:
+    """``83.4`` -> ``"0:01:23"``; hours grow past 24 (a full_scale download takes days)."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def confirmation_text(plan: Plan, *, free_bytes: int | None) -> str:
+    """What a download is about to do, for the prompt: size, file count, free space, what
+    resumes and what is already complete (several lines, no trailing newline)."""
+    t = plan.totals
+    lines = [
+        f"Ego4D {plan.version} -> {plan.output_directory}: {_files(t.fetch_files)} to fetch, "
+        f"{human_bytes(t.fetch_bytes)}"
+    ]
+    resume = [f for f in plan.files if f.action is Action.RESUME]
+    if resume:
+        present = sum(f.present_bytes for f in resume)
+        lines.append(
+            f"  resuming {_files(len(resume))} partly downloaded: {human_bytes(present)} on disk, "
+            f"{human_bytes(sum(f.bytes_to_fetch for f in resume))} to go"
+        )
+    if t.complete_files:
+        lines.append(
+            f"  already complete, skipped: {_files(t.complete_files)} "
+            f"({human_bytes(t.complete_bytes)})"
+        )
+    if t.problem_files:
+        lines.append(f"  not available: {_files(t.problem_files)} (listed in the summary)")
+    if free_bytes is None:
+        lines.append("  free space: unknown")
+    else:
+        verdict = "enough" if free_bytes >= t.fetch_bytes else "NOT enough"
+        lines.append(f"  free space: {human_bytes(free_bytes)}, {verdict}")
+    return "\n".join(lines)
+
+
+def _files(n: int) -> str:
+    return f"{n:,} file" if n == 1 else f"{n:,} files"
 
 
 def _totals_row(name: str, t: Totals) -> list[str]:

@@ -1,0 +1,220 @@
+"""Helpers for tests that watch or interrupt a download while it runs: a loopback TCP proxy
+that caps the bytes per second flowing back from the sandbox (so a small download lasts a
+few seconds), and a seeder for a dataset of our own in the session's sandbox.
+
+The proxy forwards raw bytes, so SigV4 signatures (made for the proxy's host:port) still
+verify upstream. Nothing else about the traffic changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import urlsplit
+
+from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, fake_bytes
+
+__all__ = [
+    "SeededDataset",
+    "ThrottledProxy",
+    "check_download",
+    "cli",
+    "cli_env",
+    "seed_dataset",
+]
+
+MiB = 1 << 20
+_CHUNK = 16 * 1024
+
+
+class _Pace:
+    """A shared schedule: each chunk books the next ``n / rate`` seconds of the link."""
+
+    def __init__(self, rate_bytes_s: float) -> None:
+        self.rate_bytes_s = rate_bytes_s
+        self._lock = threading.Lock()
+        self._free_at = time.monotonic()
+
+    def wait_for(self, n: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._free_at = max(now, self._free_at) + n / self.rate_bytes_s
+            until = self._free_at
+        delay = until - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
+class ThrottledProxy:
+    """``with ThrottledProxy(sandbox.endpoint_url, rate_bytes_s=...) as proxy: proxy.url``."""
+
+    def __init__(self, upstream_url: str, *, rate_bytes_s: float) -> None:
+        parts = urlsplit(upstream_url)
+        assert parts.hostname is not None and parts.port is not None
+        self._upstream = (parts.hostname, parts.port)
+        self._pace = _Pace(rate_bytes_s)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def __enter__(self) -> ThrottledProxy:
+        self._spawn(self._accept)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            self._closed = True
+            sockets = [self._listener, *self._sockets]
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _spawn(self, target: object, *args: object) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
+        self._threads.append(thread)
+        thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self._upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._closed:
+                    client.close()
+                    server.close()
+                    return
+                self._sockets += [client, server]
+            self._spawn(self._pump, client, server, False)
+            self._spawn(self._pump, server, client, True)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, paced: bool) -> None:
+        try:
+            while data := src.recv(_CHUNK):
+                if paced:
+                    self._pace.wait_for(len(data))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SeededDataset:
+    """A dataset put into the sandbox by a test: where its files land and their MD5s."""
+
+    name: str
+    version: str
+    md5_by_relpath: dict[str, str]
+    source_by_relpath: dict[str, tuple[str, str, int]]  # bucket, key, size
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(size for _, _, size in self.source_by_relpath.values())
+
+
+def seed_dataset(
+    sandbox: Sandbox,
+    name: str,
+    sizes_bytes: list[int],
+    *,
+    part_bytes: int = 8 * MiB,
+    missing: int = 0,
+) -> SeededDataset:
+    """Put ``len(sizes_bytes)`` objects (multipart above ``part_bytes``) and a manifest for
+    dataset ``name`` of release v2_1 into the consortium bucket; idempotent. The manifest
+    also lists ``missing`` objects that do not exist (not in ``md5_by_relpath``)."""
+    version = "v2_1"
+    sandbox.create_bucket(CONSORTIUM_BUCKET)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["file_uid", "s3_path", "type", "benchmarks"])
+    md5s: dict[str, str] = {}
+    sources: dict[str, tuple[str, str, int]] = {}
+    for i, size in enumerate(sizes_bytes):
+        key = f"public/v2/{name}/blob-{i:02d}.bin"
+        data = fake_bytes(f"{CONSORTIUM_BUCKET}/{key}", size)
+        parts = [part_bytes] * (size // part_bytes) if size > part_bytes else []
+        if parts and size % part_bytes:
+            parts.append(size % part_bytes)
+        sandbox.put_object(CONSORTIUM_BUCKET, key, data, part_sizes_bytes=parts)
+        writer.writerow([f"{name}-{i:02d}", f"s3://{CONSORTIUM_BUCKET}/{key}", "file", ""])
+        relpath = f"v2/{name}/blob-{i:02d}.bin"
+        md5s[relpath] = hashlib.md5(data).hexdigest()
+        sources[relpath] = (CONSORTIUM_BUCKET, key, size)
+    for i in range(missing):
+        key = f"public/v2/{name}/gone-{i:02d}.bin"
+        writer.writerow([f"{name}-gone-{i:02d}", f"s3://{CONSORTIUM_BUCKET}/{key}", "file", ""])
+    sandbox.put_object(
+        CONSORTIUM_BUCKET, f"public/{version}/{name}/manifest.csv", out.getvalue().encode()
+    )
+    return SeededDataset(name=name, version=version, md5_by_relpath=md5s, source_by_relpath=sources)
+
+
+def check_download(out: Path, dataset: SeededDataset) -> list[str]:
+    """Relative paths that are missing or differ from what was seeded."""
+    bad = []
+    for relpath, want in sorted(dataset.md5_by_relpath.items()):
+        path = out / relpath
+        if not path.is_file() or hashlib.md5(path.read_bytes()).hexdigest() != want:
+            bad.append(relpath)
+    return bad
+
+
+# Variables that would make Rich colour a pipe or size its output: a test of what users get by
+# default must not inherit them from the developer's shell or CI.
+_DISPLAY_VARIABLES = ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The current environment (with the sandbox's AWS variables) minus display overrides."""
+    env = {k: v for k, v in os.environ.items() if k not in _DISPLAY_VARIABLES}
+    env.update(extra)
+    return env
+
+
+def cli(*args: str, timeout_s: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+    """``ego4d-dl ARGS`` in a subprocess, stdout and stderr captured as text."""
+    kw.setdefault("env", cli_env())
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(  # type: ignore[call-overload,no-any-return]
+        [sys.executable, "-m", "ego4d_dl", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+        **kw,
+    )

@@ -1,0 +1,254 @@
+"""Interrupting a real download (the CLI in a subprocess, mid-transfer through a slow link):
+SIGINT or SIGTERM exit 130 after flushing the journal, a second Ctrl-C exits at once, and in
+every case the journal is consistent and the next run resumes and finishes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ego4d_dl.files import part_path
+from ego4d_dl.journal import Journal, journal_path
+from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
+
+from .slowlink import MiB, SeededDataset, ThrottledProxy, check_download, cli, cli_env, seed_dataset
+
+# A second and a half at most per file through the link; several files verify early, the big
+# ones are still in flight when the signal comes.
+_RATE_BYTES_S = 8 * MiB
+
+
+@pytest.fixture(scope="module")
+def interrupted_dataset(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
+    sizes = [16 * MiB, 12 * MiB, 9 * MiB, 4 * MiB, 2 * MiB, 1 * MiB, 200_000, 0]
+    return seed_dataset(sandbox, "signals_test", sizes)
+
+
+@pytest.fixture
+def proxy(sandbox: Sandbox) -> Iterator[ThrottledProxy]:
+    with ThrottledProxy(sandbox.endpoint_url, rate_bytes_s=_RATE_BYTES_S) as running:
+        yield running
+
+
+def _download_args(out: Path, dataset: SeededDataset, endpoint: str) -> list[str]:
+    # fmt: off
+    return [
+        "download", "-o", str(out), "--datasets", dataset.name, "--no-metadata",
+        "--endpoint-url", endpoint, "--yes", "--json", "--progress-interval", "0.2",
+    ]
+    # fmt: on
+
+
+class _Lines:
+    """A subprocess's stdout lines, read by a thread so that waiting can time out."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        assert proc.stdout is not None
+        self._thread = threading.Thread(target=self._read, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def until(self, done: Any, timeout_s: float = 120) -> None:
+        while not done(self.seen):
+            line = self._queue.get(timeout=timeout_s)
+            if line is None:
+                raise AssertionError(f"the download ended first:\n{''.join(self.seen)}")
+            self.seen.append(line)
+
+    def rest(self) -> list[str]:
+        self._thread.join(timeout=60)
+        while (line := self._queue.get_nowait()) is not None:
+            self.seen.append(line)
+        return self.seen
+
+
+def _mid_transfer(lines: list[str]) -> bool:
+    """A file is verified and a progress line shows bytes still to come."""
+    docs = [json.loads(line) for line in lines]
+    verified = any(d["event"] == "FileVerified" for d in docs)
+    flowing = any(d["event"] == "Progress" and 0 < d["bytes"] < d["total_bytes"] / 2 for d in docs)
+    return verified and flowing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JournalState:
+    complete: int
+    complete_bytes: int
+    partial_bytes: int  # journaled ranges of unfinished files that the next run resumes
+
+
+def check_journal(out: Path, dataset: SeededDataset) -> JournalState:
+    """The journal opens and claims nothing the disk does not hold: every complete file is
+    there with the right bytes, every journaled range of a partial file matches the source
+    (and its recorded MD5)."""
+    by_key = {key: (bucket, size) for bucket, key, size in dataset.source_by_relpath.values()}
+    complete = complete_bytes = partial_bytes = 0
+    with Journal(journal_path(out), readonly=True) as journal:
+        assert journal.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        for entry in journal.entries():
+            bucket, size = by_key[entry.key]
+            assert entry.size_bytes == size
+            source = fake_bytes(f"{bucket}/{entry.key}", size)
+            dest = out / entry.dest
+            if entry.complete:
+                assert dest.read_bytes() == source, entry.dest
+                assert not part_path(dest).exists()
+                complete += 1
+                complete_bytes += size
+                continue
+            ranges = journal.ranges(entry.id)
+            if not ranges:
+                continue
+            part = part_path(dest)
+            # An exit between a batch's renames and its commit leaves the file renamed but
+            # journaled as partial: its ranges must then hold in the renamed file, and the
+            # next run fetches it again whole.
+            resumable = part.exists()
+            data = (part if resumable else dest).read_bytes()
+            for r in ranges:
+                assert data[r.start : r.stop] == source[r.start : r.stop], (entry.dest, r)
+                if r.md5 is not None:
+                    assert hashlib.md5(data[r.start : r.stop]).digest() == r.md5
+                if resumable:
+                    partial_bytes += r.stop - r.start
+    return JournalState(
+        complete=complete, complete_bytes=complete_bytes, partial_bytes=partial_bytes
+    )
+
+
+def _resume_and_finish(
+    out: Path, dataset: SeededDataset, sandbox: Sandbox, state: JournalState
+) -> None:
+    """The same command again (at full speed): only what was missing moves, all verifies."""
+    done = cli(*_download_args(out, dataset, sandbox.endpoint_url))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])["summary"]
+    assert summary["skipped"] == state.complete
+    assert summary["verified"] == len(dataset.md5_by_relpath) - state.complete
+    assert summary["bytes_fetched"] == (
+        dataset.size_bytes - state.complete_bytes - state.partial_bytes
+    )
+    assert check_download(out, dataset) == []
+    assert not list(out.rglob("*.part"))
+
+
+def _interrupt(
+    out: Path, dataset: SeededDataset, endpoint: str, signals: list[signal.Signals]
+) -> tuple[int, list[dict[str, Any]], str]:
+    """Start the download, send ``signals`` once it is mid-transfer; exit code, JSON lines
+    and stderr."""
+    with subprocess.Popen(
+        [sys.executable, "-m", "ego4d_dl", *_download_args(out, dataset, endpoint)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    ) as proc:
+        try:
+            lines = _Lines(proc)
+            lines.until(_mid_transfer)
+            for signum in signals:
+                proc.send_signal(signum)
+                # Two signals sent at once are merged by the kernel; a few milliseconds apart,
+                # the second lands while the first one's bookkeeping runs.
+                time.sleep(0.005)
+            code = proc.wait(timeout=60)
+            assert proc.stderr is not None
+            err = proc.stderr.read()
+            docs = [json.loads(line) for line in lines.rest()]
+        finally:
+            proc.kill()
+    return code, docs, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_cleanly_and_the_next_run_resumes(
+    aws_env: dict[str, str],
+    sandbox: Sandbox,
+    interrupted_dataset: SeededDataset,
+    proxy: ThrottledProxy,
+    tmp_path: Path,
+    signum: signal.Signals,
+) -> None:
+    code, docs, err = _interrupt(tmp_path, interrupted_dataset, proxy.url, [signum])
+    assert code == 130
+    assert docs[-1]["event"] == "RunFinished"
+    summary = docs[-1]["summary"]
+    assert summary["stop_kind"] == "interrupted"
+    assert 1 <= summary["verified"] < len(interrupted_dataset.md5_by_relpath)
+    assert "stopping: cancelling requests in flight and saving progress" in err
+    assert err.rstrip().endswith(
+        f"interrupted: {summary['verified']} files complete, resume with the same command"
+    )
+    state = check_journal(tmp_path, interrupted_dataset)
+    # A file counts as verified once its rename is committed; the last flush may add more.
+    assert state.complete >= summary["verified"]
+    assert state.complete < len(interrupted_dataset.md5_by_relpath)
+    _resume_and_finish(tmp_path, interrupted_dataset, sandbox, state)
+
+
+def test_a_second_ctrl_c_leaves_at_once_and_loses_nothing_journaled(
+    aws_env: dict[str, str],
+    sandbox: Sandbox,
+    interrupted_dataset: SeededDataset,
+    proxy: ThrottledProxy,
+    tmp_path: Path,
+) -> None:
+    code, _, _ = _interrupt(
+        tmp_path, interrupted_dataset, proxy.url, [signal.SIGINT, signal.SIGINT]
+    )
+    assert code == 130
+    # Whether the second signal cut the bookkeeping short (usually) or came after it, what
+    # the journal says is on disk is on disk, and the next run completes the download.
+    state = check_journal(tmp_path, interrupted_dataset)
+    assert state.complete < len(interrupted_dataset.md5_by_relpath)
+    _resume_and_finish(tmp_path, interrupted_dataset, sandbox, state)
+
+
+_WAITS_FOR_SIGNALS = """
+import asyncio, os, signal, sys
+from ego4d_dl.cli import _on_signals
+
+async def main():
+    stopped = asyncio.Event()
+    _on_signals(lambda: print("stop requested", flush=True), "stopping", print)
+    os.kill(os.getpid(), signal.SIGINT)
+    await asyncio.sleep(0.5)
+    print("still here after the first", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+    await asyncio.wait_for(stopped.wait(), timeout=100)  # a stop that never finishes
+    print("not reached", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_the_second_signal_does_not_wait_for_the_first_to_finish() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _WAITS_FOR_SIGNALS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 130
+    assert done.stdout.splitlines() == ["stopping", "stop requested", "still here after the first"]
