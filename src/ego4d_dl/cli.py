@@ -828,11 +828,7 @@ def download_command(
         finally:
             sink.close()
 
-    try:
-        result = _run(go, credentials=options.credentials)
-    finally:
-        if checks is not None:
-            checks.close()
+    result = _run(go, credentials=options.credentials)
     _print_warnings(result.plan.warnings)
     if result.adoption is not None and not (json_out or quiet):
         _print_adoption(result.adoption)
