@@ -262,6 +262,9 @@ def test_sigkill_then_resume_fetches_only_missing_ranges(
         "t_kill",
         "--concurrency",
         "2",
+        # Slow enough that the kill lands mid-transfer on any machine.
+        "--max-bandwidth",
+        "40MB/s",
     ]
     proc = subprocess.Popen(
         args, env={**os.environ, **aws_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
