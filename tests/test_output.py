@@ -447,7 +447,10 @@ def test_main_help_teaches_with_three_examples() -> None:
         assert not line.endswith("..."), line  # each command's line is whole
 
 
-@pytest.mark.parametrize("command", [(), ("plan",), ("download",), ("datasets",), ("demo",)])
+@pytest.mark.parametrize(
+    "command",
+    [(), ("plan",), ("download",), ("datasets",), ("demo",), ("verify",), ("status",), ("doctor",)],
+)
 def test_help_fits_80_columns(command: tuple[str, ...]) -> None:
     text = _help(*command)
     assert max(len(line) for line in text.splitlines()) <= 80
@@ -457,7 +460,15 @@ def test_help_fits_80_columns(command: tuple[str, ...]) -> None:
 def test_every_option_has_a_one_line_help_with_its_default() -> None:
     group: Any = typer.main.get_command(app)
     root = group.make_context("ego4d-dl", [], resilient_parsing=True)
-    assert set(group.commands) == {"plan", "download", "datasets", "demo"}
+    assert set(group.commands) == {
+        "plan",
+        "download",
+        "datasets",
+        "demo",
+        "verify",
+        "status",
+        "doctor",
+    }
     for name, command in group.commands.items():
         assert command.short_help, name
         ctx = command.make_context(name, [], parent=root, resilient_parsing=True)

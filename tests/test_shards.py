@@ -186,7 +186,7 @@ def test_status_counts_partial_and_unstarted_shards(
     assert second.stderr is not None
     deadline = time.monotonic() + 60
     for line in second.stderr:
-        match = re.match(r"progress: ([\d.]+) MiB", line)
+        match = re.search(r"progress [\d.]+%: ([\d.]+) MiB of", line)
         if match and float(match[1]) >= 10:
             break
         assert time.monotonic() < deadline, "shard 2 never got going"

@@ -443,9 +443,8 @@ ShardOption = Annotated[
     str | None,
     typer.Option(
         "--shard",
-        help="Do only part K of N of the work, e.g. --shard 3/8 (Slurm: "
-        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT). Files are split by a stable hash "
-        "of their S3 key; each shard keeps its own journal.",
+        help="Only shard K of N (files split by a stable hash of their S3 key), e.g. 3/8 "
+        "[default: all files].",
         show_default=False,
     ),
 ]
@@ -454,7 +453,7 @@ MaxBandwidth = Annotated[
     typer.Option(
         "--max-bandwidth",
         "--max_bandwidth",
-        help="Cap on the download rate of the whole run, e.g. 200MB/s, 50MiB/s, 800Mbit/s, 200M.",
+        help="Cap on the whole run's download rate, e.g. 200MB/s or 50MiB/s [default: none].",
         show_default=False,
     ),
 ]
@@ -1008,7 +1007,9 @@ def _print_adoption(adoption: Adoption) -> None:
 
 Repair = Annotated[
     bool,
-    typer.Option("--repair", help="Fetch again every file found missing, truncated or corrupt."),
+    typer.Option(
+        "--repair", help="Refetch every missing, truncated or corrupt file [default: off]."
+    ),
 ]
 Jobs = Annotated[
     int | None,
@@ -1021,7 +1022,7 @@ Jobs = Annotated[
 ]
 
 
-@app.command("verify")
+@app.command("verify", short_help="Re-hash downloaded files against their ETags; --repair.")
 def verify_command(
     ctx: typer.Context,
     output_directory: OutputDirectory = None,
@@ -1044,11 +1045,15 @@ def verify_command(
         typer.Option("--metadata/--no-metadata", help="Also check the release's ego4d.json."),
     ] = True,
     no_space_check: Annotated[
-        bool, typer.Option("--no-space-check", help="Repair even if free space looks too small.")
+        bool,
+        typer.Option(
+            "--no-space-check", help="Repair even if free space looks too small [default: off]."
+        ),
     ] = False,
     json_out: JsonOut = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only problems and the summary.")
+        bool,
+        typer.Option("--quiet", "-q", help="Print only problems and the summary [default: off]."),
     ] = False,
     progress_interval: Annotated[
         float, typer.Option("--progress-interval", help="Seconds between progress lines.")
@@ -1127,7 +1132,7 @@ def verify_command(
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILED)
 
 
-@app.command("status")
+@app.command("status", short_help="Progress of every shard and dataset, offline.")
 def status_command(
     ctx: typer.Context,
     output_directory: OutputDirectory = None,
@@ -1196,7 +1201,7 @@ def _doctor_exit_code(diagnosis: Diagnosis) -> int:
     return EXIT_FAILED
 
 
-@app.command("doctor")
+@app.command("doctor", short_help="Check keys, clock, buckets, proxies and disk; explain.")
 def doctor_command(
     ctx: typer.Context,
     output_directory: OutputDirectory = None,
