@@ -162,7 +162,7 @@ async def adopt_existing(
         rel = str(f.dest.relative_to(out))
         entry = known.get(rel)
         if entry is not None and _vouches(entry, f):
-            journal.record_adopted(
+            journal.record_complete(
                 dest=rel,
                 bucket=f.bucket,
                 key=f.key,
@@ -204,7 +204,7 @@ async def adopt_existing(
                 st = f.dest.stat()
             except OSError:
                 continue  # gone since it was planned: the engine will report it
-            journal.record_adopted(
+            journal.record_complete(
                 dest=str(f.dest.relative_to(out)),
                 bucket=f.bucket,
                 key=f.key,

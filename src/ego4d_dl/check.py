@@ -243,7 +243,7 @@ def record_checks(journal: Journal, output_directory: Path, checks: Sequence[Fil
         f = c.planned
         rel = str(f.dest.relative_to(output_directory))
         if c.verdict is Verdict.OK and c.mtime_ns is not None:
-            journal.record_adopted(
+            journal.record_complete(
                 dest=rel,
                 bucket=f.bucket,
                 key=f.key,

@@ -55,7 +55,7 @@ from .events import (
     RunStarted,
     RunSummary,
 )
-from .files import PartFile, finalize_batch, part_path
+from .files import PartFile, finalize_batch, part_path, write_small_file
 from .integrity import (
     Piece,
     VerifyLevel,
@@ -88,6 +88,9 @@ class EngineSettings:
     max_open_files: int = 64
     max_piece_bytes: int = 16 * MiB
     chunk_bytes: int = 1 * MiB
+    # Objects up to this size take one GET and one writer-thread hop (see _fetch_small):
+    # per-file overheads dominate thousands of annotation-sized files.
+    small_object_bytes: int = 1 * MiB
     verify: str = "etag"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     # Restarts of one file after its object changed or its bytes failed verification.
@@ -204,12 +207,23 @@ class _Committer:
                     if not fut.done():
                         fut.set_exception(exc)
                     continue
-                self.journal.mark_complete(
-                    obj.object_id,
-                    verify_level=level,
-                    file_size=st.st_size,
-                    file_mtime_ns=st.st_mtime_ns,
-                )
+                if obj.object_id:
+                    self.journal.mark_complete(
+                        obj.object_id,
+                        verify_level=level,
+                        file_size=st.st_size,
+                        file_mtime_ns=st.st_mtime_ns,
+                    )
+                else:  # a small file: its first row in the journal says it is complete
+                    self.journal.record_complete(
+                        dest=str(obj.planned.dest.relative_to(self.root)),
+                        bucket=obj.planned.bucket,
+                        key=obj.key,
+                        etag=obj.etag,
+                        size_bytes=obj.size_bytes,
+                        verify_level=level,
+                        file_mtime_ns=st.st_mtime_ns,
+                    )
                 done.append((obj, level, fut, st.st_mtime_ns))
             try:
                 self.journal.commit()
@@ -505,6 +519,8 @@ class Engine:
 
     async def _attempt(self, obj: _Object) -> str:
         """One pass: learn the layout, resume what is journaled, fetch the rest, verify."""
+        if self._is_small(obj):
+            return await self._fetch_small(obj)
         planned = obj.planned
         rel = str(planned.dest.relative_to(self._out))
         entry = self._journal.get(rel)
@@ -640,38 +656,100 @@ class Engine:
             part = obj.part
             assert part is not None
             md5 = hashlib.md5() if (piece.whole_part and self.verifying) else None
-            offset = piece.start
-            failures = 0
-            while offset < piece.stop:
-                try:
-                    async with self._store.get_range(
-                        obj.planned.bucket,
-                        obj.key,
-                        start=offset,
-                        stop=piece.stop,
-                        size_bytes=obj.size_bytes,
-                        etag=obj.etag,
-                    ) as body:
-                        while offset < piece.stop:
-                            chunks, size = await self._read_chunks(body, piece.stop - offset)
-                            await asyncio.to_thread(part.write_and_hash, offset, chunks, md5)
-                            offset += size
-                            obj.fetched_bytes += size
-                            self._bytes_fetched += size
-                            self._sink(BytesReceived(dataset=obj.dataset, key=obj.key, count=size))
-                    self._limiter.on_success()
-                except TransientError as exc:
-                    failures += 1
-                    await self._backoff(obj, piece, offset, failures, exc)
-                except CredentialsError:
-                    if not await self._credentials_renewed():
-                        raise
+
+            async def write(offset: int, chunks: list[bytes]) -> None:
+                await asyncio.to_thread(part.write_and_hash, offset, chunks, md5)
+
+            await self._receive(obj, piece.start, piece.stop, write)
             digest = md5.digest() if md5 is not None else None
             if digest is not None:
                 obj.part_md5[piece.part] = digest
             self._committer.add_range(obj, piece.start, piece.stop, digest)
         finally:
             self._limiter.release()
+
+    async def _receive(
+        self,
+        obj: _Object,
+        start: int,
+        stop: int,
+        consume: Callable[[int, list[bytes]], Awaitable[None]],
+    ) -> None:
+        """Stream bytes ``[start, stop)`` of the object to ``consume(offset, chunks)`` in order,
+        retrying transient failures from the first byte not yet consumed."""
+        offset = start
+        failures = 0
+        while offset < stop:
+            try:
+                async with self._store.get_range(
+                    obj.planned.bucket,
+                    obj.key,
+                    start=offset,
+                    stop=stop,
+                    size_bytes=obj.size_bytes,
+                    etag=obj.etag,
+                ) as body:
+                    while offset < stop:
+                        chunks, size = await self._read_chunks(body, stop - offset)
+                        await consume(offset, chunks)
+                        offset += size
+                        obj.fetched_bytes += size
+                        self._bytes_fetched += size
+                        self._sink(BytesReceived(dataset=obj.dataset, key=obj.key, count=size))
+                self._limiter.on_success()
+            except TransientError as exc:
+                failures += 1
+                await self._backoff(obj, start, stop, offset, failures, exc)
+            except CredentialsError:
+                if not await self._credentials_renewed():
+                    raise
+
+    def _is_small(self, obj: _Object) -> bool:
+        """Whether the object takes the one-request path (``_fetch_small``)."""
+        return (
+            obj.planned.action is not Action.RESUME
+            and obj.size_bytes <= self._settings.small_object_bytes
+            and multipart_count(obj.etag) in (None, 1)
+        )
+
+    async def _fetch_small(self, obj: _Object) -> str:
+        """A small object: one GET into memory, then one worker-thread hop that writes,
+        hashes and closes its part file. No range rows: the journal learns of it once it is
+        complete (an interrupted small file is simply fetched again)."""
+        self._sink(
+            FileStarted(
+                dataset=obj.dataset,
+                key=obj.key,
+                dest=obj.planned.dest,
+                size_bytes=obj.size_bytes,
+                present_bytes=0,
+            )
+        )
+        received: list[bytes] = []
+
+        async def keep(offset: int, chunks: list[bytes]) -> None:
+            received.extend(chunks)
+
+        await self._limiter.acquire()
+        try:
+            await self._receive(obj, 0, obj.size_bytes, keep)
+        finally:
+            self._limiter.release()
+        kind = etag_kind(obj.etag) if self.verifying else VerifyLevel.SIZE
+        path = part_path(obj.planned.dest)
+        digest = await asyncio.to_thread(
+            write_small_file, path, received, hash_it=kind is not VerifyLevel.SIZE
+        )
+        if kind is VerifyLevel.MD5:
+            got = digest.hex()
+        elif kind is VerifyLevel.COMPOSITE:
+            got = composite_etag([digest])
+        else:
+            return await self._verify_checksum(obj, path) if self.verifying else kind.value
+        if got != obj.etag:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+            raise self._mismatch(obj, f"MD5 {got} != ETag {obj.etag}")
+        return kind.value
 
     async def _read_chunks(self, body: RangeBody, remaining: int) -> tuple[list[bytes], int]:
         """At least ``chunk_bytes`` (fewer only at the end) as received, and their length.
@@ -694,7 +772,7 @@ class Engine:
         return chunks, got
 
     async def _backoff(
-        self, obj: _Object, piece: Piece, offset: int, failures: int, exc: TransientError
+        self, obj: _Object, start: int, stop: int, offset: int, failures: int, exc: TransientError
     ) -> None:
         if self._settings.retry.gives_up(failures):
             raise RetriesExhaustedError(
@@ -709,7 +787,7 @@ class Engine:
                 dataset=obj.dataset,
                 key=obj.key,
                 start=offset,
-                stop=piece.stop,
+                stop=stop,
                 attempt=failures,
                 delay_s=delay,
                 reason=str(exc),
@@ -769,7 +847,7 @@ class Engine:
             return kind.value
         if kind is VerifyLevel.COMPOSITE and len(obj.layout) != multipart_count(obj.etag):
             # No part layout to recompute the ETag from: fall back to checksums, else size.
-            return await self._verify_checksum(obj)
+            return await self._verify_checksum(obj, part.path)
         if kind is VerifyLevel.COMPOSITE:
             got = await self._composite(obj)
             if got != obj.etag and not obj.layout_exact:
@@ -783,7 +861,7 @@ class Engine:
                 raise self._mismatch(obj, f"composite MD5 {got} != ETag {obj.etag}")
             return kind.value
         if self.verifying:
-            return await self._verify_checksum(obj)
+            return await self._verify_checksum(obj, part.path)
         return VerifyLevel.SIZE.value
 
     async def _composite(self, obj: _Object) -> str:
@@ -800,17 +878,15 @@ class Engine:
         digests = await asyncio.gather(*(digest(i) for i in range(len(bounds))))
         return composite_etag(digests)
 
-    async def _verify_checksum(self, obj: _Object) -> str:
+    async def _verify_checksum(self, obj: _Object, path: Path) -> str:
         """ETag not MD5-derived: use a full-object x-amz-checksum if the server has one."""
         head = await self._call(
             lambda: self._store.head(obj.planned.bucket, obj.key, checksums=True)
         )
-        part = obj.part
-        assert part is not None
         for name, value in head.checksums.items():
             if "-" in value:
                 continue  # a composite checksum of parts: not checkable without the layout
-            local = await asyncio.to_thread(_checksum_file, part.path, name)
+            local = await asyncio.to_thread(_checksum_file, path, name)
             if local is None:
                 continue
             if local != value:

@@ -20,7 +20,15 @@ from pathlib import Path
 
 from .errors import DiskFullError
 
-__all__ = ["PART_SUFFIX", "PartFile", "finalize_batch", "fsync_dir", "hash_range", "part_path"]
+__all__ = [
+    "PART_SUFFIX",
+    "PartFile",
+    "finalize_batch",
+    "fsync_dir",
+    "hash_range",
+    "part_path",
+    "write_small_file",
+]
 
 PART_SUFFIX = ".part"
 _HASH_BLOCK = 4 * 1024 * 1024
@@ -245,3 +253,25 @@ def finalize_batch(root: Path, renames: list[tuple[Path, Path]]) -> list[OSError
     for folder in folders:
         fsync_dir(folder)
     return errors
+
+
+def write_small_file(path: Path, chunks: Sequence[bytes], *, hash_it: bool) -> bytes:
+    """Create ``path`` afresh holding ``chunks``; return their MD5 (``b""`` if not hashed).
+
+    One worker-thread hop for a whole small file: create, write, hash, close. Its data is made
+    durable with the batch it is renamed in (``finalize_batch``).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(path, exc) from None
+        raise
+    finally:
+        os.close(fd)
+    return hashlib.md5(data).digest() if hash_it else b""

@@ -344,7 +344,7 @@ class Journal:
             (verify_level, file_size, file_mtime_ns, time.time(), object_id),
         )
 
-    def record_adopted(
+    def record_complete(
         self,
         *,
         dest: str,
@@ -355,18 +355,32 @@ class Journal:
         verify_level: str,
         file_mtime_ns: int,
     ) -> None:
-        """Record a file found complete on disk (made by the original CLI, say)."""
-        object_id = self.begin(
-            dest=dest,
-            bucket=bucket,
-            key=key,
-            etag=etag,
-            size_bytes=size_bytes,
-            layout=None,
-            layout_exact=False,
+        """Record a complete, verified file in one statement, whatever was known of it before
+        (a small file fetched in one request, or one found on disk)."""
+        self.db.execute(
+            "DELETE FROM ranges WHERE object_id = (SELECT id FROM objects WHERE dest = ?)",
+            (dest,),
         )
-        self.mark_complete(
-            object_id, verify_level=verify_level, file_size=size_bytes, file_mtime_ns=file_mtime_ns
+        self.db.execute(
+            "INSERT INTO objects (dest, bucket, key, etag, size, layout, layout_exact, state, "
+            "verify_level, file_size, file_mtime_ns, updated) "
+            "VALUES (?, ?, ?, ?, ?, NULL, 0, 'complete', ?, ?, ?, ?) "
+            "ON CONFLICT(dest) DO UPDATE SET bucket = excluded.bucket, key = excluded.key, "
+            "etag = excluded.etag, size = excluded.size, layout = NULL, layout_exact = 0, "
+            "state = 'complete', verify_level = excluded.verify_level, "
+            "file_size = excluded.file_size, file_mtime_ns = excluded.file_mtime_ns, "
+            "updated = excluded.updated",
+            (
+                dest,
+                bucket,
+                key,
+                etag,
+                size_bytes,
+                verify_level,
+                size_bytes,
+                file_mtime_ns,
+                time.time(),
+            ),
         )
 
 
