@@ -159,11 +159,15 @@ class _Committer:
     def add_range(self, obj: _Object, start: int, stop: int, md5: bytes | None) -> None:
         self._ranges.append((obj, start, stop, md5))
 
-    def finish(self, obj: _Object, level: str) -> asyncio.Future[int]:
-        """Queue a verified, closed part file for its rename; resolves to its mtime."""
+    def finish(self, obj: _Object, level: str, *, last: bool = False) -> asyncio.Future[int]:
+        """Queue a verified, closed part file for its rename; resolves to its mtime.
+
+        ``last``: nothing else is in flight, so waiting for the next tick would only add
+        latency to the end of the run.
+        """
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._finished.append((obj, level, fut))
-        if len(self._finished) >= 256:
+        if last or len(self._finished) >= 256:
             self._wakeup.set()
         return fut
 
@@ -291,6 +295,9 @@ class Engine:
         self._open: dict[int, _Object] = {}
         self._scheduler: asyncio.Task[None] | None = None
         self._stopping = False
+        # Files between their start and their verification, and whether more will come.
+        self._transferring = 0
+        self._all_scheduled = False
         # Counters for the summary.
         self._bytes_fetched = 0
         self._retries = 0
@@ -373,6 +380,7 @@ class Engine:
                     # Take the slot before creating the task, so pending work stays bounded.
                     await self._file_slots.acquire()
                     tg.create_task(self._transfer(f))
+                self._all_scheduled = True
         except BaseExceptionGroup as group:
             raise _first_stop(group) from None
 
@@ -432,12 +440,15 @@ class Engine:
         """
         obj = _Object(planned=planned, etag=planned.etag, size_bytes=planned.size_bytes)
         holding_slot = True
+        self._transferring += 1
         try:
             level = await self._fetch_and_verify(obj)
             self._close(obj)
             self._file_slots.release()
             holding_slot = False
-            await self._committer.finish(obj, level)
+            self._transferring -= 1
+            last = self._all_scheduled and self._transferring == 0
+            await self._committer.finish(obj, level, last=last)
         except CredentialsError as exc:
             raise _Stop("credentials", exc) from exc
         except DiskFullError as exc:
@@ -456,6 +467,7 @@ class Engine:
             self._close(obj)
             if holding_slot:
                 self._file_slots.release()
+                self._transferring -= 1
 
     def _completed(self, obj: _Object, level: str) -> None:
         """A file is verified, renamed and journaled."""
