@@ -530,7 +530,10 @@ class Engine:
             async with asyncio.TaskGroup() as tg:
                 for piece in pieces:
                     await self._limiter.acquire()
-                    tg.create_task(self._fetch_piece(obj, piece))
+                    task = tg.create_task(self._fetch_piece(obj, piece))
+                    # The slot goes back when the task ends, however it ends: a task that the
+                    # group cancels before its first step never runs its own ``finally``.
+                    task.add_done_callback(self._release_limiter_slot)
         except BaseExceptionGroup as group:
             raise _most_serious(group) from None
         return await self._verify(obj)
@@ -610,46 +613,44 @@ class Engine:
     async def _fetch_piece(self, obj: _Object, piece: Piece) -> None:
         """GET ``piece`` into the part file, resuming within it after transient failures.
 
-        The caller took a limiter slot for us; it is released here.
+        The caller took a limiter slot for us and releases it when this task is done.
         """
-        try:
-            part = obj.part
-            assert part is not None
-            md5 = hashlib.md5() if (piece.whole_part and self.verifying) else None
-            offset = piece.start
-            failures = 0
-            while offset < piece.stop:
-                try:
-                    async with self._store.get_range(
-                        obj.planned.bucket,
-                        obj.key,
-                        start=offset,
-                        stop=piece.stop,
-                        size_bytes=obj.size_bytes,
-                        etag=obj.etag,
-                    ) as body:
-                        while offset < piece.stop:
-                            data = await self._read_chunk(body, piece.stop - offset)
-                            await asyncio.to_thread(part.write_and_hash, offset, data, md5)
-                            offset += len(data)
-                            obj.fetched_bytes += len(data)
-                            self._bytes_fetched += len(data)
-                            self._sink(
-                                BytesReceived(dataset=obj.dataset, key=obj.key, count=len(data))
-                            )
-                    self._limiter.on_success()
-                except TransientError as exc:
-                    failures += 1
-                    await self._backoff(obj, piece, offset, failures, exc)
-                except CredentialsError:
-                    if not await self._credentials_renewed():
-                        raise
-            digest = md5.digest() if md5 is not None else None
-            if digest is not None:
-                obj.part_md5[piece.part] = digest
-            self._committer.add_range(obj, piece.start, piece.stop, digest)
-        finally:
-            self._limiter.release()
+        part = obj.part
+        assert part is not None
+        md5 = hashlib.md5() if (piece.whole_part and self.verifying) else None
+        offset = piece.start
+        failures = 0
+        while offset < piece.stop:
+            try:
+                async with self._store.get_range(
+                    obj.planned.bucket,
+                    obj.key,
+                    start=offset,
+                    stop=piece.stop,
+                    size_bytes=obj.size_bytes,
+                    etag=obj.etag,
+                ) as body:
+                    while offset < piece.stop:
+                        data = await self._read_chunk(body, piece.stop - offset)
+                        await asyncio.to_thread(part.write_and_hash, offset, data, md5)
+                        offset += len(data)
+                        obj.fetched_bytes += len(data)
+                        self._bytes_fetched += len(data)
+                        self._sink(BytesReceived(dataset=obj.dataset, key=obj.key, count=len(data)))
+                self._limiter.on_success()
+            except TransientError as exc:
+                failures += 1
+                await self._backoff(obj, piece, offset, failures, exc)
+            except CredentialsError:
+                if not await self._credentials_renewed():
+                    raise
+        digest = md5.digest() if md5 is not None else None
+        if digest is not None:
+            obj.part_md5[piece.part] = digest
+        self._committer.add_range(obj, piece.start, piece.stop, digest)
+
+    def _release_limiter_slot(self, _: asyncio.Task[None]) -> None:
+        self._limiter.release()
 
     async def _read_chunk(self, body: RangeBody, remaining: int) -> bytes:
         """Up to ``chunk_bytes`` (fewer only at the end): few, large hops to the writer thread."""
