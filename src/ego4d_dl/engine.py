@@ -138,13 +138,15 @@ class _Committer:
         self.journal = journal
         self.root = root
         self.interval_s = interval_s
-        self._ranges: list[tuple[_Object, int, int, bytes | None]] = []
+        self._ranges: list[tuple[_Object, PartFile | None, int, int, bytes | None]] = []
         self._finished: list[tuple[_Object, str, asyncio.Future[int]]] = []
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
 
     def add_range(self, obj: _Object, start: int, stop: int, md5: bytes | None) -> None:
-        self._ranges.append((obj, start, stop, md5))
+        """Buffer a range of ``obj``'s current part file; it is journaled at the next flush
+        unless that part file has been discarded by then (the file restarted)."""
+        self._ranges.append((obj, obj.part, start, stop, md5))
 
     def finish(self, obj: _Object, level: str) -> asyncio.Future[int]:
         """Queue a verified, closed part file for its rename; resolves to its mtime."""
@@ -169,7 +171,7 @@ class _Committer:
             finished, self._finished = self._finished, []
             if not ranges and not finished:
                 return
-            open_parts = {id(o.part): o.part for o, *_ in ranges if o.part is not None}
+            open_parts = {id(p): p for _, p, *_ in ranges if p is not None}
             renames = [(part_path(o.planned.dest), o.planned.dest) for o, _, _ in finished]
             try:
                 errors = await asyncio.to_thread(
@@ -182,7 +184,11 @@ class _Committer:
                     if not fut.done():
                         fut.set_exception(exc)
                 return
-            for obj, start, stop, md5 in ranges:
+            for obj, part, start, stop, md5 in ranges:
+                if obj.part is not part:
+                    # A restart discarded these bytes; journaling the range would credit the
+                    # object's next version (or next attempt) with bytes it does not have.
+                    continue
                 self.journal.add_range(obj.object_id, start, stop, md5)
             done: list[tuple[asyncio.Future[int], int]] = []
             for (obj, level, fut), error in zip(finished, errors, strict=True):
