@@ -644,7 +644,7 @@ class Engine:
                         self._bytes_fetched += len(data)
                         self._sink(BytesReceived(dataset=obj.dataset, key=obj.key, count=len(data)))
                 self._limiter.on_success()
-            except TransientError as exc:
+            except (TransientError, NetworkError) as exc:
                 failures += 1
                 await self._backoff(obj, piece, offset, failures, exc)
             except CredentialsError:
@@ -673,13 +673,21 @@ class Engine:
         return b"".join(chunks)
 
     async def _backoff(
-        self, obj: _Object, piece: Piece, offset: int, failures: int, exc: TransientError
+        self,
+        obj: _Object,
+        piece: Piece,
+        offset: int,
+        failures: int,
+        exc: TransientError | NetworkError,
     ) -> None:
         if self._settings.retry.gives_up(failures):
+            if isinstance(exc, NetworkError):
+                raise exc  # the endpoint stayed unreachable: stop the run, resume later
             raise RetriesExhaustedError(
                 obj.key, f"{exc} (gave up after {failures} attempts)"
             ) from exc
-        if exc.throttled:
+        throttled = isinstance(exc, TransientError) and exc.throttled
+        if throttled:
             self._limiter.on_throttle()
         delay = self._settings.retry.delay_s(failures, self._rng)
         self._retries += 1
@@ -692,8 +700,8 @@ class Engine:
                 attempt=failures,
                 delay_s=delay,
                 reason=str(exc),
-                throttled=exc.throttled,
-                stalled=exc.stalled,
+                throttled=throttled,
+                stalled=isinstance(exc, TransientError) and exc.stalled,
             )
         )
         await self._sleep(delay)
@@ -717,9 +725,11 @@ class Engine:
         while True:
             try:
                 return await make()
-            except TransientError as exc:
+            except (TransientError, NetworkError) as exc:
                 failures += 1
                 if self._settings.retry.gives_up(failures):
+                    if isinstance(exc, NetworkError):
+                        raise
                     raise RetriesExhaustedError(exc.key, str(exc)) from exc
                 self._retries += 1
                 await self._sleep(self._settings.retry.delay_s(failures, self._rng))
