@@ -193,11 +193,16 @@ async def build_plan(
         manifests = {options.datasets[0]: data}
         sources = {options.datasets[0]: str(manifest_override)}
     else:
-        async with asyncio.TaskGroup() as tg:
-            tasks = {
-                ds: tg.create_task(fetch_manifest(store, options.version, ds))
-                for ds in options.datasets
-            }
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = {
+                    ds: tg.create_task(fetch_manifest(store, options.version, ds))
+                    for ds in options.datasets
+                }
+        except* Ego4dDLError as group:
+            # The user gets one line, not a group: manifests that fail together fail for
+            # one reason (keys, network), so the first (credentials first) speaks for all.
+            raise _first_error(group) from None
         manifests = {ds: t.result() for ds, t in tasks.items()}
         sources = {
             ds: f"s3://{CONSORTIUM_BUCKET}/{manifest_key(options.version, ds)}"
@@ -290,3 +295,18 @@ async def build_plan(
         )
     )
     return plan
+
+
+def _first_error(group: BaseExceptionGroup[Ego4dDLError]) -> Ego4dDLError:
+    """The leaf of a (possibly nested) group to report: a credentials error if any."""
+    leaves: list[Ego4dDLError] = []
+
+    def walk(g: BaseExceptionGroup[Ego4dDLError]) -> None:
+        for exc in g.exceptions:
+            if isinstance(exc, BaseExceptionGroup):
+                walk(exc)
+            else:
+                leaves.append(exc)
+
+    walk(group)
+    return min(leaves, key=lambda e: not isinstance(e, CredentialsError))
