@@ -142,10 +142,18 @@ class _Committer:
         self._finished: list[tuple[_Object, str, asyncio.Future[int]]] = []
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
+        # Set when the journal could not be written: progress can no longer be recorded.
+        self._failure: DiskFullError | None = None
 
     def add_range(self, obj: _Object, start: int, stop: int, md5: bytes | None) -> None:
         """Buffer a range of ``obj``'s current part file; it is journaled at the next flush
-        unless that part file has been discarded by then (the file restarted)."""
+        unless that part file has been discarded by then (the file restarted).
+
+        Raises the journal's failure, if it has failed: fetching on without recording
+        progress would only be lost (and refetched) at the next run.
+        """
+        if self._failure is not None:
+            raise self._failure
         self._ranges.append((obj, obj.part, start, stop, md5))
 
     def finish(self, obj: _Object, level: str) -> asyncio.Future[int]:
@@ -184,41 +192,53 @@ class _Committer:
                     if not fut.done():
                         fut.set_exception(exc)
                 return
-            for obj, part, start, stop, md5 in ranges:
-                if obj.part is not part:
-                    # A restart discarded these bytes; journaling the range would credit the
-                    # object's next version (or next attempt) with bytes it does not have.
-                    continue
-                self.journal.add_range(obj.object_id, start, stop, md5)
             done: list[tuple[asyncio.Future[int], int]] = []
-            for (obj, level, fut), error in zip(finished, errors, strict=True):
-                try:
-                    if error is not None:
-                        raise error
-                    st = obj.planned.dest.stat()
-                except OSError as exc:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                    continue
-                self.journal.mark_complete(
-                    obj.object_id,
-                    verify_level=level,
-                    file_size=st.st_size,
-                    file_mtime_ns=st.st_mtime_ns,
-                )
-                done.append((fut, st.st_mtime_ns))
             try:
+                for obj, part, start, stop, md5 in ranges:
+                    if obj.part is not part:
+                        # A restart discarded these bytes; journaling the range would credit
+                        # the object's next version (or attempt) with bytes it does not have.
+                        continue
+                    self.journal.add_range(obj.object_id, start, stop, md5)
+                for (obj, level, fut), error in zip(finished, errors, strict=True):
+                    try:
+                        if error is not None:
+                            raise error
+                        st = obj.planned.dest.stat()
+                    except OSError as exc:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                        continue
+                    self.journal.mark_complete(
+                        obj.object_id,
+                        verify_level=level,
+                        file_size=st.st_size,
+                        file_mtime_ns=st.st_mtime_ns,
+                    )
+                    done.append((fut, st.st_mtime_ns))
                 self.journal.commit()
             except sqlite3.Error as exc:
-                self.journal.db.rollback()
-                failure = DiskFullError(f"cannot write the journal {self.journal.path}: {exc}")
-                for fut, _ in done:
+                # SQLite may fail on any write, not only at commit (a full disk, when its
+                # cache spills): either way nothing of this batch is journaled.
+                with contextlib.suppress(sqlite3.Error):
+                    self.journal.db.rollback()
+                failure = self._failure = DiskFullError(_journal_failure(self.journal.path, exc))
+                for _, _, fut in finished:
                     if not fut.done():
                         fut.set_exception(failure)
                 return
             for fut, mtime in done:
                 if not fut.done():
                     fut.set_result(mtime)
+
+
+def _journal_failure(path: Path, exc: sqlite3.Error) -> str:
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return (
+            f"no space left on device writing the journal {path}; free some space and run "
+            "the same command again to resume (nothing already downloaded is lost)"
+        )
+    return f"cannot write the journal {path}: {exc}"
 
 
 def _sync_and_rename(
