@@ -2,8 +2,8 @@
 
 Orchestration shared by ``ego4d-dl download`` and ``ego4d-dl demo``; the questions it must ask
 the user (confirmation) and the engine handle (for Ctrl-C) go through callbacks, so nothing
-here prints or reads a terminal. Imports ``engine``, ``planner``, ``journal``, ``store``,
-``plan``, ``config``, ``events`` and ``errors``.
+here prints or reads a terminal. Imports ``engine``, ``planner``, ``journal``, ``files``,
+``store``, ``plan``, ``config``, ``events`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +20,13 @@ from .config import Options
 from .engine import Engine, EngineSettings
 from .errors import DiskFullError
 from .events import EventSink, RunSummary
+from .files import part_path
 from .journal import Journal, JournalIndex, journal_path
-from .plan import Plan, dataset_dir
+from .plan import Plan, PlannedFile, dataset_dir
 from .planner import build_plan
 from .store import S3Store
 
-__all__ = ["DownloadResult", "free_bytes", "run_download", "save_manifests"]
+__all__ = ["DownloadResult", "free_bytes", "run_download", "save_manifests", "space_needed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,6 +47,21 @@ def free_bytes(path: Path) -> int | None:
         return shutil.disk_usage(probe).free
     except OSError:
         return None
+
+
+def space_needed(files: Sequence[PlannedFile]) -> int:
+    """Bytes of new disk space the transfers need: their sizes, less what their part files
+    already hold (a resumed file's space was reserved by the run that began it)."""
+    need = 0
+    for f in files:
+        if not f.action.transfers:
+            continue
+        try:
+            held = part_path(f.dest).stat().st_blocks * 512
+        except OSError:
+            held = 0
+        need += max(0, f.size_bytes - held)
+    return need
 
 
 def _write_atomic(dest: Path, data: bytes) -> None:
@@ -101,12 +117,12 @@ async def run_download(
             await asyncio.to_thread(save_manifests, plan)
             if options.manifest_only:
                 return DownloadResult(plan=plan, summary=None)
-            need = plan.totals.fetch_bytes
+            need = await asyncio.to_thread(space_needed, plan.files)
             free = free_bytes(out)
             if space_check and free is not None and need > free:
                 raise DiskFullError(
-                    f"not enough free space in {out}: {need:,} bytes to fetch, {free:,} free "
-                    "(free some space, narrow the selection, or pass --no-space-check)"
+                    f"not enough free space in {out}: {need:,} more bytes needed, {free:,} "
+                    "free (free some space, narrow the selection, or pass --no-space-check)"
                 )
             if plan.totals.fetch_files and not await confirm(plan):
                 return DownloadResult(plan=plan, summary=None, declined=True)
