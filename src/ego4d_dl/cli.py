@@ -636,7 +636,9 @@ def download_command(
                 code,
             )
         else:
-            _fail(f"{summary.stopped_by}; run the same command to resume", code)
+            # Disk-full messages already say how to resume; say it once.
+            hint = "" if "resume" in summary.stopped_by else "; run the same command to resume"
+            _fail(f"{summary.stopped_by}{hint}", code)
     raise typer.Exit(code)
 
 
