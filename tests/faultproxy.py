@@ -422,6 +422,17 @@ class FaultProxy:
         with self._lock:
             return self._relayed
 
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Block until no request is being served (a killed client's requests included);
+        ``False`` on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._in_flight == 0:
+                    return True
+            time.sleep(0.01)
+        return False
+
     def body_bytes(self, key_pattern: str = "*", method: str = "GET") -> int:
         """Response body bytes delivered for requests whose key matches ``key_pattern``."""
         return sum(
@@ -520,7 +531,7 @@ class FaultProxy:
         fault, rule = self._choose(request)
         name = type(fault).__name__ if fault is not None else None
         status: int | None = None
-        sent = 0
+        progress = _Progress()
         started = time.monotonic()
 
         def record() -> None:
@@ -532,7 +543,7 @@ class FaultProxy:
                     range=request.range,
                     access_key=request.access_key,
                     status=status,
-                    body_bytes=sent,
+                    body_bytes=progress.sent,
                     fault=name,
                     started=started,
                     finished=time.monotonic(),
@@ -564,11 +575,13 @@ class FaultProxy:
             if framing == "none":
                 await writer.drain()
             elif framing == "chunked":
-                sent = await _relay_chunked(up_reader, writer)
+                await _relay_chunked(up_reader, writer, progress)
             else:
                 length = int(framing) if framing != "eof" else None
                 body_fault = fault if not isinstance(fault, Delay) else None
-                sent, complete = await self._relay_body(up_reader, writer, length, body_fault, fire)
+                complete = await self._relay_body(
+                    up_reader, writer, length, body_fault, fire, progress
+                )
                 if not complete:
                     raise _Abort
                 reusable = reusable and length is not None
@@ -585,9 +598,10 @@ class FaultProxy:
         length: int | None,
         fault: Fault | None,
         fire: Callable[[], object],
-    ) -> tuple[int, bool]:
-        """Relay a body of ``length`` bytes (``None``: until EOF) applying ``fault``; return
-        bytes delivered and whether the body went out whole."""
+        progress: _Progress,
+    ) -> bool:
+        """Relay a body of ``length`` bytes (``None``: until EOF) applying ``fault``, counting
+        delivered bytes in ``progress``; return whether the body went out whole."""
         sent = 0
         cut = fault.after_bytes if isinstance(fault, Reset | Stall | Truncate) else None
         stalled = False
@@ -606,20 +620,20 @@ class FaultProxy:
                     await writer.drain()
                     await asyncio.sleep(fault.pause_s)
                     _reset(writer)
-                    return sent, False
+                    return False
                 if isinstance(fault, Truncate):
                     await writer.drain()
                     writer.close()
-                    return sent, False
+                    return False
                 assert isinstance(fault, Stall)
                 await writer.drain()
                 stalled = True
                 await asyncio.sleep(fault.seconds)
                 if writer.transport.is_closing():
-                    return sent, False
+                    return False
             data = await up_reader.read(want)
             if not data:
-                return sent, length is None
+                return length is None
             if isinstance(fault, Corrupt):
                 data = _flip(data, sent, fault)
                 if sent <= fault.at_byte < sent + len(data):
@@ -627,12 +641,20 @@ class FaultProxy:
             writer.write(data)
             await writer.drain()
             sent += len(data)
+            progress.sent = sent
             self._relay(len(data))
             if isinstance(fault, Throttle):
                 ahead = sent / fault.rate_bytes_s - (time.monotonic() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-        return sent, True
+        return True
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Body bytes delivered so far for one answer (kept when the connection breaks)."""
+
+    sent: int = 0
 
 
 class _Upstream:
@@ -749,17 +771,18 @@ def _framing(method: str, status: int, headers: dict[str, str]) -> str:
     return "eof"
 
 
-async def _relay_chunked(up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
-    sent = 0
+async def _relay_chunked(
+    up_reader: asyncio.StreamReader, writer: asyncio.StreamWriter, progress: _Progress
+) -> None:
     while True:
         line = await up_reader.readuntil(b"\r\n")
         size = int(line.split(b";")[0].strip(), 16)
         data = await up_reader.readexactly(size + 2)
         writer.write(line + data)
         await writer.drain()
-        sent += size
+        progress.sent += size
         if size == 0:
-            return sent
+            return
 
 
 def _error_document(fault: ErrorReply, request: Request) -> bytes:
