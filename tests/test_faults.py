@@ -87,6 +87,20 @@ def verified_keys(events: list[object]) -> set[str]:
     return {e.key for e in events if isinstance(e, FileVerified)}
 
 
+def test_the_proxy_is_transparent(
+    proxy: FaultProxy, dataset: Dataset, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """With no fault scripted, requests pass unchanged (SigV4 signs the Host header, which
+    names the proxy: the server still accepts every signature) and the run is clean."""
+    result, _ = run_in_process(tmp_path, dataset.name, proxy.url)
+    summary = result.summary
+    assert summary is not None and summary.ok and summary.retries == 0, summary
+    dataset.check_complete(tmp_path)
+    assert proxy.seen and all(s.status in (200, 206) for s in proxy.seen)
+    assert {s.access_key for s in proxy.seen} == {ACCESS_KEY_ID}
+    assert proxy.body_bytes(dataset.key_pattern) == dataset.size_bytes
+
+
 # --- transient faults: the run completes, every byte verified, nothing fetched twice ---------
 
 
