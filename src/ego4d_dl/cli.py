@@ -853,7 +853,18 @@ def download_command(
                 code,
             )
         else:
-            _fail(f"{summary.stopped_by}; run the same command to resume", code)
+            # Disk-full messages already say how to resume; say it once.
+            hint = "" if "resume" in summary.stopped_by else "; run the same command to resume"
+            _fail(f"{summary.stopped_by}{hint}", code)
+    malformed = sum(len(d.malformed) for d in result.plan.datasets)
+    if summary is not None and malformed and code == EXIT_OK:
+        # Requested rows that could not even be planned are files not downloaded: the exit
+        # code must not say "all complete" (users' scripts check it, not the warnings).
+        _fail(
+            f"{malformed:,} manifest rows were skipped as malformed (see the warning above); "
+            "everything else is complete",
+            EXIT_FAILED,
+        )
     raise typer.Exit(code)
 
 

@@ -4,8 +4,8 @@ Orchestration shared by ``ego4d-dl download`` and ``ego4d-dl demo``; the questio
 the user (confirmation) and the engine handle (for Ctrl-C) go through callbacks, so nothing
 here prints or reads a terminal. Files on disk that the journal does not know (the original
 CLI's, another shard's) are adopted before the free-space check (``adopt``). Imports ``engine``,
-``planner``, ``adopt``, ``bandwidth``, ``journal``, ``store``, ``plan``, ``config``, ``events``
-and ``errors``.
+``planner``, ``adopt``, ``bandwidth``, ``journal``, ``files``, ``store``, ``plan``, ``config``,
+``events`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +24,9 @@ from .config import Options
 from .engine import Engine, EngineSettings
 from .errors import DiskFullError
 from .events import EventSink, RunSummary
+from .files import part_path
 from .journal import Journal, JournalIndex, journal_path
-from .plan import Plan, dataset_dir
+from .plan import Plan, PlannedFile, dataset_dir
 from .planner import build_plan
 from .store import S3Store
 
@@ -37,6 +38,7 @@ __all__ = [
     "make_throttle",
     "run_download",
     "save_manifests",
+    "space_needed",
 ]
 
 
@@ -61,13 +63,28 @@ def free_bytes(path: Path) -> int | None:
         return None
 
 
+def space_needed(files: Sequence[PlannedFile]) -> int:
+    """Bytes of new disk space the transfers need: their sizes, less what their part files
+    already hold (a resumed file's space was reserved by the run that began it)."""
+    need = 0
+    for f in files:
+        if not f.action.transfers:
+            continue
+        try:
+            held = part_path(f.dest).stat().st_blocks * 512
+        except OSError:
+            held = 0
+        need += max(0, f.size_bytes - held)
+    return need
+
+
 def check_free_space(out: Path, need_bytes: int) -> None:
     """Refuse (``DiskFullError``) to start with less than ``need_bytes`` free in ``out``."""
     free = free_bytes(out)
     if free is not None and need_bytes > free:
         raise DiskFullError(
-            f"not enough free space in {out}: {_size(need_bytes)} to fetch, {_size(free)} free "
-            "(free some space, narrow the selection, or pass --no-space-check)"
+            f"not enough free space in {out}: {_size(need_bytes)} more needed, {_size(free)} "
+            "free (free some space, narrow the selection, or pass --no-space-check)"
         )
 
 
@@ -153,7 +170,7 @@ async def run_download(
             journal.commit()
             plan = adoption.plan
             if space_check:
-                check_free_space(out, plan.totals.fetch_bytes)
+                check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
             if plan.totals.fetch_files and not await confirm(plan):
                 return DownloadResult(plan=plan, summary=None, declined=True, adoption=adoption)
             throttle = make_throttle(options, settings)

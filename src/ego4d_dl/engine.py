@@ -151,13 +151,23 @@ class _Committer:
         # Called once a file is renamed and journaled, even if its task was cancelled since
         # (an interrupted run still counts every file it completed).
         self._on_complete = on_complete
-        self._ranges: list[tuple[_Object, int, int, bytes | None]] = []
+        self._ranges: list[tuple[_Object, PartFile | None, int, int, bytes | None]] = []
         self._finished: list[tuple[_Object, str, asyncio.Future[int]]] = []
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
+        # Set when the journal could not be written: progress can no longer be recorded.
+        self._failure: DiskFullError | None = None
 
     def add_range(self, obj: _Object, start: int, stop: int, md5: bytes | None) -> None:
-        self._ranges.append((obj, start, stop, md5))
+        """Buffer a range of ``obj``'s current part file; it is journaled at the next flush
+        unless that part file has been discarded by then (the file restarted).
+
+        Raises the journal's failure, if it has failed: fetching on without recording
+        progress would only be lost (and refetched) at the next run.
+        """
+        if self._failure is not None:
+            raise self._failure
+        self._ranges.append((obj, obj.part, start, stop, md5))
 
     def finish(self, obj: _Object, level: str, *, last: bool = False) -> asyncio.Future[int]:
         """Queue a verified, closed part file for its rename; resolves to its mtime.
@@ -186,7 +196,7 @@ class _Committer:
             finished, self._finished = self._finished, []
             if not ranges and not finished:
                 return
-            open_parts = {id(o.part): o.part for o, *_ in ranges if o.part is not None}
+            open_parts = {id(p): p for _, p, *_ in ranges if p is not None}
             renames = [(part_path(o.planned.dest), o.planned.dest) for o, _, _ in finished]
             try:
                 errors = await asyncio.to_thread(
@@ -199,42 +209,49 @@ class _Committer:
                     if not fut.done():
                         fut.set_exception(exc)
                 return
-            for obj, start, stop, md5 in ranges:
-                self.journal.add_range(obj.object_id, start, stop, md5)
             done: list[tuple[_Object, str, asyncio.Future[int], int]] = []
-            for (obj, level, fut), error in zip(finished, errors, strict=True):
-                try:
-                    if error is not None:
-                        raise error
-                    st = obj.planned.dest.stat()
-                except OSError as exc:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                    continue
-                if obj.object_id:
-                    self.journal.mark_complete(
-                        obj.object_id,
-                        verify_level=level,
-                        file_size=st.st_size,
-                        file_mtime_ns=st.st_mtime_ns,
-                    )
-                else:  # a small file: its first row in the journal says it is complete
-                    self.journal.record_complete(
-                        dest=str(obj.planned.dest.relative_to(self.root)),
-                        bucket=obj.planned.bucket,
-                        key=obj.key,
-                        etag=obj.etag,
-                        size_bytes=obj.size_bytes,
-                        verify_level=level,
-                        file_mtime_ns=st.st_mtime_ns,
-                    )
-                done.append((obj, level, fut, st.st_mtime_ns))
             try:
+                for obj, part, start, stop, md5 in ranges:
+                    if obj.part is not part:
+                        # A restart discarded these bytes; journaling the range would credit
+                        # the object's next version (or attempt) with bytes it does not have.
+                        continue
+                    self.journal.add_range(obj.object_id, start, stop, md5)
+                for (obj, level, fut), error in zip(finished, errors, strict=True):
+                    try:
+                        if error is not None:
+                            raise error
+                        st = obj.planned.dest.stat()
+                    except OSError as exc:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                        continue
+                    if obj.object_id:
+                        self.journal.mark_complete(
+                            obj.object_id,
+                            verify_level=level,
+                            file_size=st.st_size,
+                            file_mtime_ns=st.st_mtime_ns,
+                        )
+                    else:  # a small file: its first row in the journal says it is complete
+                        self.journal.record_complete(
+                            dest=str(obj.planned.dest.relative_to(self.root)),
+                            bucket=obj.planned.bucket,
+                            key=obj.key,
+                            etag=obj.etag,
+                            size_bytes=obj.size_bytes,
+                            verify_level=level,
+                            file_mtime_ns=st.st_mtime_ns,
+                        )
+                    done.append((obj, level, fut, st.st_mtime_ns))
                 self.journal.commit()
             except sqlite3.Error as exc:
-                self.journal.db.rollback()
-                failure = DiskFullError(f"cannot write the journal {self.journal.path}: {exc}")
-                for _, _, fut, _ in done:
+                # SQLite may fail on any write, not only at commit (a full disk, when its
+                # cache spills): either way nothing of this batch is journaled.
+                with contextlib.suppress(sqlite3.Error):
+                    self.journal.db.rollback()
+                failure = self._failure = DiskFullError(_journal_failure(self.journal.path, exc))
+                for _, _, fut in finished:
                     if not fut.done():
                         fut.set_exception(failure)
                 return
@@ -242,6 +259,15 @@ class _Committer:
                 self._on_complete(obj, level)
                 if not fut.done():
                     fut.set_result(mtime)
+
+
+def _journal_failure(path: Path, exc: sqlite3.Error) -> str:
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return (
+            f"no space left on device writing the journal {path}; free some space and run "
+            "the same command again to resume (nothing already downloaded is lost)"
+        )
+    return f"cannot write the journal {path}: {exc}"
 
 
 def _sync_and_rename(
@@ -578,7 +604,10 @@ class Engine:
             async with asyncio.TaskGroup() as tg:
                 for piece in pieces:
                     await self._limiter.acquire()
-                    tg.create_task(self._fetch_piece(obj, piece))
+                    task = tg.create_task(self._fetch_piece(obj, piece))
+                    # The slot goes back when the task ends, however it ends: a task that the
+                    # group cancels before its first step never runs its own ``finally``.
+                    task.add_done_callback(self._release_limiter_slot)
         except BaseExceptionGroup as group:
             raise _most_serious(group) from None
         return await self._verify(obj)
@@ -662,23 +691,23 @@ class Engine:
     async def _fetch_piece(self, obj: _Object, piece: Piece) -> None:
         """GET ``piece`` into the part file, resuming within it after transient failures.
 
-        The caller took a limiter slot for us; it is released here.
+        The caller took a limiter slot for us and releases it when this task is done.
         """
-        try:
-            part = obj.part
-            assert part is not None
-            md5 = hashlib.md5() if (piece.whole_part and self.verifying) else None
+        part = obj.part
+        assert part is not None
+        md5 = hashlib.md5() if (piece.whole_part and self.verifying) else None
 
-            async def write(offset: int, chunks: list[bytes]) -> None:
-                await asyncio.to_thread(part.write_and_hash, offset, chunks, md5)
+        async def write(offset: int, chunks: list[bytes]) -> None:
+            await asyncio.to_thread(part.write_and_hash, offset, chunks, md5)
 
-            await self._receive(obj, piece.start, piece.stop, write)
-            digest = md5.digest() if md5 is not None else None
-            if digest is not None:
-                obj.part_md5[piece.part] = digest
-            self._committer.add_range(obj, piece.start, piece.stop, digest)
-        finally:
-            self._limiter.release()
+        await self._receive(obj, piece.start, piece.stop, write)
+        digest = md5.digest() if md5 is not None else None
+        if digest is not None:
+            obj.part_md5[piece.part] = digest
+        self._committer.add_range(obj, piece.start, piece.stop, digest)
+
+    def _release_limiter_slot(self, _: asyncio.Task[None]) -> None:
+        self._limiter.release()
 
     async def _receive(
         self,
@@ -709,7 +738,7 @@ class Engine:
                         self._bytes_fetched += size
                         self._sink(BytesReceived(dataset=obj.dataset, key=obj.key, count=size))
                 self._limiter.on_success()
-            except TransientError as exc:
+            except (TransientError, NetworkError) as exc:
                 failures += 1
                 await self._backoff(obj, start, stop, offset, failures, exc)
             except CredentialsError:
@@ -784,13 +813,22 @@ class Engine:
         return chunks, got
 
     async def _backoff(
-        self, obj: _Object, start: int, stop: int, offset: int, failures: int, exc: TransientError
+        self,
+        obj: _Object,
+        start: int,
+        stop: int,
+        offset: int,
+        failures: int,
+        exc: TransientError | NetworkError,
     ) -> None:
         if self._settings.retry.gives_up(failures):
+            if isinstance(exc, NetworkError):
+                raise exc  # the endpoint stayed unreachable: stop the run, resume later
             raise RetriesExhaustedError(
                 obj.key, f"{exc} (gave up after {failures} attempts)"
             ) from exc
-        if exc.throttled:
+        throttled = isinstance(exc, TransientError) and exc.throttled
+        if throttled:
             self._limiter.on_throttle()
         delay = self._settings.retry.delay_s(failures, self._rng)
         self._retries += 1
@@ -803,8 +841,8 @@ class Engine:
                 attempt=failures,
                 delay_s=delay,
                 reason=str(exc),
-                throttled=exc.throttled,
-                stalled=exc.stalled,
+                throttled=throttled,
+                stalled=isinstance(exc, TransientError) and exc.stalled,
             )
         )
         await self._sleep(delay)
@@ -828,9 +866,11 @@ class Engine:
         while True:
             try:
                 return await make()
-            except TransientError as exc:
+            except (TransientError, NetworkError) as exc:
                 failures += 1
                 if self._settings.retry.gives_up(failures):
+                    if isinstance(exc, NetworkError):
+                        raise
                     raise RetriesExhaustedError(exc.key, str(exc)) from exc
                 self._retries += 1
                 await self._sleep(self._settings.retry.delay_s(failures, self._rng))

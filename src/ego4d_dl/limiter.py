@@ -51,7 +51,8 @@ class AdaptiveLimiter:
             if fut.done() and not fut.cancelled():
                 # The slot was handed to us just as we were cancelled: pass it on.
                 self.release()
-            else:
+            elif fut in self._waiters:
+                # Not yet passed over: a release since the cancel pops it as done and skips it.
                 self._waiters.remove(fut)
             raise
 
