@@ -133,7 +133,7 @@ def test_malformed_rows_are_reported_and_fail_the_run(
     assert result.code == 1, result.stderr
     line = result.error_line()
     assert "7 manifest rows" in line
-    warning = next(w for w in result.stderr.splitlines() if "malformed" in w)
+    warning = next(w for w in result.stderr.splitlines() if "malformed manifest rows" in w)
     assert "lines 3, 4, 5, 6, 7, 8, 9" in warning
     landed = out / "v2" / "annotations" / Path(good.relpath).name
     assert landed.is_file()

@@ -41,7 +41,7 @@ def test_download_refuses_to_start_without_the_space(
     assert code == 1, output
     # The manifests are saved before the check, so a little less than 2 MiB is left.
     shown = re.escape(f"not enough free space in {mount / 'out'}: {need / 2**20:.1f} MiB ")
-    shown += re.escape(f"({need:,} bytes) to fetch, ") + r"[12]\.\d MiB \([\d,]+ bytes\) free"
+    shown += re.escape(f"({need:,} bytes) more needed, ") + r"[12]\.\d MiB \([\d,]+ bytes\) free"
     assert re.search(shown, output), output
     assert "pass --no-space-check" in output
     assert "Traceback" not in output

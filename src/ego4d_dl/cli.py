@@ -809,7 +809,13 @@ def download_command(
         sink = _WithChecks(sink, checks)
     override = manifest_override_path.expanduser() if manifest_override_path else None
 
+    warned = False
+
     async def confirm(plan: Plan) -> bool:
+        nonlocal warned
+        # Skipped rows and unknown UIDs belong before the question, not under the summary.
+        _print_warnings(plan.warnings)
+        warned = True
         sink.expect(plan)
         return await _confirm(plan, assume_yes=options.assume_yes, quiet=quiet)
 
@@ -828,7 +834,8 @@ def download_command(
             sink.close()
 
     result = _run(go, credentials=options.credentials)
-    _print_warnings(result.plan.warnings)
+    if not warned:
+        _print_warnings(result.plan.warnings)
     if result.adoption is not None and not (json_out or quiet):
         _print_adoption(result.adoption)
     summary = result.summary

@@ -653,13 +653,16 @@ class S3Store:
             if "content-range" in answer.headers:
                 resp["ContentRange"] = answer.headers["content-range"]
             return resp
+        code = await _error_code_of(answer.raw) if status >= 400 else ""
         answer.raw.close()
         where = _where(bucket, key)
         if status == 412:
             raise RemoteChangedError(key, f"{where}: changed on the server (412)")
-        if status >= 500 or status == 429:
+        if status >= 500 or status == 429 or code in _TRANSIENT_CODES:
             raise TransientError(
-                key, f"{where}: server said {status}", throttled=status in (429, 503)
+                key,
+                f"{where}: server said {status} {code}".rstrip(),
+                throttled=status in (429, 503) or code in _THROTTLE_CODES,
             )
         if 300 <= status <= 400:
             # A redirect or a 400 (the bucket is in another region, say): botocore knows how
@@ -676,6 +679,20 @@ class S3Store:
             )
             self._routes[bucket] = _route_from_presigned(str(url), key)
         return self._routes[bucket]
+
+
+_CODE_RE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
+
+
+async def _error_code_of(raw: aiohttp.ClientResponse) -> str:
+    """The ``<Code>`` of an S3 error body (a few hundred bytes of XML), or ``""``."""
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+        async with asyncio.timeout(5):
+            body = await raw.content.read(64 * 1024)
+        match = _CODE_RE.search(body)
+        if match:
+            return match[1].decode("ascii")
+    return ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
