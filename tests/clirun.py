@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -17,8 +18,12 @@ from ego4d_dl.journal import JOURNAL_DIR
 
 __all__ = ["ORIGINAL_PYTHON", "Ran", "ego4d_dl", "invoke", "json_lines", "tree_md5"]
 
-# A venv with the original CLI (PyPI ego4d==1.7.3), to test adopting its downloads.
-ORIGINAL_PYTHON = Path(os.environ.get("EGO4D_ORIGINAL_PYTHON", "/work/.venv-ego4d/bin/python"))
+# A Python with the original CLI (PyPI ego4d==1.7.3, in the ``test`` extra), to test adopting
+# its downloads; EGO4D_ORIGINAL_PYTHON points at another venv that has it.
+ORIGINAL_PYTHON = Path(
+    os.environ.get("EGO4D_ORIGINAL_PYTHON")
+    or (sys.executable if importlib.util.find_spec("ego4d") else "/work/.venv-ego4d/bin/python")
+)
 
 
 def ego4d_dl(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
