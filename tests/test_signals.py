@@ -226,11 +226,11 @@ def test_a_second_ctrl_c_leaves_at_once_and_loses_nothing_journaled(
 
 _WAITS_FOR_SIGNALS = """
 import asyncio, os, signal, sys
-from ego4d_dl.cli import _on_signals
+from ego4d_dl.cli.transfer import on_signals
 
 async def main():
     stopped = asyncio.Event()
-    _on_signals(lambda: print("stop requested", flush=True), "stopping", print)
+    on_signals(lambda: print("stop requested", flush=True), "stopping", print)
     os.kill(os.getpid(), signal.SIGINT)
     await asyncio.sleep(0.5)
     print("still here after the first", flush=True)
