@@ -1,4 +1,4 @@
-"""The transfer engine: concurrent ranged GETs into part files, verified, journaled, renamed.
+"""The transfer engine proper: concurrent ranged GETs into part files, verified, journaled, renamed.
 
 One ``asyncio.TaskGroup`` per run. Two bounds keep work finite whatever the plan's size: an
 ``AdaptiveLimiter`` over GET requests in flight (``--concurrency``, halved under throttling)
@@ -17,16 +17,12 @@ import asyncio
 import contextlib
 import hashlib
 import random
-import sqlite3
 import time
-import zlib
-from base64 import b64encode
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import (
+from ..errors import (
     AccessDeniedError,
     CredentialsError,
     DiskFullError,
@@ -39,7 +35,7 @@ from .errors import (
     TransientError,
     leaves,
 )
-from .events import (
+from ..events import (
     BytesReceived,
     ConcurrencyChanged,
     EventSink,
@@ -55,8 +51,8 @@ from .events import (
     RunStarted,
     RunSummary,
 )
-from .files import PartFile, finalize_batch, part_path, write_small_file
-from .integrity import (
+from ..files import PartFile, part_path, write_small_file
+from ..integrity import (
     Piece,
     VerifyLevel,
     composite_etag,
@@ -67,215 +63,19 @@ from .integrity import (
     part_bounds,
     plan_pieces,
 )
-from .journal import Journal, RangeRecord
-from .limiter import AdaptiveLimiter
-from .plan import Action, PlannedFile
-from .retry import RetryPolicy
-from .store import ObjectStore, RangeBody
+from ..journal import Journal, RangeRecord
+from ..limiter import AdaptiveLimiter
+from ..plan import Action, PlannedFile
+from ..store import ObjectStore, RangeBody
+from .checksums import checksum_file
+from .committer import Committer
+from .state import EngineSettings, RunStopped, Transfer
 
-__all__ = ["Engine", "EngineSettings"]
+__all__ = ["Engine"]
 
 T = TypeVar("T")
 
 MiB = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EngineSettings:
-    """Tunables of a run; defaults are the measured ones (see BENCHMARKS.md)."""
-
-    concurrency: int = 16
-    max_open_files: int = 64
-    max_piece_bytes: int = 16 * MiB
-    chunk_bytes: int = 1 * MiB
-    # Objects up to this size take one GET and one writer-thread hop (see _fetch_small):
-    # per-file overheads dominate thousands of annotation-sized files.
-    small_object_bytes: int = 1 * MiB
-    verify: str = "etag"
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    # Restarts of one file after its object changed or its bytes failed verification.
-    max_restarts: int = 3
-    commit_interval_s: float = 0.5
-
-
-class _Stop(Exception):
-    """Raised inside the run to stop scheduling: credentials, disk or network are gone."""
-
-    def __init__(self, kind: str, error: Exception) -> None:
-        super().__init__(str(error))
-        self.kind = kind
-        self.error = error
-
-
-@dataclass(slots=True, kw_only=True)
-class _Object:
-    """The mutable state of one file being transferred."""
-
-    planned: PlannedFile
-    etag: str
-    size_bytes: int
-    object_id: int = 0
-    layout: tuple[int, ...] = ()
-    layout_exact: bool = False
-    part: PartFile | None = None
-    # Digest of each upload part, when known without reading the disk.
-    part_md5: dict[int, bytes] = field(default_factory=dict)
-    fetched_bytes: int = 0
-
-    @property
-    def key(self) -> str:
-        return self.planned.key
-
-    @property
-    def dataset(self) -> str:
-        return self.planned.dataset
-
-
-class _Committer:
-    """Makes progress durable in groups: sync data, rename finished files, then commit.
-
-    Range rows and completions are buffered here, not written to SQLite directly, so that a
-    commit never includes a row whose bytes were written after the data sync it relies on.
-    """
-
-    def __init__(
-        self,
-        journal: Journal,
-        root: Path,
-        interval_s: float,
-        on_complete: Callable[[_Object, str], None],
-    ) -> None:
-        self.journal = journal
-        self.root = root
-        self.interval_s = interval_s
-        # Called once a file is renamed and journaled, even if its task was cancelled since
-        # (an interrupted run still counts every file it completed).
-        self._on_complete = on_complete
-        self._ranges: list[tuple[_Object, PartFile | None, int, int, bytes | None]] = []
-        self._finished: list[tuple[_Object, str, asyncio.Future[int]]] = []
-        self._lock = asyncio.Lock()
-        self._wakeup = asyncio.Event()
-        # Set when the journal could not be written: progress can no longer be recorded.
-        self._failure: DiskFullError | None = None
-
-    def add_range(self, obj: _Object, start: int, stop: int, md5: bytes | None) -> None:
-        """Buffer a range of ``obj``'s current part file; it is journaled at the next flush
-        unless that part file has been discarded by then (the file restarted).
-
-        Raises the journal's failure, if it has failed: fetching on without recording
-        progress would only be lost (and refetched) at the next run.
-        """
-        if self._failure is not None:
-            raise self._failure
-        self._ranges.append((obj, obj.part, start, stop, md5))
-
-    def finish(self, obj: _Object, level: str, *, last: bool = False) -> asyncio.Future[int]:
-        """Queue a verified, closed part file for its rename; resolves to its mtime.
-
-        ``last``: nothing else is in flight, so waiting for the next tick would only add
-        latency to the end of the run.
-        """
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._finished.append((obj, level, fut))
-        if last or len(self._finished) >= 256:
-            self._wakeup.set()
-        return fut
-
-    async def run_forever(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval_s):
-                    await self._wakeup.wait()
-            self._wakeup.clear()
-            await self.flush()
-
-    async def flush(self) -> None:
-        """One group commit; never raises (a failed batch fails its files, not the run)."""
-        async with self._lock:
-            ranges, self._ranges = self._ranges, []
-            finished, self._finished = self._finished, []
-            if not ranges and not finished:
-                return
-            open_parts = {id(p): p for _, p, *_ in ranges if p is not None}
-            renames = [(part_path(o.planned.dest), o.planned.dest) for o, _, _ in finished]
-            try:
-                errors = await asyncio.to_thread(
-                    _sync_and_rename, list(open_parts.values()), self.root, renames
-                )
-            except (OSError, DiskFullError) as exc:
-                # The data sync failed: none of these rows may be committed. The ranges are
-                # simply fetched again next time; the files fail with the reason.
-                for _, _, fut in finished:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                return
-            done: list[tuple[_Object, str, asyncio.Future[int], int]] = []
-            try:
-                for obj, part, start, stop, md5 in ranges:
-                    if obj.part is not part:
-                        # A restart discarded these bytes; journaling the range would credit
-                        # the object's next version (or attempt) with bytes it does not have.
-                        continue
-                    self.journal.add_range(obj.object_id, start, stop, md5)
-                for (obj, level, fut), error in zip(finished, errors, strict=True):
-                    try:
-                        if error is not None:
-                            raise error
-                        st = obj.planned.dest.stat()
-                    except OSError as exc:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                        continue
-                    if obj.object_id:
-                        self.journal.mark_complete(
-                            obj.object_id,
-                            verify_level=level,
-                            file_size=st.st_size,
-                            file_mtime_ns=st.st_mtime_ns,
-                        )
-                    else:  # a small file: its first row in the journal says it is complete
-                        self.journal.record_complete(
-                            dest=str(obj.planned.dest.relative_to(self.root)),
-                            bucket=obj.planned.bucket,
-                            key=obj.key,
-                            etag=obj.etag,
-                            size_bytes=obj.size_bytes,
-                            verify_level=level,
-                            file_mtime_ns=st.st_mtime_ns,
-                        )
-                    done.append((obj, level, fut, st.st_mtime_ns))
-                self.journal.commit()
-            except sqlite3.Error as exc:
-                # SQLite may fail on any write, not only at commit (a full disk, when its
-                # cache spills): either way nothing of this batch is journaled.
-                with contextlib.suppress(sqlite3.Error):
-                    self.journal.db.rollback()
-                failure = self._failure = DiskFullError(_journal_failure(self.journal.path, exc))
-                for _, _, fut in finished:
-                    if not fut.done():
-                        fut.set_exception(failure)
-                return
-            for obj, level, fut, mtime in done:
-                self._on_complete(obj, level)
-                if not fut.done():
-                    fut.set_result(mtime)
-
-
-def _journal_failure(path: Path, exc: sqlite3.Error) -> str:
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return (
-            f"no space left on device writing the journal {path}; free some space and run "
-            "the same command again to resume (nothing already downloaded is lost)"
-        )
-    return f"cannot write the journal {path}: {exc}"
-
-
-def _sync_and_rename(
-    parts: list[PartFile], root: Path, renames: list[tuple[Path, Path]]
-) -> list[OSError | None]:
-    for part in parts:
-        part.sync()
-    return finalize_batch(root, renames)
 
 
 class Engine:
@@ -313,12 +113,12 @@ class Engine:
             on_change=lambda n, why: sink(ConcurrencyChanged(limit=n, reason=why)),
         )
         self._file_slots = asyncio.Semaphore(settings.max_open_files)
-        self._committer = _Committer(
+        self._committer = Committer(
             journal, output_directory, settings.commit_interval_s, self._completed
         )
         self._credentials_lock = asyncio.Lock()
         self._credentials_generation = 0
-        self._open: dict[int, _Object] = {}
+        self._open: dict[int, Transfer] = {}
         self._scheduler: asyncio.Task[None] | None = None
         self._stopping = False
         # Files between their start and their verification, and whether more will come.
@@ -370,13 +170,13 @@ class Engine:
             elif f.action.is_problem:
                 self._fail(f, f.action.value, f.note)
 
-        stop: _Stop | None = None
+        stop: RunStopped | None = None
         interrupted = False
         committer = asyncio.create_task(self._committer.run_forever())
         self._scheduler = asyncio.create_task(self._schedule(todo))
         try:
             await self._scheduler
-        except _Stop as exc:
+        except RunStopped as exc:
             stop = exc
         except asyncio.CancelledError:
             current = asyncio.current_task()
@@ -389,7 +189,7 @@ class Engine:
                 await committer
             await asyncio.shield(self._shutdown())
         if interrupted:
-            stop = _Stop("interrupted", InterruptedError("interrupted"))
+            stop = RunStopped("interrupted", InterruptedError("interrupted"))
         return self._summary(files, started, stop, total_size)
 
     def stop(self) -> None:
@@ -421,7 +221,7 @@ class Engine:
             self._open.clear()
 
     def _summary(
-        self, files: Sequence[PlannedFile], started: float, stop: _Stop | None, total: int
+        self, files: Sequence[PlannedFile], started: float, stop: RunStopped | None, total: int
     ) -> RunSummary:
         by_status = {"missing": 0, "denied": 0, "failed": 0}
         for p in self._problems:
@@ -464,7 +264,7 @@ class Engine:
         The caller took a file slot for us; it is released as soon as the part file is
         closed, before the (batched) rename, so renames never hold up other files.
         """
-        obj = _Object(planned=planned, etag=planned.etag, size_bytes=planned.size_bytes)
+        obj = Transfer(planned=planned, etag=planned.etag, size_bytes=planned.size_bytes)
         holding_slot = True
         self._transferring += 1
         try:
@@ -476,11 +276,11 @@ class Engine:
             last = self._all_scheduled and self._transferring == 0
             await self._committer.finish(obj, level, last=last)
         except CredentialsError as exc:
-            raise _Stop("credentials", exc) from exc
+            raise RunStopped("credentials", exc) from exc
         except DiskFullError as exc:
-            raise _Stop("disk", exc) from exc
+            raise RunStopped("disk", exc) from exc
         except NetworkError as exc:
-            raise _Stop("network", exc) from exc
+            raise RunStopped("network", exc) from exc
         except ObjectNotFoundError as exc:
             self._fail(planned, "missing", str(exc))
         except AccessDeniedError as exc:
@@ -495,7 +295,7 @@ class Engine:
                 self._file_slots.release()
                 self._transferring -= 1
 
-    def _completed(self, obj: _Object, level: str) -> None:
+    def _completed(self, obj: Transfer, level: str) -> None:
         """A file is verified, renamed and journaled."""
         self._verified += 1
         self._levels[level] = self._levels.get(level, 0) + 1
@@ -510,12 +310,12 @@ class Engine:
             )
         )
 
-    def _close(self, obj: _Object) -> None:
+    def _close(self, obj: Transfer) -> None:
         if obj.part is not None:
             obj.part.close()
         self._open.pop(id(obj), None)
 
-    async def _fetch_and_verify(self, obj: _Object) -> str:
+    async def _fetch_and_verify(self, obj: Transfer) -> str:
         """Attempts of one file, restarted when it changed remotely or failed verification."""
         restarts = 0
         while True:
@@ -529,7 +329,7 @@ class Engine:
                     ) from exc
                 await self._restart(obj, exc)
 
-    async def _restart(self, obj: _Object, exc: Exception) -> None:
+    async def _restart(self, obj: Transfer, exc: Exception) -> None:
         """Start the file over, against the object's current version when it changed."""
         self._restarts += 1
         old_etag = obj.etag
@@ -555,7 +355,7 @@ class Engine:
             obj.layout = ()  # a new version may have been uploaded with other parts
         obj.part_md5.clear()
 
-    async def _attempt(self, obj: _Object) -> str:
+    async def _attempt(self, obj: Transfer) -> str:
         """One pass: learn the layout, resume what is journaled, fetch the rest, verify."""
         if self._is_small(obj):
             return await self._fetch_small(obj)
@@ -612,7 +412,7 @@ class Engine:
             raise _most_serious(group) from None
         return await self._verify(obj)
 
-    def _note_part_digests(self, obj: _Object, done: list[RangeRecord]) -> None:
+    def _note_part_digests(self, obj: Transfer, done: list[RangeRecord]) -> None:
         """Part MD5s that journaled whole-part ranges already give us."""
         bounds = part_bounds(obj.layout)
         starts = {b[0]: i for i, b in enumerate(bounds)}
@@ -621,7 +421,7 @@ class Engine:
             if r.md5 is not None and index is not None and bounds[index][1] == r.stop:
                 obj.part_md5[index] = r.md5
 
-    async def _check_resumed(self, obj: _Object, done: list[RangeRecord]) -> list[RangeRecord]:
+    async def _check_resumed(self, obj: Transfer, done: list[RangeRecord]) -> list[RangeRecord]:
         """Re-hash journaled ranges from disk; forget any whose bytes changed since."""
         part = obj.part
         assert part is not None
@@ -644,7 +444,7 @@ class Engine:
         bad_starts = {r.start for r in bad}
         return [r for r in done if r.start not in bad_starts]
 
-    async def _learn_layout(self, obj: _Object) -> tuple[tuple[int, ...], bool]:
+    async def _learn_layout(self, obj: Transfer) -> tuple[tuple[int, ...], bool]:
         """The object's upload part sizes (exact, or a uniform guess checked at the end)."""
         count = multipart_count(obj.etag)
         if not self.verifying or count is None or count == 1:
@@ -664,7 +464,7 @@ class Engine:
             return guess, False
         return await self._exact_layout(obj, count), True
 
-    async def _exact_layout(self, obj: _Object, count: int) -> tuple[int, ...]:
+    async def _exact_layout(self, obj: Transfer, count: int) -> tuple[int, ...]:
         """Part sizes read one HEAD per part (for non-uniform uploads)."""
 
         async def one(n: int) -> int:
@@ -688,7 +488,7 @@ class Engine:
 
     # --- one ranged GET --------------------------------------------------------------------
 
-    async def _fetch_piece(self, obj: _Object, piece: Piece) -> None:
+    async def _fetch_piece(self, obj: Transfer, piece: Piece) -> None:
         """GET ``piece`` into the part file, resuming within it after transient failures.
 
         The caller took a limiter slot for us and releases it when this task is done.
@@ -711,7 +511,7 @@ class Engine:
 
     async def _receive(
         self,
-        obj: _Object,
+        obj: Transfer,
         start: int,
         stop: int,
         consume: Callable[[int, list[bytes]], Awaitable[None]],
@@ -745,7 +545,7 @@ class Engine:
                 if not await self._credentials_renewed():
                     raise
 
-    def _is_small(self, obj: _Object) -> bool:
+    def _is_small(self, obj: Transfer) -> bool:
         """Whether the object takes the one-request path (``_fetch_small``)."""
         return (
             obj.planned.action is not Action.RESUME
@@ -753,7 +553,7 @@ class Engine:
             and multipart_count(obj.etag) in (None, 1)
         )
 
-    async def _fetch_small(self, obj: _Object) -> str:
+    async def _fetch_small(self, obj: Transfer) -> str:
         """A small object: one GET into memory, then one worker-thread hop that writes,
         hashes and closes its part file. No range rows: the journal learns of it once it is
         complete (an interrupted small file is simply fetched again)."""
@@ -814,7 +614,7 @@ class Engine:
 
     async def _backoff(
         self,
-        obj: _Object,
+        obj: Transfer,
         start: int,
         stop: int,
         offset: int,
@@ -880,7 +680,7 @@ class Engine:
 
     # --- verification ----------------------------------------------------------------------
 
-    async def _verify(self, obj: _Object) -> str:
+    async def _verify(self, obj: Transfer) -> str:
         """Check the assembled part file against the ETag; return the level reached."""
         part = obj.part
         assert part is not None
@@ -916,7 +716,7 @@ class Engine:
             return await self._verify_checksum(obj, part.path)
         return VerifyLevel.SIZE.value
 
-    async def _composite(self, obj: _Object) -> str:
+    async def _composite(self, obj: Transfer) -> str:
         part = obj.part
         assert part is not None
         bounds = part_bounds(obj.layout)
@@ -930,7 +730,7 @@ class Engine:
         digests = await asyncio.gather(*(digest(i) for i in range(len(bounds))))
         return composite_etag(digests)
 
-    async def _verify_checksum(self, obj: _Object, path: Path) -> str:
+    async def _verify_checksum(self, obj: Transfer, path: Path) -> str:
         """ETag not MD5-derived: use a full-object x-amz-checksum if the server has one."""
         head = await self._call(
             lambda: self._store.head(obj.planned.bucket, obj.key, checksums=True)
@@ -938,7 +738,7 @@ class Engine:
         for name, value in head.checksums.items():
             if "-" in value:
                 continue  # a composite checksum of parts: not checkable without the layout
-            local = await asyncio.to_thread(_checksum_file, path, name)
+            local = await asyncio.to_thread(checksum_file, path, name)
             if local is None:
                 continue
             if local != value:
@@ -946,33 +746,13 @@ class Engine:
             return VerifyLevel.CHECKSUM.value
         return VerifyLevel.SIZE.value
 
-    def _mismatch(self, obj: _Object, reason: str) -> IntegrityError:
+    def _mismatch(self, obj: Transfer, reason: str) -> IntegrityError:
         self._sink(
             IntegrityFailed(
                 dataset=obj.dataset, key=obj.key, reason=reason, refetch_bytes=obj.size_bytes
             )
         )
         return IntegrityError(obj.key, f"{obj.key}: {reason}")
-
-
-def _checksum_file(path: Path, name: str) -> str | None:
-    """Base64 checksum of a whole file in S3's encoding, for the algorithms stdlib has."""
-    if name == "ChecksumSHA256":
-        h = hashlib.sha256()
-    elif name == "ChecksumSHA1":
-        h = hashlib.sha1()
-    elif name == "ChecksumCRC32":
-        crc = 0
-        with path.open("rb") as f:
-            while block := f.read(4 * MiB):
-                crc = zlib.crc32(block, crc)
-        return b64encode(crc.to_bytes(4, "big")).decode()
-    else:
-        return None
-    with path.open("rb") as f:
-        while block := f.read(4 * MiB):
-            h.update(block)
-    return b64encode(h.digest()).decode()
 
 
 # When several ranges of one file fail at once, the error that concerns most decides.
@@ -1007,7 +787,7 @@ def _first_stop(group: BaseExceptionGroup[BaseException]) -> BaseException:
     order = {"credentials": 1, "disk": 2, "network": 3}
 
     def rank(exc: BaseException) -> int:
-        if isinstance(exc, _Stop):
+        if isinstance(exc, RunStopped):
             return order.get(exc.kind, 9)
         return 10 if isinstance(exc, asyncio.CancelledError) else 0
 

@@ -1,0 +1,64 @@
+"""Values of a run: its settings, the state of one transfer, and why a run stopped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..files import PartFile
+from ..plan import PlannedFile
+from ..retry import RetryPolicy
+
+__all__ = ["EngineSettings", "RunStopped", "Transfer"]
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineSettings:
+    """Tunables of a run; defaults are the measured ones (see BENCHMARKS.md)."""
+
+    concurrency: int = 16
+    max_open_files: int = 64
+    max_piece_bytes: int = 16 * MiB
+    chunk_bytes: int = 1 * MiB
+    # Objects up to this size take one GET and one writer-thread hop (see _fetch_small):
+    # per-file overheads dominate thousands of annotation-sized files.
+    small_object_bytes: int = 1 * MiB
+    verify: str = "etag"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Restarts of one file after its object changed or its bytes failed verification.
+    max_restarts: int = 3
+    commit_interval_s: float = 0.5
+
+
+class RunStopped(Exception):
+    """Raised inside the run to stop scheduling: credentials, disk or network are gone."""
+
+    def __init__(self, kind: str, error: Exception) -> None:
+        super().__init__(str(error))
+        self.kind = kind
+        self.error = error
+
+
+@dataclass(slots=True, kw_only=True)
+class Transfer:
+    """The mutable state of one file being transferred."""
+
+    planned: PlannedFile
+    etag: str
+    size_bytes: int
+    object_id: int = 0
+    layout: tuple[int, ...] = ()
+    layout_exact: bool = False
+    part: PartFile | None = None
+    # Digest of each upload part, when known without reading the disk.
+    part_md5: dict[int, bytes] = field(default_factory=dict)
+    fetched_bytes: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.planned.key
+
+    @property
+    def dataset(self) -> str:
+        return self.planned.dataset
