@@ -387,3 +387,20 @@ def test_datasets_command_lists_datasets_csv(
     ran = cli("datasets", "--json", "--endpoint-url", sandbox.endpoint_url)
     assert ran.code == 0, ran.stderr
     assert {d["dataset"] for d in json.loads(ran.stdout)} == set(ALL)
+
+
+def test_the_original_command_line_with_its_own_switches_works(
+    sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The original's switches (-y with --skip-s3-checks crashed it, PR #370) are accepted."""
+    ran = cli(
+        "--output_directory", tmp_path, "--datasets", "viz", "-y", "--skip-s3-checks",
+        "--bypass-existing", "--endpoint-url", sandbox.endpoint_url, "--no-metadata",
+    )  # fmt: skip
+    assert ran.code == 0, ran.stderr
+    assert "--skip-s3-checks is ignored" in ran.stderr
+    (viz,) = release.for_dataset("viz")
+    assert (tmp_path / viz.relpath).stat().st_size == viz.obj.size_bytes
+    listed = cli("--list-datasets", "--json", "--endpoint-url", sandbox.endpoint_url)
+    assert listed.code == 0, listed.stderr
+    assert {d["dataset"] for d in json.loads(listed.stdout)} == set(ALL)

@@ -291,6 +291,7 @@ ShardOption = Annotated[
         help="Only shard K of N (files split by a stable hash of their S3 key), e.g. 3/8 "
         "[default: all files].",
         show_default=False,
+        metavar="K/N",
     ),
 ]
 MaxBandwidth = Annotated[
@@ -300,6 +301,7 @@ MaxBandwidth = Annotated[
         "--max_bandwidth",
         help="Cap on the whole run's download rate, e.g. 200MB/s or 50MiB/s [default: none].",
         show_default=False,
+        metavar="RATE",
     ),
 ]
 

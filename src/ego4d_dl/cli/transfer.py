@@ -421,6 +421,10 @@ def download_command(
         bool,
         typer.Option("--dry-run", help="Only show the plan, as `ego4d-dl plan` [default: off]."),
     ] = False,
+    # The original CLI's own switches, accepted so that its command lines keep working.
+    skip_s3_checks: Annotated[bool, typer.Option("--skip-s3-checks", hidden=True)] = False,
+    bypass_existing: Annotated[bool, typer.Option("--bypass-existing", hidden=True)] = False,
+    list_datasets: Annotated[bool, typer.Option("--list-datasets", hidden=True)] = False,
     json_out: JsonOut = False,
     quiet: Annotated[
         bool,
@@ -438,6 +442,22 @@ def download_command(
     max_bandwidth: MaxBandwidth = None,
 ) -> None:
     """Download datasets: plan, confirm, fetch concurrently, verify every file, resume later."""
+    if list_datasets:
+        ctx.invoke(
+            datasets_command,
+            ctx=ctx,
+            version=version,
+            aws_profile_name=aws_profile_name,
+            endpoint_url=endpoint_url,
+            json_out=json_out,
+        )
+        return
+    if skip_s3_checks:
+        print_warnings(["--skip-s3-checks is ignored: objects are always looked up, by listing"])
+    if bypass_existing:
+        print_warnings(
+            ["--bypass-existing is ignored: complete files are skipped by journal or size"]
+        )
     if dry_run:
         ctx.invoke(
             plan_command,
