@@ -57,6 +57,7 @@ __all__ = [
     "gather_options",
     "merge_config",
     "print_warnings",
+    "typed_values",
 ]
 
 
@@ -306,14 +307,16 @@ MaxBandwidth = Annotated[
 ]
 
 
-def gather_options(
-    ctx: typer.Context,
-    *,
-    config: Path | None,
-    **values: Any,
-) -> tuple[Options, list[str]]:
-    merged = merge_config(ctx, values, config)
-    return build_options(merged)
+def typed_values(ctx: typer.Context) -> dict[str, Any]:
+    """The command's parameters as typed (or defaulted), with ``--config`` filling in what
+    was not typed. ``build_options`` reads the option names it knows and ignores the rest."""
+    values = dict(ctx.params)
+    return merge_config(ctx, values, values.pop("config", None))
+
+
+def gather_options(ctx: typer.Context) -> tuple[Options, list[str]]:
+    """Validated ``Options`` from what the command was given, and warnings to show."""
+    return build_options(typed_values(ctx))
 
 
 def print_warnings(warnings: Sequence[str]) -> None:

@@ -57,8 +57,8 @@ from .options import (
     VideoUids,
     build_options,
     gather_options,
-    merge_config,
     print_warnings,
+    typed_values,
 )
 from .transfer import (
     WithChecks,
@@ -131,23 +131,7 @@ def verify_command(
     too): the plan comes from the release's manifests, so missing files are found as well.
     """
     try:
-        options, warnings = gather_options(
-            ctx,
-            config=config,
-            output_directory=output_directory,
-            datasets=datasets,
-            benchmarks=benchmarks,
-            version=version,
-            aws_profile_name=aws_profile_name,
-            video_uids=video_uids,
-            video_uid_file=video_uid_file,
-            universities=universities,
-            endpoint_url=endpoint_url,
-            concurrency=concurrency,
-            metadata=metadata,
-            shard=shard,
-            max_bandwidth=max_bandwidth,
-        )
+        options, warnings = gather_options(ctx)
         if not options.output_directory.is_dir():
             raise ConfigError(f"output directory {options.output_directory} does not exist")
         if jobs is not None and not 1 <= jobs <= 256:
@@ -230,21 +214,7 @@ def status_command(
     needs no keys. Pass the download's selection flags (--benchmarks ...) to count as it did.
     """
     try:
-        merged = merge_config(
-            ctx,
-            {
-                "output_directory": output_directory,
-                "datasets": datasets,
-                "benchmarks": benchmarks,
-                "version": version,
-                "video_uids": video_uids,
-                "video_uid_file": video_uid_file,
-                "universities": universities,
-                "metadata": metadata,
-                "shard": shard,
-            },
-            config,
-        )
+        merged = typed_values(ctx)
         options, warnings = build_options(merged)
         status = collect_status(options, datasets_given=bool(merged.get("datasets")))
     except Ego4dDLError as exc:
@@ -290,21 +260,7 @@ def doctor_command(
     configuration problem, 3: the keys, 1: network or disk).
     """
     try:
-        options, warnings = gather_options(
-            ctx,
-            config=config,
-            output_directory=output_directory,
-            datasets=datasets,
-            benchmarks=benchmarks,
-            version=version,
-            aws_profile_name=aws_profile_name,
-            video_uids=video_uids,
-            video_uid_file=video_uid_file,
-            universities=universities,
-            endpoint_url=endpoint_url,
-            concurrency=concurrency,
-            shard=shard,
-        )
+        options, warnings = gather_options(ctx)
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
     print_warnings(warnings)

@@ -179,21 +179,7 @@ def plan_command(
 ) -> None:
     """Show what a download would fetch: files, sizes, what is already on disk, free space."""
     try:
-        options, warnings = gather_options(
-            ctx,
-            config=config,
-            output_directory=output_directory,
-            datasets=datasets,
-            benchmarks=benchmarks,
-            version=version,
-            aws_profile_name=aws_profile_name,
-            video_uids=video_uids,
-            video_uid_file=video_uid_file,
-            universities=universities,
-            endpoint_url=endpoint_url,
-            concurrency=concurrency,
-            shard=shard,
-        )
+        options, warnings = gather_options(ctx)
         check_output_directory(options.output_directory, create=False)
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
@@ -479,27 +465,7 @@ def download_command(
         )
         return
     try:
-        options, warnings = gather_options(
-            ctx,
-            config=config,
-            output_directory=output_directory,
-            datasets=datasets,
-            benchmarks=benchmarks,
-            version=version,
-            aws_profile_name=aws_profile_name,
-            video_uids=video_uids,
-            video_uid_file=video_uid_file,
-            universities=universities,
-            endpoint_url=endpoint_url,
-            concurrency=concurrency,
-            yes=yes,
-            manifest=manifest,
-            metadata=metadata,
-            verify=verify,
-            stall_timeout=stall_timeout,
-            shard=shard,
-            max_bandwidth=max_bandwidth,
-        )
+        options, warnings = gather_options(ctx)
         check_output_directory(options.output_directory, create=True)
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
