@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -456,3 +457,48 @@ def test_manifest_only(
         if p.is_file() and ".ego4d-dl" not in p.parts
     )
     assert files == ["v2/annotations/manifest.csv", "v2/clips/manifest.csv"]
+
+
+class PartNumberBlindStore(CountingStore):
+    """The sandbox seen through a mirror that ignores ``PartNumber`` (answers with the whole
+    object), as some S3-compatible servers do."""
+
+    async def head(
+        self, bucket: str, key: str, *, part_number: int | None = None, checksums: bool = False
+    ) -> ObjectHead:
+        head = await self.inner.head(bucket, key, checksums=checksums)
+        if part_number is None:
+            return head
+        return dataclasses.replace(head, part_range=(0, head.size_bytes), parts_count=None)
+
+
+def test_a_server_that_ignores_part_numbers_gets_size_checks_not_failures(
+    sandbox: Sandbox, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    objs = seed_big(sandbox, "t_blind", 1, 20 * MIB + 3)
+    options = options_for(sandbox, tmp_path, ("t_blind",))
+    events: list[Event] = []
+
+    async def go() -> RunSummary:
+        async with S3Store(
+            credentials=options.credentials,
+            endpoint=options.endpoint,
+            max_connections=4,
+            stall_timeout_s=10,
+        ) as real:
+            store = PartNumberBlindStore(real)
+            with Journal(journal_path(tmp_path)) as journal:
+                plan = await build_plan(options, store, index=JournalIndex(journal, tmp_path))
+                engine = Engine(
+                    store=store,
+                    journal=journal,
+                    output_directory=tmp_path,
+                    settings=EngineSettings(concurrency=4),
+                    sink=events.append,
+                )
+                return await engine.run(plan.files)
+
+    summary = asyncio.run(go())
+    assert summary.ok and summary.restarts == 0
+    assert summary.levels == {"size": 1}
+    assert md5(tmp_path / "v2/t_blind/v0.mp4") == objs[0].md5_hex

@@ -26,9 +26,9 @@ from .errors import (
 )
 from .events import BytesHashed, CheckStarted, EventSink, FileChecked
 from .files import hash_range
-from .integrity import VerifyLevel, composite_etag, etag_kind, part_bounds
+from .integrity import VerifyLevel, composite_etag, etag_kind, multipart_count, part_bounds
 from .journal import Journal
-from .layout import Layout, exact_layout, learn_layout
+from .layout import Layout, exact_layout, learn_layout, retrying
 from .plan import PlannedFile
 from .retry import RetryPolicy
 from .store import ObjectStore
@@ -164,7 +164,20 @@ async def _check_one(
     try:
         if kind is VerifyLevel.COMPOSITE and layout is None:
             layout = await learn_layout(
-                store, f.bucket, f.key, etag=f.etag, size_bytes=f.size_bytes, policy=policy
+                store, f.bucket, f.key, etag=f.etag, size_bytes=f.size_bytes, run=retrying(policy)
+            )
+        if (
+            kind is VerifyLevel.COMPOSITE
+            and layout is not None
+            and len(layout[0]) != multipart_count(f.etag)
+        ):
+            return FileCheck(
+                planned=f,
+                verdict=Verdict.OK,
+                level=VerifyLevel.SIZE.value,
+                reason="the server does not tell upload parts apart, so only the size was checked",
+                mtime_ns=st.st_mtime_ns,
+                layout=layout,
             )
         fd = await asyncio.to_thread(os.open, f.dest, os.O_RDONLY)
         try:
@@ -176,7 +189,12 @@ async def _check_one(
                 if got != f.etag and not layout[1]:
                     # The uniform guess was wrong; the bytes may be fine. Learn the real layout.
                     layout = await exact_layout(
-                        store, f.bucket, f.key, etag=f.etag, size_bytes=f.size_bytes, policy=policy
+                        store,
+                        f.bucket,
+                        f.key,
+                        etag=f.etag,
+                        size_bytes=f.size_bytes,
+                        run=retrying(policy),
                     )
                     got = await _composite(fd, f, layout[0], hash_slots, sink)
         finally:

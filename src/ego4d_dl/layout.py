@@ -12,34 +12,45 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 
 from .errors import IntegrityError, RemoteChangedError
 from .integrity import guess_layout, multipart_count
 from .retry import RetryPolicy, retry_call
 from .store import ObjectHead, ObjectStore
 
-__all__ = ["Layout", "exact_layout", "learn_layout"]
+__all__ = ["HeadRunner", "Layout", "exact_layout", "learn_layout", "retrying"]
 
-# Part sizes in bytes, and whether they are known (True) or a uniform guess (False).
+# Part sizes in bytes, and whether they are known (True) or a uniform guess (False). A layout
+# of one part for an ``-N`` ETag (N > 1) means the server ignores part numbers: the composite
+# ETag cannot be recomputed, only the size checked.
 Layout = tuple[tuple[int, ...], bool]
+
+# How a caller makes one HEAD: with its retry policy, its request limiter, its credentials
+# renewal. The engine and ``check`` each bring their own.
+HeadRunner = Callable[[Callable[[], Awaitable[ObjectHead]]], Awaitable[ObjectHead]]
+
+
+def retrying(policy: RetryPolicy) -> HeadRunner:
+    """A ``HeadRunner`` that retries transient failures by ``policy``."""
+
+    async def run(make: Callable[[], Awaitable[ObjectHead]]) -> ObjectHead:
+        return await retry_call(make, policy=policy, sleep=asyncio.sleep, rng=random.Random())
+
+    return run
 
 
 async def _head_part(
-    store: ObjectStore, bucket: str, key: str, etag: str, n: int, policy: RetryPolicy
+    store: ObjectStore, bucket: str, key: str, etag: str, n: int, run: HeadRunner
 ) -> ObjectHead:
-    head = await retry_call(
-        lambda: store.head(bucket, key, part_number=n),
-        policy=policy,
-        sleep=asyncio.sleep,
-        rng=random.Random(),
-    )
+    head = await run(lambda: store.head(bucket, key, part_number=n))
     if head.etag != etag:
         raise RemoteChangedError(key, f"{key}: ETag is now {head.etag}, not {etag}")
     return head
 
 
 async def learn_layout(
-    store: ObjectStore, bucket: str, key: str, *, etag: str, size_bytes: int, policy: RetryPolicy
+    store: ObjectStore, bucket: str, key: str, *, etag: str, size_bytes: int, run: HeadRunner
 ) -> Layout:
     """The part sizes of the object version ``etag``: exact, or a uniform guess to be checked.
 
@@ -48,22 +59,19 @@ async def learn_layout(
     count = multipart_count(etag)
     if count is None or count == 1:
         return (size_bytes,), True
-    head = await _head_part(store, bucket, key, etag, 1, policy)
-    first = head.part_range[1] - head.part_range[0] if head.part_range else 0
+    head = await _head_part(store, bucket, key, etag, 1, run)
+    if head.part_range is None or head.part_range == (0, size_bytes):
+        # The server ignores PartNumber (some mirrors do): no layout can be learnt.
+        return (size_bytes,), True
+    first = head.part_range[1] - head.part_range[0]
     guess = guess_layout(size_bytes, first, count)
     if guess is not None:
         return guess, False
-    return await exact_layout(store, bucket, key, etag=etag, size_bytes=size_bytes, policy=policy)
+    return await exact_layout(store, bucket, key, etag=etag, size_bytes=size_bytes, run=run)
 
 
 async def exact_layout(
-    store: ObjectStore,
-    bucket: str,
-    key: str,
-    *,
-    etag: str,
-    size_bytes: int,
-    policy: RetryPolicy,
+    store: ObjectStore, bucket: str, key: str, *, etag: str, size_bytes: int, run: HeadRunner
 ) -> Layout:
     """Every part's size, one HEAD per part (for non-uniform uploads)."""
     count = multipart_count(etag) or 1
@@ -71,7 +79,7 @@ async def exact_layout(
         return (size_bytes,), True
 
     async def one(n: int) -> int:
-        head = await _head_part(store, bucket, key, etag, n, policy)
+        head = await _head_part(store, bucket, key, etag, n, run)
         if head.part_range is None:
             raise IntegrityError(key, f"{key}: part {n} has no byte range")
         return head.part_range[1] - head.part_range[0]

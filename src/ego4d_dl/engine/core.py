@@ -57,16 +57,16 @@ from ..integrity import (
     VerifyLevel,
     composite_etag,
     etag_kind,
-    guess_layout,
     missing_ranges,
     multipart_count,
     part_bounds,
     plan_pieces,
 )
 from ..journal import Journal, RangeRecord
+from ..layout import Layout, exact_layout, learn_layout
 from ..limiter import AdaptiveLimiter
 from ..plan import Action, PlannedFile
-from ..store import ObjectStore, RangeBody
+from ..store import ObjectHead, ObjectStore, RangeBody
 from .checksums import checksum_file
 from .committer import Committer
 from .state import EngineSettings, RunStopped, Transfer
@@ -444,47 +444,26 @@ class Engine:
         bad_starts = {r.start for r in bad}
         return [r for r in done if r.start not in bad_starts]
 
-    async def _learn_layout(self, obj: Transfer) -> tuple[tuple[int, ...], bool]:
+    async def _learn_layout(self, obj: Transfer) -> Layout:
         """The object's upload part sizes (exact, or a uniform guess checked at the end)."""
-        count = multipart_count(obj.etag)
-        if not self.verifying or count is None or count == 1:
+        if not self.verifying:
             return (obj.size_bytes,), True
-        head = await self._call(
-            lambda: self._store.head(obj.planned.bucket, obj.key, part_number=1)
+        return await learn_layout(
+            self._store,
+            obj.planned.bucket,
+            obj.key,
+            etag=obj.etag,
+            size_bytes=obj.size_bytes,
+            run=self._limited_head,
         )
-        if head.etag != obj.etag:
-            raise RemoteChangedError(obj.key, f"{obj.key}: ETag is now {head.etag}")
-        if head.part_range is None or head.part_range == (0, obj.size_bytes):
-            # The server ignores PartNumber (some mirrors do): the part layout cannot be
-            # learned, so the composite ETag cannot be checked (see _verify).
-            return (obj.size_bytes,), True
-        first = head.part_range[1] - head.part_range[0]
-        guess = guess_layout(obj.size_bytes, first, count)
-        if guess is not None:
-            return guess, False
-        return await self._exact_layout(obj, count), True
 
-    async def _exact_layout(self, obj: Transfer, count: int) -> tuple[int, ...]:
-        """Part sizes read one HEAD per part (for non-uniform uploads)."""
-
-        async def one(n: int) -> int:
-            await self._limiter.acquire()
-            try:
-                head = await self._call(
-                    lambda: self._store.head(obj.planned.bucket, obj.key, part_number=n)
-                )
-            finally:
-                self._limiter.release()
-            if head.etag != obj.etag:
-                raise RemoteChangedError(obj.key, f"{obj.key}: ETag is now {head.etag}")
-            if head.part_range is None:
-                raise IntegrityError(obj.key, f"{obj.key}: part {n} has no byte range")
-            return head.part_range[1] - head.part_range[0]
-
-        sizes = await asyncio.gather(*(one(n) for n in range(1, count + 1)))
-        if sum(sizes) != obj.size_bytes:
-            raise IntegrityError(obj.key, f"{obj.key}: parts add up to {sum(sizes)} bytes")
-        return tuple(sizes)
+    async def _limited_head(self, make: Callable[[], Awaitable[ObjectHead]]) -> ObjectHead:
+        """A layout HEAD: one request slot, the run's retries and credentials renewal."""
+        await self._limiter.acquire()
+        try:
+            return await self._call(make)
+        finally:
+            self._limiter.release()
 
     # --- one ranged GET --------------------------------------------------------------------
 
@@ -704,8 +683,14 @@ class Engine:
             got = await self._composite(obj)
             if got != obj.etag and not obj.layout_exact:
                 # The uniform guess was wrong; the bytes may be fine. Learn the real layout.
-                count = multipart_count(obj.etag) or 1
-                obj.layout, obj.layout_exact = await self._exact_layout(obj, count), True
+                obj.layout, obj.layout_exact = await exact_layout(
+                    self._store,
+                    obj.planned.bucket,
+                    obj.key,
+                    etag=obj.etag,
+                    size_bytes=obj.size_bytes,
+                    run=self._limited_head,
+                )
                 obj.part_md5.clear()
                 self._journal.set_layout(obj.object_id, obj.layout, exact=True)
                 got = await self._composite(obj)
