@@ -35,6 +35,7 @@ __all__ = [
     "check_free_space",
     "default_jobs",
     "free_bytes",
+    "make_engine",
     "make_throttle",
     "run_download",
     "save_manifests",
@@ -96,6 +97,27 @@ def _size(n: int) -> str:
 def default_jobs() -> int:
     """Files hashed at once when reading files back: one per core (hashing is CPU-bound)."""
     return max(2, os.cpu_count() or 2)
+
+
+def make_engine(
+    options: Options,
+    settings: EngineSettings,
+    *,
+    store: S3Store,
+    journal: Journal,
+    sink: EventSink,
+) -> Engine:
+    """The engine for one run: its store, journal and sink, and the ``--max-bandwidth`` cap."""
+    throttle = make_throttle(options, settings)
+    return Engine(
+        store=store,
+        journal=journal,
+        output_directory=options.output_directory,
+        settings=settings,
+        sink=sink,
+        reload_credentials=store.reload_credentials,
+        throttle=throttle.acquire if throttle is not None else None,
+    )
 
 
 def make_throttle(options: Options, settings: EngineSettings) -> TokenBucket | None:
@@ -173,16 +195,7 @@ async def run_download(
                 check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
             if plan.totals.fetch_files and not await confirm(plan):
                 return DownloadResult(plan=plan, summary=None, declined=True, adoption=adoption)
-            throttle = make_throttle(options, settings)
-            engine = Engine(
-                store=store,
-                journal=journal,
-                output_directory=out,
-                settings=settings,
-                sink=sink,
-                reload_credentials=store.reload_credentials,
-                throttle=throttle.acquire if throttle is not None else None,
-            )
+            engine = make_engine(options, settings, store=store, journal=journal, sink=sink)
             on_engine(engine)
             summary = await engine.run(plan.files)
             return DownloadResult(plan=plan, summary=summary, adoption=adoption)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .check import FileCheck, Verdict, check_files, record_checks
 from .config import Options
-from .download import check_free_space, make_throttle
+from .download import check_free_space, make_engine
 from .engine import Engine, EngineSettings
 from .events import EventSink, RunSummary
 from .journal import Journal, JournalIndex, journal_path
@@ -153,16 +153,7 @@ async def run_verify(
                 return result
             if space_check:
                 check_free_space(out, sum(f.bytes_to_fetch for f in todo))
-            throttle = make_throttle(options, settings)
-            engine = Engine(
-                store=store,
-                journal=journal,
-                output_directory=out,
-                settings=settings,
-                sink=sink,
-                reload_credentials=store.reload_credentials,
-                throttle=throttle.acquire if throttle is not None else None,
-            )
+            engine = make_engine(options, settings, store=store, journal=journal, sink=sink)
             on_engine(engine)
             summary = await engine.run(todo)
             return dataclasses.replace(result, repair=summary)
