@@ -206,6 +206,44 @@ def test_second_run_does_no_get(
     assert (store.gets, second.bytes_fetched, second.skipped) == (0, 0, first.verified)
 
 
+def test_kill_between_rename_and_commit_costs_a_read_not_a_download(
+    sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A kill after a file's rename but before the journal commit that records it leaves a
+    verified file whose journal row still says partial: the next run checks it against the
+    ETag instead of fetching it again, and refetches only a file whose bytes do not match."""
+    args = ("download", "-y", "--json", "--no-metadata", "-o", tmp_path,
+            "--endpoint-url", sandbox.endpoint_url, "--datasets", "full_scale")  # fmt: skip
+    assert cli(*args).code == 0
+    multipart = [f for f in release.files if f.dataset == "full_scale" and f.obj.part_sizes_bytes]
+    kept, damaged = multipart[0], multipart[1]
+    db = sqlite3.connect(journal_path(tmp_path))
+    with db:
+        db.executemany(
+            "UPDATE objects SET state = 'partial', verify_level = NULL, file_size = NULL, "
+            "file_mtime_ns = NULL WHERE dest = ?",
+            [(kept.relpath,), (damaged.relpath,)],
+        )
+    db.close()
+    with (tmp_path / damaged.relpath).open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00" * 16)  # same size, wrong bytes
+
+    ran = cli(*args)
+    assert ran.code == 0, ran.stderr
+    summary = summary_of(ran.stdout)
+    assert summary["bytes_fetched"] == damaged.obj.size_bytes
+    for f in release.files:
+        if f.dataset == "full_scale":
+            assert md5(tmp_path / f.relpath) == f.obj.md5_hex, f.relpath
+    with Journal(journal_path(tmp_path)) as journal:
+        for f in (kept, damaged):
+            entry = journal.get(f.relpath)
+            assert entry is not None and entry.complete and entry.verify_level == "composite-md5"
+    again = cli(*args)
+    assert again.code == 0 and summary_of(again.stdout)["bytes_fetched"] == 0
+
+
 def seed_big(sandbox: Sandbox, dataset: str, count: int, size: int) -> list[SeededObject]:
     sandbox.create_bucket("ego4d-cmu")
     objs = []

@@ -2,15 +2,16 @@
 
 Such files come from the original ``ego4d`` CLI (same layout: ``<out>/<major>/<dataset>/``,
 with its ``manifest.ver``), from another shard's journal (the shard count changed, or a sharded
-run follows an unsharded one), or from a copy made by hand. A file of the object's size is
+run follows an unsharded one), from a copy made by hand, or from this journal itself when a
+kill fell between a file's rename and the commit recording it. A file of the object's size is
 adopted: known complete to another journal of the directory (same object version, file
 untouched since), it is taken at that journal's word; otherwise, with ``verify`` (``--verify
 etag``), it is read back and checked against the ETag first, and one that fails is refetched.
 Adopted files are recorded in the journal, so they are checked once. Files of the wrong size
 are already planned for a refetch. The original CLI's leftover temporary files
 (``<name>.<8 hex digits>``, from boto3's ``download_file``) next to a planned file are removed.
-``manifest.ver`` is read, never written. Imports ``check``, ``journal``, ``plan``, ``store``,
-``events`` and ``errors``.
+``manifest.ver`` is read, never written. Imports ``check``, ``journal``, ``layout``, ``plan``,
+``store``, ``events`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .check import Verdict, check_files, record_checks
 from .errors import ConfigError
 from .events import EventSink
 from .journal import JOURNAL_DIR, Journal, JournalEntry
+from .layout import Layout
 from .plan import Action, Plan, PlannedFile
 from .store import ObjectStore
 
@@ -120,6 +122,29 @@ def journal_snapshots(output_directory: Path, *, exclude: Path) -> dict[str, Jou
     return found
 
 
+def _unrecorded(journal: Journal, out: Path, f: PlannedFile) -> bool:
+    """Whether ``journal`` does not call ``f`` complete (it was planned as a skip all the
+    same: found at full size, or renamed just before a kill cut its journal record short)."""
+    entry = journal.get(str(f.dest.relative_to(out)))
+    return entry is None or not entry.complete
+
+
+def _known_layout(journal: Journal, out: Path, f: PlannedFile) -> Layout | None:
+    """The part layout this journal learned for ``f``'s version before it was cut short."""
+    entry = journal.get(str(f.dest.relative_to(out)))
+    if (
+        entry is None
+        or entry.layout is None
+        or (entry.etag, entry.size_bytes)
+        != (
+            f.etag,
+            f.size_bytes,
+        )
+    ):
+        return None
+    return (entry.layout, entry.layout_exact)
+
+
 async def adopt_existing(
     plan: Plan,
     *,
@@ -141,11 +166,7 @@ async def adopt_existing(
         with contextlib.suppress(OSError):
             leftover_bytes += path.stat().st_size
             path.unlink()
-    candidates = [
-        f
-        for f in plan.files
-        if f.action is Action.SKIP and journal.get(str(f.dest.relative_to(out))) is None
-    ]
+    candidates = [f for f in plan.files if f.action is Action.SKIP and _unrecorded(journal, out, f)]
     if not candidates:
         return Adoption(plan=plan, leftovers_removed=len(leftovers), leftover_bytes=leftover_bytes)
     folders = _dataset_folders(plan)
@@ -185,7 +206,9 @@ async def adopt_existing(
         notes[f.dest] = dataclasses.replace(f, note=f"adopted {origin} copy")
     rejected = 0
     if verify and to_check:
-        checks = await check_files(store, [(f, None) for f in to_check], jobs=jobs, sink=sink)
+        checks = await check_files(
+            store, [(f, _known_layout(journal, out, f)) for f in to_check], jobs=jobs, sink=sink
+        )
         record_checks(journal, out, checks)
         for c in checks:
             base = notes[c.planned.dest]

@@ -254,7 +254,7 @@ def record_checks(journal: Journal, output_directory: Path, checks: Sequence[Fil
     """Write what the checks proved into the journal (the caller commits).
 
     A good file is recorded complete at the level reached, with its layout, so the next run
-    trusts it without reading it again; a damaged one is recorded incomplete, so the next
+    trusts it without reading it again; a damaged one is recorded as such, so the next
     download fetches it again even though it has the right size.
     """
     for c in checks:
@@ -274,7 +274,7 @@ def record_checks(journal: Journal, output_directory: Path, checks: Sequence[Fil
             if c.layout is not None and entry is not None:
                 journal.set_layout(entry.id, c.layout[0], exact=c.layout[1])
         elif c.verdict in (Verdict.CORRUPT, Verdict.TRUNCATED, Verdict.OVERSIZED):
-            journal.begin(
+            object_id = journal.begin(
                 dest=rel,
                 bucket=f.bucket,
                 key=f.key,
@@ -283,3 +283,4 @@ def record_checks(journal: Journal, output_directory: Path, checks: Sequence[Fil
                 layout=c.layout[0] if c.layout else None,
                 layout_exact=bool(c.layout and c.layout[1]),
             )
+            journal.mark_damaged(object_id)

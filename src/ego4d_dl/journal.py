@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS objects (
     size INTEGER NOT NULL,
     layout TEXT,                        -- JSON list of part sizes; NULL until known
     layout_exact INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL,                -- 'partial' or 'complete'
+    state TEXT NOT NULL,                -- 'partial', 'complete' or 'damaged' (by verify)
     verify_level TEXT,
     file_size INTEGER,
     file_mtime_ns INTEGER,
@@ -96,6 +96,7 @@ class JournalEntry:
     verify_level: str | None
     file_size: int | None
     file_mtime_ns: int | None
+    damaged: bool = False  # ``verify`` found the file at its final path corrupt or truncated
 
     @property
     def dest_rel(self) -> Path:
@@ -226,6 +227,7 @@ class Journal:
             verify_level=str(level) if level else None,
             file_size=int(fsize) if fsize is not None else None,  # type: ignore[call-overload]
             file_mtime_ns=int(mtime) if mtime is not None else None,  # type: ignore[call-overload]
+            damaged=state == "damaged",
         )
 
     _COLUMNS = (
@@ -344,6 +346,14 @@ class Journal:
             (verify_level, file_size, file_mtime_ns, time.time(), object_id),
         )
 
+    def mark_damaged(self, object_id: int) -> None:
+        """The file at the final path was checked and is not the object (``verify``): the
+        next download refetches it even though its size is right."""
+        self.db.execute(
+            "UPDATE objects SET state = 'damaged', updated = ? WHERE id = ?",
+            (time.time(), object_id),
+        )
+
     def record_complete(
         self,
         *,
@@ -436,9 +446,22 @@ class JournalIndex:
             done = self._journal.bytes_done(entry.id)
             return LocalState(action=Action.RESUME if done else Action.FETCH, present_bytes=done)
         if st is not None:
-            if st.st_size == size_bytes and entry is None:
+            if st.st_size != size_bytes:
+                return LocalState(
+                    action=Action.REFETCH, note=f"local size {st.st_size} != remote {size_bytes}"
+                )
+            if entry is None:
                 return LocalState(action=Action.SKIP, note="size matches (no journal entry)")
+            if entry.damaged:
+                return LocalState(action=Action.REFETCH, note="found damaged by verify")
+            if (entry.bucket, entry.key, entry.etag, entry.size_bytes) == version:
+                # A file reaches its final name only verified and synced, and the journal
+                # commit follows the rename: a kill in between leaves exactly this. Adoption
+                # checks it (by ETag under --verify etag) instead of fetching it again.
+                return LocalState(
+                    action=Action.SKIP, note="renamed complete; its journal record was cut short"
+                )
             return LocalState(
-                action=Action.REFETCH, note=f"local size {st.st_size} != remote {size_bytes}"
+                action=Action.REFETCH, note="a download of another version was interrupted"
             )
         return LocalState(action=Action.FETCH)
