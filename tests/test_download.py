@@ -233,6 +233,10 @@ def test_kill_between_rename_and_commit_costs_a_read_not_a_download(
     assert ran.code == 0, ran.stderr
     summary = summary_of(ran.stdout)
     assert summary["bytes_fetched"] == damaged.obj.size_bytes
+    skipped = [json.loads(line) for line in ran.stdout.splitlines() if "FileSkipped" in line]
+    assert [e["reason"] for e in skipped if e["key"] == kept.obj.key] == [
+        "adopted a file renamed complete just before a run stopped (composite-md5)"
+    ]
     for f in release.files:
         if f.dataset == "full_scale":
             assert md5(tmp_path / f.relpath) == f.obj.md5_hex, f.relpath

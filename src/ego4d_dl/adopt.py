@@ -202,8 +202,13 @@ async def adopt_existing(
         else:
             to_check.append(f)
     for f in to_check:
-        origin = "the original ego4d CLI's" if f.dest.name in listed else "an unjournaled"
-        notes[f.dest] = dataclasses.replace(f, note=f"adopted {origin} copy")
+        if journal.get(str(f.dest.relative_to(out))) is not None:
+            note = "adopted a file renamed complete just before a run stopped"
+        elif f.dest.name in listed:
+            note = "adopted the original ego4d CLI's copy"
+        else:
+            note = "adopted an unjournaled copy"
+        notes[f.dest] = dataclasses.replace(f, note=note)
     rejected = 0
     if verify and to_check:
         checks = await check_files(
