@@ -576,19 +576,20 @@ class Engine:
 
         Few, large hops to the writer thread; the pieces are written with one ``pwritev``
         rather than joined, because joining 1 MiB costs a fresh mmap, its page faults and a
-        copy (measured: see BENCHMARKS.md).
+        copy (measured: see BENCHMARKS.md). Under ``--max-bandwidth`` exactly the paced
+        amount is read instead: a buffer may then be split (a copy, cheap at a capped rate),
+        but no read runs ahead of the bucket by up to a socket read (1 MiB) per request.
         """
         want = min(self._settings.chunk_bytes, remaining)
+        paced = self._throttle is not None
         if self._throttle is not None:
             await self._throttle(want)
         chunks: list[bytes] = []
         got = 0
         while got < want:
-            data = await body.read(remaining - got)
+            data = await body.read((want if paced else remaining) - got)
             chunks.append(data)
             got += len(data)
-        if self._throttle is not None and got > want:
-            await self._throttle(got - want)  # what the read brought beyond the paced amount
         return chunks, got
 
     async def _backoff(
