@@ -15,12 +15,44 @@ It accepts the original ``ego4d`` CLI's flags in both spellings (``--output_dire
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from typing import NoReturn
+
 from . import scale, transfer  # noqa: F401  (importing them registers their commands)
 from .app import app
 
 __all__ = ["app", "main"]
 
 
-def main() -> None:
+def main() -> NoReturn:
     """Console-script entry point (also ``python -m ego4d_dl``)."""
-    app(prog_name="ego4d-dl")
+    try:
+        app(prog_name="ego4d-dl")
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    _leave(code)
+
+
+def _leave(code: object) -> NoReturn:
+    """Exit with ``code`` without the interpreter's teardown.
+
+    By now the command has closed everything it opened (journal, files, sockets, the sandbox)
+    and its event loop has joined its threads; what teardown would add is freeing every module
+    that botocore, aiohttp and rich loaded: 0.15-0.3 s of every run, measured. Only an orderly
+    end takes this way: an exception still unwinds through Python's own exit.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"), as Python prints it
+        sys.stderr.write(f"{code}\n")
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nobody is reading
+            stream.flush()
+    os._exit(status)
