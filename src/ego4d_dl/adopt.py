@@ -122,25 +122,11 @@ def journal_snapshots(output_directory: Path, *, exclude: Path) -> dict[str, Jou
     return found
 
 
-def _unrecorded(journal: Journal, out: Path, f: PlannedFile) -> bool:
-    """Whether ``journal`` does not call ``f`` complete (it was planned as a skip all the
-    same: found at full size, or renamed just before a kill cut its journal record short)."""
-    entry = journal.get(str(f.dest.relative_to(out)))
-    return entry is None or not entry.complete
-
-
-def _known_layout(journal: Journal, out: Path, f: PlannedFile) -> Layout | None:
-    """The part layout this journal learned for ``f``'s version before it was cut short."""
-    entry = journal.get(str(f.dest.relative_to(out)))
-    if (
-        entry is None
-        or entry.layout is None
-        or (entry.etag, entry.size_bytes)
-        != (
-            f.etag,
-            f.size_bytes,
-        )
-    ):
+def _layout_of(entry: JournalEntry | None, f: PlannedFile) -> Layout | None:
+    """The part layout ``entry`` learned for ``f``'s version, if it did (a run cut short)."""
+    if entry is None or entry.layout is None:
+        return None
+    if (entry.etag, entry.size_bytes) != (f.etag, f.size_bytes):
         return None
     return (entry.layout, entry.layout_exact)
 
@@ -166,7 +152,15 @@ async def adopt_existing(
         with contextlib.suppress(OSError):
             leftover_bytes += path.stat().st_size
             path.unlink()
-    candidates = [f for f in plan.files if f.action is Action.SKIP and _unrecorded(journal, out, f)]
+    # What this journal knows of each file planned as a skip: nothing (found at full size), or
+    # not complete (renamed just before a kill cut its journal record short).
+    mine: dict[Path, JournalEntry | None] = {}
+    for f in plan.files:
+        if f.action is Action.SKIP:
+            recorded = journal.get(str(f.dest.relative_to(out)))
+            if recorded is None or not recorded.complete:
+                mine[f.dest] = recorded
+    candidates = [f for f in plan.files if f.dest in mine]
     if not candidates:
         return Adoption(plan=plan, leftovers_removed=len(leftovers), leftover_bytes=leftover_bytes)
     folders = _dataset_folders(plan)
@@ -202,7 +196,7 @@ async def adopt_existing(
         else:
             to_check.append(f)
     for f in to_check:
-        if journal.get(str(f.dest.relative_to(out))) is not None:
+        if mine[f.dest] is not None:
             note = "adopted a file renamed complete just before a run stopped"
         elif f.dest.name in listed:
             note = "adopted the original ego4d CLI's copy"
@@ -212,7 +206,7 @@ async def adopt_existing(
     rejected = 0
     if verify and to_check:
         checks = await check_files(
-            store, [(f, _known_layout(journal, out, f)) for f in to_check], jobs=jobs, sink=sink
+            store, [(f, _layout_of(mine[f.dest], f)) for f in to_check], jobs=jobs, sink=sink
         )
         record_checks(journal, out, checks)
         for c in checks:
