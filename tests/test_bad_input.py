@@ -4,7 +4,6 @@ traceback, and never writes outside the output directory."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,8 @@ from typer.testing import CliRunner
 
 from ego4d_dl.cli import app
 from ego4d_dl.sandbox import Sandbox, SeededRelease
+
+from .smallfs import tmpfs_at
 
 __all__: list[str] = []
 
@@ -238,19 +239,8 @@ def test_output_directory_under_a_file(download: Download, tmp_path: Path) -> No
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A read-only filesystem (chmod does not stop root, a read-only mount does)."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs_at(tmp_path / "ro", "ro,size=1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.parametrize("sub", ["", "new/sub/dir"])

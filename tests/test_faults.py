@@ -52,6 +52,7 @@ from tests.scenario import (
     standard_files,
     unique_name,
 )
+from tests.smallfs import tmpfs_at
 
 __all__: list[str] = []
 
@@ -480,19 +481,8 @@ def test_credentials_expiring_mid_run_stop_cleanly_and_resume(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 6 MiB tmpfs: really runs out of space (we run as root in CI)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs_at(tmp_path / "disk", "size=6m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_disk_full_stops_cleanly_and_resumes_once_space_is_freed(
