@@ -30,7 +30,8 @@ from .check import Verdict, check_files, record_checks
 from .events import EventSink
 from .journal import Journal
 from .layout import Layout
-from .ondisk import JournalEntry, Origin
+from .locks import lock_file, open_plain
+from .ondisk import JournalEntry, Origin, part_path
 from .plan import Action, Plan, PlannedFile
 from .store import ObjectStore
 
@@ -106,6 +107,23 @@ def _remove_leftovers(files: Sequence[PlannedFile]) -> tuple[int, int]:
             path.unlink()
             count += 1
     return count, size
+
+
+def _remove_part_of(dest: Path) -> None:
+    """A ``.part`` left beside a file that is complete (or was just adopted) is no longer
+    needed: removed once we hold its lock (no one else is writing it)."""
+    path = part_path(dest)
+    try:
+        fd = open_plain(path, os.O_RDWR)
+    except OSError:
+        return  # none, or a link (left to the engine's rules) or busy
+    try:
+        if lock_file(fd):
+            path.unlink()
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 _ADOPTED = {
@@ -219,6 +237,9 @@ async def adopt(
                 dest=str(f.dest.relative_to(out)), version=f.version, verify_level="size", st=st
             )
             decided[f.dest] = dataclasses.replace(f, action=Action.SKIP, note=f"{f.note} (size)")
+    for f in decided.values():
+        if f.action is Action.SKIP:
+            await asyncio.to_thread(_remove_part_of, f.dest)
     new_plan = dataclasses.replace(
         plan,
         datasets=tuple(

@@ -28,7 +28,14 @@ from .engine import Engine, EngineSettings
 from .errors import ConfigError, DiskFullError
 from .events import EventSink, RunSummary
 from .files import ensure_dir, part_path
-from .journal import JOURNAL_DIR, Journal, JournalView, journal_path
+from .journal import (
+    JOURNAL_DIR,
+    Journal,
+    JournalView,
+    describe_running,
+    is_plain,
+    journal_path,
+)
 from .locks import DirectoryClaim, RunConflictError, open_plain
 from .plan import Plan, PlannedFile, dataset_dir
 from .planner import build_plan, refresh
@@ -185,13 +192,15 @@ async def plan_readonly(
     warnings: list[str] = []
     running = False
     try:
-        DirectoryClaim(out / JOURNAL_DIR, options.shard).probe()
+        DirectoryClaim(out / JOURNAL_DIR, options.shard, describe=describe_running(out)).probe()
     except RunConflictError as exc:
         if not running_ok:
             raise
         running = True
         warnings.append(f"{exc}; its latest progress may not be shown yet")
-    journal = Journal(path, snapshot=True) if path.is_file() else None
+    journal = Journal(path, snapshot=True) if is_plain(path) else None
+    if journal is None and path.is_symlink():
+        warnings.append(f"{path} is a link: replaced by a journal of ego4d-dl's own if it starts")
     if journal is not None:
         try:
             journal.open()

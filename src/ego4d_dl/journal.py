@@ -18,10 +18,11 @@ import os
 import re
 import socket
 import sqlite3
+import stat
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -39,7 +40,9 @@ __all__ = [
     "JournalEntry",
     "JournalView",
     "RangeRecord",
+    "describe_running",
     "find_journals",
+    "is_plain",
     "journal_path",
     "read_entries",
     "set_aside",
@@ -104,6 +107,15 @@ class JournalDamagedError(ConfigError):
         self.path = path
 
 
+def is_plain(path: Path) -> bool:
+    """Whether ``path`` is a regular file with one name (not a link to something else)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
 def journal_path(output_directory: Path, shard: Shard | None = None) -> Path:
     """Where a run's journal lives; each shard ``K/N`` has its own file."""
     name = "journal.sqlite" if shard is None else f"journal-shard-{shard[0]}-of-{shard[1]}.sqlite"
@@ -149,6 +161,37 @@ def set_aside(path: Path) -> Path:
         with contextlib.suppress(FileNotFoundError):
             path.with_name(path.name + suffix).rename(aside.with_name(aside.name + suffix))
     return aside
+
+
+def describe_running(output_directory: Path) -> Callable[[Running], str]:
+    """For ``locks.DirectoryClaim``: who holds a conflicting claim (pid, host, since when),
+    from the run rows of the journals involved, read as snapshots."""
+
+    def describe(running: Running) -> str:
+        plain, sharded = find_journals(output_directory)
+        if running.unsharded:
+            paths = [plain] if plain else []
+        elif running.shard is not None:
+            paths = [p for s, p in sharded.items() if s == running.shard]
+        else:
+            paths = [p for s, p in sharded.items() if s[1] == running.shard_count]
+        rows: list[tuple[float, str, int, Shard | None]] = []
+        for path in paths:
+            with contextlib.suppress(ConfigError, sqlite3.Error), Journal(path, snapshot=True) as j:
+                rows.extend(
+                    (started, host, pid, _shard_of_path(path))
+                    for host, pid, started in j.db.execute(
+                        "SELECT host, pid, started FROM runs WHERE ended IS NULL"
+                    )
+                )
+        if not rows:
+            return ""
+        started, host, pid, shard = max(rows)
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+        what = f"shard {format_shard(shard)}, " if shard and running.shard_count else ""
+        return f"{what}pid {pid} on {host}, since {since}"
+
+    return describe
 
 
 class Journal:
@@ -197,7 +240,9 @@ class Journal:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create {folder}: {exc.strerror or exc}") from None
-        self._claim = DirectoryClaim(folder, self.shard, describe=self._describe_running)
+        self._claim = DirectoryClaim(
+            folder, self.shard, describe=describe_running(self.path.parent.parent)
+        )
         try:
             self._claim.acquire()
             if not self._claim.supported:
@@ -274,6 +319,8 @@ class Journal:
         self._columns = self._table_columns(db)
 
     def _open_readonly(self) -> None:
+        if not is_plain(self.path):
+            raise ConfigError(f"{self.path} is not a journal of ego4d-dl's own (a link?)")
         try:
             immutable = "&immutable=1" if self.snapshot else ""
             # Quoted: a '?', '#' or '%' in the output directory would end the URI's path.
@@ -295,32 +342,6 @@ class Journal:
     @staticmethod
     def _table_columns(db: sqlite3.Connection) -> tuple[str, ...]:
         return tuple(str(row[1]) for row in db.execute("PRAGMA table_info(objects)"))
-
-    def _describe_running(self, running: Running) -> str:
-        """Who holds the conflicting claim, from the run rows of the journals involved."""
-        out = self.path.parent.parent
-        plain, sharded = find_journals(out)
-        if running.unsharded:
-            paths = [plain] if plain else []
-        elif running.shard is not None:
-            paths = [p for s, p in sharded.items() if s == running.shard]
-        else:
-            paths = [p for s, p in sharded.items() if s[1] == running.shard_count]
-        rows: list[tuple[float, str, int, Shard | None]] = []
-        for path in paths:
-            with contextlib.suppress(ConfigError, sqlite3.Error), Journal(path, snapshot=True) as j:
-                rows.extend(
-                    (started, host, pid, _shard_of_path(path))
-                    for host, pid, started in j.db.execute(
-                        "SELECT host, pid, started FROM runs WHERE ended IS NULL"
-                    )
-                )
-        if not rows:
-            return ""
-        started, host, pid, shard = max(rows)
-        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
-        what = f"shard {format_shard(shard)}, " if shard and running.shard_count else ""
-        return f"{what}pid {pid} on {host}, since {since}"
 
     def _release(self) -> None:
         if self._claim is not None:

@@ -171,6 +171,13 @@ def verify_command(
         if display is not None:
             display.close()
     print_warnings(result.plan.warnings)
+    if result.rebuilt_from is not None:
+        print_warnings(
+            [
+                f"the journal was damaged: set aside as {result.rebuilt_from.name} and rebuilt "
+                "from the files on disk and the manifests"
+            ]
+        )
     if json_out:
         sys.stdout.write(json.dumps(verify_json(result), indent=1) + "\n")
     else:
