@@ -256,16 +256,19 @@ def _rclone() -> Path:
     return Path(found)
 
 
-def make_tools(endpoint: str, names: Sequence[str]) -> list[Tool]:
-    """The tools in round order: ours alternate with the peers."""
+def make_tools(
+    endpoint: str, names: Sequence[str], baseline_python: str | None = None
+) -> list[Tool]:
+    """The tools in round order: ours alternate with the peers. ``baseline_python`` is the
+    interpreter of a venv holding another ego4d-dl (an earlier commit), measured as a peer."""
     py = sys.executable
     s5cmd = _binary_of_package("s5cmd", "bin/s5cmd")
     rclone = _rclone()
 
-    def ours(verify: str) -> Callable[[Profile, Path], list[str]]:
+    def ours(verify: str, python: str = py) -> Callable[[Profile, Path], list[str]]:
         def argv(p: Profile, out: Path) -> list[str]:
             return [
-                py,
+                python,
                 "-m",
                 "ego4d_dl",
                 "download",
@@ -354,6 +357,14 @@ def make_tools(endpoint: str, names: Sequence[str]) -> list[Tool]:
             landing=released,
         ),
     }
+    if baseline_python is not None:
+        all_tools["ego4d-dl baseline"] = Tool(
+            name="ego4d-dl baseline",
+            ours=False,
+            flags=f"the same flags, the ego4d-dl of {baseline_python}",
+            argv=ours("etag", baseline_python),
+            landing=released,
+        )
     unknown = set(names) - set(all_tools)
     if unknown:
         raise SystemExit(f"bench: unknown tools {sorted(unknown)}; known: {sorted(all_tools)}")
@@ -717,6 +728,12 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--serve", action="store_true", help="seed, then keep the server up for profiling"
     )
+    parser.add_argument(
+        "--baseline-python",
+        default=None,
+        help="a Python whose ego4d-dl (an earlier commit, in a venv of its own) runs as the "
+        "peer 'ego4d-dl baseline': before/after ratios from one run",
+    )
     return parser.parse_args(argv)
 
 
@@ -766,7 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.serve:
             _serve(sandbox, seeded, scratch)
             return 0
-        tools = make_tools(sandbox.endpoint_url, args.tools)
+        tools = make_tools(sandbox.endpoint_url, args.tools, args.baseline_python)
         home = scratch / "home"
         home.mkdir()
         env = tool_env(sandbox.endpoint_url, home)
