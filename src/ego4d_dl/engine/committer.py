@@ -37,11 +37,13 @@ class Committer:
         on_complete: Callable[[Transfer, str], None],
         *,
         wake_at: int = 256,
+        max_held: int = 256,
     ) -> None:
-        """``wake_at``: this many finished files waiting wake the committer before its tick
-        (each holds an open part, and a file slot of the engine)."""
+        """``wake_at``: this many finished files waiting wake the committer before its tick;
+        ``max_held``: at most this many finished parts (open files) wait for their rename."""
         self.journal = journal
         self._wake_at = wake_at
+        self._room = asyncio.Semaphore(max_held)
         self.root = root
         self.interval_s = interval_s
         # Called once a file is renamed and journaled, even if its task was cancelled since
@@ -68,11 +70,17 @@ class Committer:
         assert obj.part is not None
         self._ranges.append((obj, obj.part, start, stop, md5))
 
-    def finish(self, obj: Transfer, level: str, *, last: bool = False) -> asyncio.Future[int]:
-        """Take ``obj``'s verified part for its rename; resolves to the final file's mtime.
+    async def make_room(self) -> None:
+        """Wait until fewer than ``max_held`` finished parts are in our keeping; the caller
+        then hands one over with ``finish`` (each is an open file: they stay bounded)."""
+        await self._room.acquire()
+
+    async def finish(self, obj: Transfer, level: str, *, last: bool = False) -> int:
+        """Take ``obj``'s verified part (``make_room`` first) and rename it at the next flush;
+        return the final file's mtime once it is renamed and journaled.
 
         ``last``: nothing else is being transferred, so waiting for the next tick would only
-        add latency (at the end of the run, or with every slot waiting here).
+        add latency to the end of the run.
         """
         part = obj.part
         assert part is not None
@@ -82,7 +90,7 @@ class Committer:
         self._finished.append((obj, part, level, fut))
         if last or len(self._finished) >= self._wake_at:
             self._wakeup.set()
-        return fut
+        return await fut
 
     async def run_forever(self) -> None:
         while True:
@@ -155,7 +163,8 @@ class Committer:
             )
 
     def _release(self, part: PartFile) -> None:
-        self._held.pop(id(part), None)
+        if self._held.pop(id(part), None) is not None:
+            self._room.release()
         part.close()
 
     def close(self) -> None:

@@ -120,15 +120,16 @@ class Engine:
             output_directory,
             settings.commit_interval_s,
             self._completed,
-            wake_at=max(1, settings.max_open_files // 2),
+            max_held=settings.max_finished_parts,
         )
         self._credentials_lock = asyncio.Lock()
         self._credentials_generation = 0
         self._open: dict[int, Transfer] = {}
         self._scheduler: asyncio.Task[None] | None = None
         self._stopping = False
-        # Files between their start and their verification.
+        # Files between their start and their verification, and whether more will come.
         self._transferring = 0
+        self._all_scheduled = False
         # Counters for the summary.
         self._bytes_fetched = 0
         self._retries = 0
@@ -213,6 +214,7 @@ class Engine:
                     # Take the slot before creating the task, so pending work stays bounded.
                     await self._file_slots.acquire()
                     tg.create_task(self._transfer(f))
+                self._all_scheduled = True
         except BaseExceptionGroup as group:
             raise _first_stop(group) from None
 
@@ -268,19 +270,23 @@ class Engine:
     async def _transfer(self, planned: PlannedFile) -> None:
         """Fetch, verify and queue the rename of one file; its failures stay its own.
 
-        The caller took a file slot for us; it is held until the file is renamed and
-        journaled, since the part stays open and locked until then: open files stay bounded
-        by ``max_open_files``. The committer is woken early when half the slots wait on it.
+        The caller took a file slot for us; it is released as soon as the file is verified,
+        before the (batched) rename, so renames never hold up other files. The part stays
+        open and locked in the committer's keeping until it is renamed (the committer bounds
+        how many it keeps).
         """
         obj = Transfer(planned=planned, etag=planned.etag, size_bytes=planned.size_bytes)
+        holding_slot = True
         self._transferring += 1
-        transferring = True
         try:
             level = await self._fetch_and_verify(obj)
+            await self._committer.make_room()
             self._open.pop(id(obj), None)
+            self._file_slots.release()
+            holding_slot = False
             self._transferring -= 1
-            transferring = False
-            await self._committer.finish(obj, level, last=self._transferring == 0)
+            last = self._all_scheduled and self._transferring == 0
+            await self._committer.finish(obj, level, last=last)
         except CredentialsError as exc:
             raise RunStopped("credentials", exc) from exc
         except DiskFullError as exc:
@@ -297,8 +303,8 @@ class Engine:
             self._fail(planned, "failed", f"{planned.dest}: {exc.strerror or exc}")
         finally:
             self._close(obj)
-            self._file_slots.release()
-            if transferring:
+            if holding_slot:
+                self._file_slots.release()
                 self._transferring -= 1
 
     def _completed(self, obj: Transfer, level: str) -> None:

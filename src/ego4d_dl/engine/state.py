@@ -20,6 +20,8 @@ class EngineSettings:
 
     concurrency: int = 16
     max_open_files: int = 64
+    # Verified parts waiting for their batched rename stay open (and locked) until then.
+    max_finished_parts: int = 256
     max_piece_bytes: int = 16 * MiB
     chunk_bytes: int = 1 * MiB
     # Objects up to this size take one GET and one writer-thread hop (see _fetch_small):
