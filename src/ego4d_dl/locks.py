@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import struct
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ __all__ = [
     "Running",
     "lock_file",
     "open_plain",
+    "open_plain_stat",
 ]
 
 # Linux values; Python exposes the names since 3.9 on Linux only.
@@ -101,8 +103,14 @@ def open_plain(path: Path, flags: int, mode: int = 0o644) -> int:
 
     With ``os.O_CREAT``: a symbolic link or hard link found there is removed (its target left
     as it is) and a file of our own created in its place; ``path`` must then be free for us.
-    Raises ``IsADirectoryError`` / ``OSError`` for a directory or special file in the way.
+    Raises ``OSError`` for a directory or special file in the way (and, without ``O_CREAT``,
+    for a link: ``ELOOP`` or ``EMLINK``).
     """
+    return open_plain_stat(path, flags, mode)[0]
+
+
+def open_plain_stat(path: Path, flags: int, mode: int = 0o644) -> tuple[int, os.stat_result]:
+    """``open_plain``, and the ``fstat`` of what it opened."""
     flags |= os.O_NOFOLLOW | os.O_CLOEXEC
     for _ in range(3):
         try:
@@ -113,11 +121,11 @@ def open_plain(path: Path, flags: int, mode: int = 0o644) -> int:
             path.unlink()  # a symbolic link: remove the name, never its target
             continue
         st = os.fstat(fd)
-        if (st.st_mode & 0o170000) != 0o100000:
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise OSError(errno.EISDIR, f"{path} is not a regular file")
         if st.st_nlink == 1:
-            return fd
+            return fd, st
         os.close(fd)
         if not flags & os.O_CREAT:
             raise OSError(errno.EMLINK, f"{path} has {st.st_nlink} names (a hard link)")

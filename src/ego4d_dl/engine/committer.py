@@ -9,8 +9,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import DiskFullError, IntegrityError
-from ..files import PartChangedError, PartFile, finalize_batch
+from ..errors import DiskFullError
+from ..files import PartFile, finalize_batch
 from ..journal import Journal
 from .state import Transfer
 
@@ -133,7 +133,7 @@ class Committer:
             for (obj, _, level, fut), result in zip(finished, results, strict=True):
                 if isinstance(result, OSError):
                     if not fut.done():
-                        fut.set_exception(_file_error(obj, result))
+                        fut.set_exception(result)
                     continue
                 self._record(obj, level, result)
                 done.append((obj, level, fut, result.st_mtime_ns))
@@ -171,12 +171,6 @@ class Committer:
         """Close every part still in our keeping (a run torn down mid-flush)."""
         for part in list(self._held.values()):
             self._release(part)
-
-
-def _file_error(obj: Transfer, exc: OSError) -> Exception:
-    if isinstance(exc, PartChangedError):
-        return IntegrityError(obj.key, str(exc))
-    return exc
 
 
 def _fail_all(finished: Sequence[_Finished], exc: BaseException) -> None:

@@ -52,7 +52,7 @@ from ..events import (
     RunStarted,
     RunSummary,
 )
-from ..files import PartFile, write_small_part
+from ..files import PartChangedError, PartFile, write_small_part
 from ..integrity import (
     Piece,
     VerifyLevel,
@@ -285,8 +285,7 @@ class Engine:
             self._file_slots.release()
             holding_slot = False
             self._transferring -= 1
-            last = self._all_scheduled and self._transferring == 0
-            await self._committer.finish(obj, level, last=last)
+            await self._finish(obj, level, last=self._all_scheduled and self._transferring == 0)
         except CredentialsError as exc:
             raise RunStopped("credentials", exc) from exc
         except DiskFullError as exc:
@@ -418,35 +417,41 @@ class Engine:
                     task.add_done_callback(self._release_limiter_slot)
         except BaseExceptionGroup as group:
             raise _most_serious(group) from None
-        return await self._prove_on_disk(obj, await self._verify(obj))
-
-    async def _prove_on_disk(self, obj: Transfer, level: str) -> str:
-        """Make "verified" a statement about the bytes at the path, not those received.
-
-        The part's name still holding the inode we wrote, with no other name, under our lock
-        for its whole life, proves it. Otherwise (replaced, hard-linked) what is at the path
-        now is opened as our part (never through a link) and hashed from disk; it is renamed
-        only if that checks out too.
-        """
-        part = obj.part
-        assert part is not None
-        if await asyncio.to_thread(part.intact):
-            return level
-        self._sink(
-            IntegrityFailed(
-                dataset=obj.dataset,
-                key=obj.key,
-                reason=f"{part.path} was replaced or linked while it was written; reading "
-                "it back from disk",
-                refetch_bytes=0,
-            )
-        )
-        part.close()  # not discard: its name is no longer (only) ours to delete
-        obj.part = await asyncio.to_thread(
-            PartFile, obj.planned.dest, obj.size_bytes, fresh=False, reserve=False
-        )
-        obj.part_md5.clear()
         return await self._verify(obj)
+
+    async def _finish(self, obj: Transfer, level: str, *, last: bool) -> None:
+        """Hand the verified part to the committer; if its name no longer holds the inode we
+        wrote (replaced, or given another name: the committer checks just before the
+        rename), what is at the path now is read back from disk and must prove itself.
+
+        "Verified" is then a statement about the bytes at the path, not those received: the
+        name holding our inode, with one name, under our lock for its whole life, proves it.
+        """
+        try:
+            await self._committer.finish(obj, level, last=last)
+            return
+        except PartChangedError as exc:
+            reason = f"{exc.strerror or exc}; reading it back from disk"
+        self._sink(
+            IntegrityFailed(dataset=obj.dataset, key=obj.key, reason=reason, refetch_bytes=0)
+        )
+        await self._file_slots.acquire()
+        try:
+            obj.part = await asyncio.to_thread(
+                PartFile, obj.planned.dest, obj.size_bytes, fresh=False, reserve=False
+            )
+            self._open[id(obj)] = obj
+            obj.part_md5.clear()
+            try:
+                level = await self._verify(obj)
+            except IntegrityError as bad:
+                await self._restart(obj, bad)
+                level = await self._fetch_and_verify(obj)
+            await self._committer.make_room()
+            self._open.pop(id(obj), None)
+        finally:
+            self._file_slots.release()
+        await self._committer.finish(obj, level, last=last)
 
     def _note_part_digests(self, obj: Transfer, done: list[RangeRecord]) -> None:
         """Part MD5s that journaled whole-part ranges already give us."""
@@ -601,11 +606,10 @@ class Engine:
         elif kind is VerifyLevel.COMPOSITE:
             got = composite_etag([digest])
         else:
-            level = await self._verify_checksum(obj) if self.verifying else kind.value
-            return await self._prove_on_disk(obj, level)
+            return await self._verify_checksum(obj) if self.verifying else kind.value
         if got != obj.etag:
             raise self._mismatch(obj, f"MD5 {got} != ETag {obj.etag}")
-        return await self._prove_on_disk(obj, kind.value)
+        return kind.value
 
     async def _read_chunks(self, body: RangeBody, remaining: int) -> tuple[list[bytes], int]:
         """At least ``chunk_bytes`` (fewer only at the end) as received, and their length.
