@@ -6,7 +6,9 @@ The engine calls a sink synchronously for every event (``BytesReceived`` about a
 times a second at 1 GB/s), so ``__call__`` only updates counters, in O(1); output is written
 by a ticker thread of the sink's own every ``interval_s``. Integer counters have a single
 writer (the event-loop thread); lines are written whole, under a lock. No ANSI codes, no
-carriage returns. Imports ``events``, ``plan`` and ``report`` (for the number formats).
+carriage returns; names and server messages pass through ``text.safe`` (JSON lines are
+escaped by ``json.dumps``). Imports ``events``, ``plan``, ``text`` and ``report`` (for the
+number formats).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .events import (
 )
 from .plan import Plan
 from .report import event_json, human_bytes, human_duration
+from .text import safe
 
 __all__ = [
     "WARNINGS",
@@ -132,8 +135,8 @@ def eta_text(seconds: float | None) -> str:
 
 
 def label(dataset: str, key: str) -> str:
-    """A transfer's short name: ``dataset/<file name>``."""
-    return f"{dataset}/{PurePosixPath(key).name}"
+    """A transfer's short name for display: ``dataset/<file name>``, made ``safe``."""
+    return safe(f"{dataset}/{PurePosixPath(key).name}")
 
 
 class Tally:
@@ -219,7 +222,12 @@ def _reason(reason: str, key: str) -> str:
 
 
 def warning_text(event: Event) -> str:
-    """One line on a retry, stall, restart, integrity failure, failed file or new limit."""
+    """One line on a retry, stall, restart, integrity failure, failed file or new limit,
+    made ``safe`` for display."""
+    return safe(_warning_text(event))
+
+
+def _warning_text(event: Event) -> str:
     if isinstance(event, ConcurrencyChanged):
         return f"concurrency now {event.limit} ({event.reason})"
     if not isinstance(event, RangeRetried | FileRestarted | IntegrityFailed | FileFailed):
@@ -374,7 +382,7 @@ class PlainProgressSink:
 
     def _line(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._wallclock()))
-        self._out.write(f"{stamp} {text}")
+        self._out.write(f"{stamp} {safe(text)}")
 
 
 class JsonLinesSink:
@@ -420,7 +428,7 @@ class JsonLinesSink:
     def note(self, message: str) -> None:
         """To ``log`` (stderr), as plain text: the JSON stream stays JSON."""
         if self._log is not None:
-            self._log.write(message)
+            self._log.write(safe(message))
 
     def close(self) -> None:
         if self._ticker is not None:

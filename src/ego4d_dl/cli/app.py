@@ -1,6 +1,8 @@
 """The Typer application: seed-compatible parsing, consoles, errors to exit codes.
 
 Every ``Ego4dDLError`` becomes one line on stderr and an exit code (see ``ego4d_dl.cli``).
+Messages carry names, paths and server text: they are printed as ``Text`` made ``safe``, and
+the two consoles parse no markup or emoji codes unless a call asks for it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from ..config import (
@@ -23,6 +26,7 @@ from ..errors import (
     ManifestError,
     PlanError,
 )
+from ..text import safe
 
 __all__ = [
     "EXIT_CREDENTIALS",
@@ -37,6 +41,7 @@ __all__ = [
     "run_async",
     "stderr_console",
     "stdout_console",
+    "warn",
 ]
 
 T = TypeVar("T")
@@ -119,13 +124,20 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-stdout_console = Console(highlight=False, soft_wrap=True)
-stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout_console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+stderr_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def fail(message: str, code: int) -> NoReturn:
-    stderr_console.print(f"[bold red]error:[/] {message}", markup=True)
+    """One ``error:`` line on stderr (``message`` made ``safe``: it may quote a server or a
+    manifest), then exit with ``code``."""
+    stderr_console.print(Text.assemble(("error:", "bold red"), " ", safe(message)))
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr, ``message`` made ``safe``."""
+    stderr_console.print(Text.assemble(("warning:", "yellow"), " ", safe(message)))
 
 
 def exit_code_for(exc: Ego4dDLError) -> int:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..adopt import Adoption
 from ..catalog import (
@@ -48,6 +49,7 @@ from ..report import (
     render_datasets,
     render_plan,
     render_summary,
+    shown,
 )
 from ..store import S3Store
 from .app import (
@@ -62,6 +64,7 @@ from .app import (
     run_async,
     stderr_console,
     stdout_console,
+    warn,
 )
 from .options import (
     Benchmarks,
@@ -143,10 +146,9 @@ def print_adoption(adoption: Adoption) -> None:
             f"already on disk{origin}, {how}; not downloaded again"
         )
     if adoption.rejected_files:
-        stderr_console.print(
-            f"[yellow]warning:[/] {adoption.rejected_files:,} files on disk had the right size "
-            "but not the right bytes; they are downloaded again",
-            markup=True,
+        warn(
+            f"{adoption.rejected_files:,} files on disk had the right size "
+            "but not the right bytes; they are downloaded again"
         )
     if adoption.leftovers_removed:
         stderr_console.print(
@@ -276,7 +278,7 @@ async def confirm_download(plan: Plan, *, assume_yes: bool, quiet: bool) -> bool
     text = confirmation_text(plan, free_bytes=free_bytes(plan.output_directory))
     if assume_yes:
         if not quiet:
-            stderr_console.print(text + "\nStarting (--yes).", markup=False)
+            stderr_console.print(Text(text + "\nStarting (--yes)."))
         return True
     if not sys.stdin.isatty():
         raise ConfigError("stdin is not a terminal, so nobody can answer the prompt: pass --yes")
@@ -512,7 +514,7 @@ def download_command(
         stderr_console.print("Aborting the download operation.")
     elif summary is None:
         if not json_out:
-            stdout_console.print(f"Manifests saved under {options.output_directory}")
+            stdout_console.print(shown(f"Manifests saved under {options.output_directory}"))
     elif not json_out:
         render_summary(stdout_console, summary)
     code = download_exit_code(result)
@@ -620,7 +622,7 @@ def demo_command(
     )
     try:
         with demo_release(out, concurrency=concurrency or DEFAULT_CONCURRENCY) as demo:
-            stderr_console.print(f"sandbox at {demo.endpoint_url}; downloading into {out}")
+            stderr_console.print(shown(f"sandbox at {demo.endpoint_url}; downloading into {out}"))
             result = run_async(lambda: go(demo.options), credentials=demo.options.credentials)
             bad = mismatches(out, demo.expected_md5)
     except Ego4dDLError as exc:
@@ -636,7 +638,9 @@ def demo_command(
     if bad:
         fail(f"{len(bad)} files differ from what the sandbox served: {', '.join(bad[:5])}", 1)
     stdout_console.print(
-        f"all {len(demo.expected_md5)} files are byte-identical to the sandbox's source; "
-        f"they are in {out}"
+        shown(
+            f"all {len(demo.expected_md5)} files are byte-identical to the sandbox's source; "
+            f"they are in {out}"
+        )
     )
     raise typer.Exit(code)
