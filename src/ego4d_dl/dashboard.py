@@ -11,6 +11,7 @@ remove entries. Names reach Rich as ``Text`` made ``safe`` (never markup). Impor
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -633,8 +634,10 @@ class CheckProgressSink:
         if self._progress is not None:
             self._progress.console.print(Text(text))
             return
-        self._stream.write(text + "\n")
-        self._stream.flush()
+        # A stream that cannot be written is the progress sink's to report, not this one's.
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.write(text + "\n")
+            self._stream.flush()
 
     def close(self) -> None:
         """Take the bar off the screen (idempotent)."""

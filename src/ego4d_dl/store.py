@@ -6,7 +6,7 @@ against the Content-Range the server sends (signed by ``signing`` and sent throu
 own HTTP session, botocore's pipeline being the costly part). Each bucket's region is resolved
 once (HeadBucket's ``x-amz-bucket-region``) and served by a client of that region; proxies come
 from HTTPS_PROXY / HTTP_PROXY / NO_PROXY as botocore reads them. Nothing above this module sees
-botocore. Imports ``config``, ``signing`` and ``errors`` only.
+botocore. Imports ``config``, ``signing``, ``integrity`` and ``errors`` only.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import hashlib
 import os
 import re
 import urllib.parse
@@ -42,6 +43,7 @@ from .errors import (
     RemoteChangedError,
     TransientError,
 )
+from .integrity import VerifyLevel, etag_kind
 from .signing import amz_date, sign_get
 
 __all__ = [
@@ -174,7 +176,9 @@ class ObjectStore(Protocol):
         self, bucket: str, *, prefix: str, start_after: str = "", token: str | None = None
     ) -> ListPage: ...
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes: ...
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        """A whole small object; bytes that contradict an MD5 ETag are a ``TransientError``."""
+        ...
 
     def get_range(
         self, bucket: str, key: str, *, start: int, stop: int, size_bytes: int, etag: str
@@ -250,6 +254,16 @@ def _translated(bucket: str, key: str, endpoint: str) -> Iterator[None]:
         ConnectionError,
     ) as exc:
         raise TransientError(key, f"{where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _etag_is_md5(etag: str, resp: Mapping[str, Any]) -> bool:
+    """Whether ``etag`` is the MD5 of the object's bytes: a plain MD5 ETag of an object
+    stored unencrypted or with SSE-S3 (SSE-KMS and SSE-C ETags look the same but are not)."""
+    return (
+        etag_kind(etag) is VerifyLevel.MD5
+        and resp.get("ServerSideEncryption") in (None, "", "AES256")
+        and not resp.get("SSECustomerAlgorithm")
+    )
 
 
 def _parse_content_range(text: str) -> tuple[int, int, int | None] | None:
@@ -581,12 +595,21 @@ class S3Store:
         return ListPage(items=items, next_token=str(next_token) if next_token else None)
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
-        """A whole small object (manifests, metadata) in memory."""
+        """A whole small object (manifests, metadata) in memory, checked against its ETag
+        when that is the MD5 of the bytes (a mismatch is a ``TransientError``: worth asking
+        again)."""
         client = await self._client_for(bucket)
         with _translated(bucket, key, self.endpoint_label):
             resp = await client.get_object(Bucket=bucket, Key=key)
             async with resp["Body"] as stream:
                 data: bytes = await stream.read()
+        etag = normalise_etag(str(resp.get("ETag", "")))
+        if _etag_is_md5(etag, resp) and hashlib.md5(data).hexdigest() != etag:
+            raise TransientError(
+                key,
+                f"{_where(bucket, key)}: the {len(data):,} bytes received do not match the "
+                f"object's ETag {etag}",
+            )
         return data
 
     @contextlib.asynccontextmanager

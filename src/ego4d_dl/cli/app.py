@@ -8,6 +8,8 @@ the two consoles parse no markup or emoji codes unless a call asks for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn, TypeVar
 
@@ -26,6 +28,7 @@ from ..errors import (
     ManifestError,
     PlanError,
 )
+from ..progress import output_error_text
 from ..text import safe
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "OutputError",
     "app",
     "exit_code_for",
     "expand_list_flags",
@@ -42,6 +46,7 @@ __all__ = [
     "stderr_console",
     "stdout_console",
     "warn",
+    "write_stdout",
 ]
 
 T = TypeVar("T")
@@ -85,13 +90,48 @@ def expand_list_flags(args: Sequence[str]) -> list[str]:
     return out
 
 
+class OutputError(Exception):
+    """The command's own output (stdout or stderr) could not be written."""
+
+
+class _Console(Console):
+    """A console whose write failures are an ``OutputError`` naming the stream."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        try:
+            super().print(*objects, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise OutputError(_cannot_write(self.stderr, exc)) from exc
+
+
+def _cannot_write(stderr: bool, exc: BaseException) -> str:
+    return f"cannot write to {'stderr' if stderr else 'stdout'}: {output_error_text(exc)}"
+
+
+def write_stdout(text: str) -> None:
+    """``text`` to stdout (JSON documents), flushed; failures are an ``OutputError``."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        raise OutputError(_cannot_write(False, exc)) from exc
+
+
 class _SeedCompatibleGroup(TyperGroup):
-    """Accepts the original CLI's command lines: no subcommand means ``download``."""
+    """Accepts the original CLI's command lines: no subcommand means ``download``. A command
+    whose output cannot be written (``> /dev/full``, a closed pipe or stdout) ends with an
+    ``error:`` line and exit code 1, never a traceback or a silent 0."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0].startswith("-") and args[0] not in _ROOT_FLAGS:
             args = ["download", *args]
         return super().parse_args(ctx, expand_list_flags(args))
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OutputError as exc:
+            fail(str(exc), EXIT_FAILED)
 
 
 _MAIN_HELP = """Download the Ego4D dataset: concurrent, resumable, every byte verified.
@@ -124,14 +164,15 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-stdout_console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
-stderr_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+stdout_console = _Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+stderr_console = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def fail(message: str, code: int) -> NoReturn:
     """One ``error:`` line on stderr (``message`` made ``safe``: it may quote a server or a
-    manifest), then exit with ``code``."""
-    stderr_console.print(Text.assemble(("error:", "bold red"), " ", safe(message)))
+    manifest), then exit with ``code``, even when stderr itself cannot be written."""
+    with contextlib.suppress(OutputError):
+        stderr_console.print(Text.assemble(("error:", "bold red"), " ", safe(message)))
     raise typer.Exit(code)
 
 

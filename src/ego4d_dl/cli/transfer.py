@@ -4,6 +4,7 @@ the confirmation prompt and signal handling around a run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -41,7 +42,7 @@ from ..events import Event
 from ..journal import DiskIndex, Journal, JournalIndex, journal_path
 from ..plan import Plan
 from ..planner import build_plan, list_dataset_rows
-from ..progress import Display, JsonLinesSink, PlainProgressSink
+from ..progress import Display, JsonLinesSink, PlainProgressSink, output_error_text
 from ..report import (
     confirmation_text,
     human_bytes,
@@ -58,6 +59,7 @@ from .app import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    OutputError,
     app,
     exit_code_for,
     fail,
@@ -65,6 +67,7 @@ from .app import (
     stderr_console,
     stdout_console,
     warn,
+    write_stdout,
 )
 from .options import (
     Benchmarks,
@@ -215,7 +218,7 @@ def plan_command(
     print_warnings(plan.warnings)
     free = free_bytes(options.output_directory)
     if json_out:
-        sys.stdout.write(json.dumps(plan_json(plan, free_bytes=free), indent=1) + "\n")
+        write_stdout(json.dumps(plan_json(plan, free_bytes=free), indent=1) + "\n")
     else:
         render_plan(stdout_console, plan, free_bytes=free)
 
@@ -233,7 +236,39 @@ def stdout_is_terminal() -> bool:
     )
 
 
-def make_display(*, json_out: bool, quiet: bool, interval_s: float) -> Display:
+class OutputGuard:
+    """Ends a download whose progress or JSON output cannot be written (``> /dev/full``, a
+    pipe whose reader left, a closed stream): the sinks report the first failure here (from
+    any thread); before the engine starts the download is not begun, during the run the
+    engine is stopped as by a first Ctrl-C (the journal keeps every completed range), and the
+    command then exits 1 with an ``error:`` line. A broken pipe (``| head``) ends it the same
+    way: nobody reads the progress any more, and a run that goes on unseen must not end in a
+    silent 0 either."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: Callable[[], object] | None = None
+
+    def __call__(self, error: str) -> None:
+        if self.error is not None:
+            return
+        self.error = error
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(stop)
+
+    def arm(self, stop: Callable[[], object]) -> None:
+        """From the event loop: what to call when the output fails from now on."""
+        self._loop, self._stop = asyncio.get_running_loop(), stop
+        if self.error is not None:
+            stop()
+
+
+def make_display(
+    *, json_out: bool, quiet: bool, interval_s: float, on_output_error: OutputGuard | None = None
+) -> Display:
     """Where each kind of output goes (see the README's "Output and dashboard"):
 
     ``--json``: every event as a JSON line on stdout, and nothing else there. A terminal on
@@ -242,11 +277,15 @@ def make_display(*, json_out: bool, quiet: bool, interval_s: float) -> Display:
     files only). The summary goes to stdout after the run, errors to stderr, in every mode.
     """
     if json_out:
-        return JsonLinesSink(sys.stdout, interval_s=interval_s, log=sys.stderr)
+        return JsonLinesSink(
+            sys.stdout, interval_s=interval_s, log=sys.stderr, on_output_error=on_output_error
+        )
     if not quiet and stdout_is_terminal():
         # A console of its own: unlike stdout_console it wraps and crops to the terminal's width.
         return Dashboard(Console(highlight=False), redirect_stderr=sys.stderr.isatty())
-    return PlainProgressSink(sys.stderr, interval_s=interval_s, quiet=quiet)
+    return PlainProgressSink(
+        sys.stderr, interval_s=interval_s, quiet=quiet, on_output_error=on_output_error
+    )
 
 
 async def read_answer(question: str) -> str | None:
@@ -263,8 +302,11 @@ async def read_answer(question: str) -> str | None:
         if not line.done():
             line.set_result(os.read(fd, 4096))
 
-    sys.stderr.write(question)
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(question)
+        sys.stderr.flush()
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"cannot write to stderr: {output_error_text(exc)}") from exc
     loop.add_reader(fd, readable)
     try:
         data = await line
@@ -293,8 +335,15 @@ async def confirm_download(plan: Plan, *, assume_yes: bool, quiet: bool) -> bool
             return False
 
 
-def on_signals(stop: Callable[[], object], message: str, say: Callable[[str], None]) -> None:
-    """First SIGINT or SIGTERM: ``say`` the message and call ``stop``. A second: exit at once.
+def on_signals(
+    stop: Callable[[], object],
+    message: str,
+    say: Callable[[str], None],
+    *,
+    before_exit: Callable[[], object] | None = None,
+) -> None:
+    """First SIGINT or SIGTERM: ``say`` the message and call ``stop``. A second: exit at once,
+    after ``before_exit`` (``demo``: remove the sandbox, which no ``finally`` will).
 
     Replaces any earlier handlers (each phase of a run stops in its own way); runs as a loop
     callback, so ``stop`` may touch asyncio objects.
@@ -310,6 +359,8 @@ def on_signals(stop: Callable[[], object], message: str, say: Callable[[str], No
             # the ranges in flight. Give the terminal its cursor back (the dashboard hid it).
             if sys.stdout.isatty():
                 os.write(sys.stdout.fileno(), b"\x1b[?25h\n")
+            if before_exit is not None:
+                before_exit()
             os._exit(EXIT_INTERRUPTED)
         say(message)
         stop()
@@ -318,17 +369,26 @@ def on_signals(stop: Callable[[], object], message: str, say: Callable[[str], No
         loop.add_signal_handler(sig, handler)
 
 
-def stop_planning_on_signals(display: Display) -> None:
+def stop_planning_on_signals(
+    display: Display, *, before_exit: Callable[[], object] | None = None
+) -> None:
     """Until the engine runs, the first signal cancels the whole command."""
     task = asyncio.current_task()
     if task is not None:
-        on_signals(task.cancel, "stopping (Ctrl-C again to quit at once)", display.note)
+        on_signals(
+            task.cancel,
+            "stopping (Ctrl-C again to quit at once)",
+            display.note,
+            before_exit=before_exit,
+        )
 
 
-def stop_engine_on_signals(display: Display) -> Callable[[Engine], None]:
+def stop_engine_on_signals(
+    display: Display, *, before_exit: Callable[[], object] | None = None
+) -> Callable[[Engine], None]:
     """For ``run_download``'s ``on_engine``: the first Ctrl-C or SIGTERM stops scheduling,
     cancels requests in flight and flushes the journal (then the summary); a second leaves
-    at once."""
+    at once (after ``before_exit``)."""
 
     def install(engine: Engine) -> None:
         on_signals(
@@ -336,6 +396,7 @@ def stop_engine_on_signals(display: Display) -> Callable[[Engine], None]:
             "stopping: cancelling requests in flight and saving progress "
             "(Ctrl-C again to quit at once)",
             display.note,
+            before_exit=before_exit,
         )
 
     return install
@@ -474,7 +535,10 @@ def download_command(
     print_warnings(warnings)
     if progress_interval <= 0:
         fail(f"--progress-interval must be positive, not {progress_interval:g}", EXIT_USAGE)
-    sink = make_display(json_out=json_out, quiet=quiet, interval_s=progress_interval)
+    guard = OutputGuard()
+    sink = make_display(
+        json_out=json_out, quiet=quiet, interval_s=progress_interval, on_output_error=guard
+    )
     if not json_out:
         checks = CheckProgressSink(sys.stderr, interval_s=progress_interval, quiet=quiet)
         sink = WithChecks(sink, checks)
@@ -488,7 +552,15 @@ def download_command(
         print_warnings(plan.warnings)
         warned = True
         sink.expect(plan)
+        if guard.error is not None:
+            return False  # the output broke while planning: do not begin unseen
         return await confirm_download(plan, assume_yes=options.assume_yes, quiet=quiet)
+
+    on_signal = stop_engine_on_signals(sink)
+
+    def on_engine(engine: Engine) -> None:
+        on_signal(engine)
+        guard.arm(engine.stop)
 
     async def go() -> DownloadResult:
         stop_planning_on_signals(sink)
@@ -497,7 +569,7 @@ def download_command(
                 options,
                 sink=sink,
                 confirm=confirm,
-                on_engine=stop_engine_on_signals(sink),
+                on_engine=on_engine,
                 manifest_override=override,
                 space_check=not no_space_check,
             )
@@ -505,6 +577,13 @@ def download_command(
             sink.close()
 
     result = run_async(go, credentials=options.credentials)
+    if guard.error is not None:
+        done = result.summary.verified + result.summary.skipped if result.summary else 0
+        fail(
+            f"{guard.error}; the download stopped ({done:,} files complete): run the same "
+            "command to resume",
+            EXIT_FAILED,
+        )
     if not warned:
         print_warnings(result.plan.warnings)
     if result.adoption is not None and not (json_out or quiet):
@@ -571,7 +650,7 @@ def datasets_command(
     rows = run_async(go, credentials=credentials)
     if json_out:
         doc = [{"dataset": n, "description": d} for n, d in rows]
-        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        write_stdout(json.dumps(doc, indent=1) + "\n")
     else:
         render_datasets(stdout_console, release, rows)
 
@@ -608,11 +687,15 @@ def demo_command(
         sink.expect(plan)
         return True
 
-    async def go(options: Options) -> DownloadResult:
-        stop_planning_on_signals(sink)
+    async def go(options: Options, stop_sandbox: Callable[[], object]) -> DownloadResult:
+        # A second Ctrl-C leaves through os._exit: no finally runs, so it stops the sandbox.
+        stop_planning_on_signals(sink, before_exit=stop_sandbox)
         try:
             return await run_download(
-                options, sink=sink, confirm=confirm, on_engine=stop_engine_on_signals(sink)
+                options,
+                sink=sink,
+                confirm=confirm,
+                on_engine=stop_engine_on_signals(sink, before_exit=stop_sandbox),
             )
         finally:
             sink.close()
@@ -623,7 +706,9 @@ def demo_command(
     try:
         with demo_release(out, concurrency=concurrency or DEFAULT_CONCURRENCY) as demo:
             stderr_console.print(shown(f"sandbox at {demo.endpoint_url}; downloading into {out}"))
-            result = run_async(lambda: go(demo.options), credentials=demo.options.credentials)
+            result = run_async(
+                lambda: go(demo.options, demo.stop), credentials=demo.options.credentials
+            )
             bad = mismatches(out, demo.expected_md5)
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
