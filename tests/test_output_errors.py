@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -38,7 +39,7 @@ def _args(out: Path, dataset: SeededDataset, endpoint: str, *extra: str) -> list
     # fmt: on
 
 
-def _run(*args: str, stdout: object) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, stdout: int | IO[str]) -> subprocess.CompletedProcess[str]:
     """``ego4d-dl ARGS`` with stdout on ``stdout`` (a file or descriptor), stderr captured."""
     return subprocess.run(
         [sys.executable, "-m", "ego4d_dl", *args],
@@ -158,12 +159,16 @@ def test_a_pipe_closed_mid_run_stops_the_download_and_the_next_run_resumes(
     is held at the proxy; the next event cannot be written, the run stops with exit 1, and the
     same command then finishes without fetching the verified files again."""
     release = threading.Event()
+
+    def hold_until_released() -> None:
+        release.wait(60)
+
     last = sorted(dataset.source_by_relpath.values())[-1][1]  # blob-02
     with FaultProxy(sandbox.endpoint_url) as proxy:
         hold = Rule(
             match=Match(method="GET", key=last),
             fault=Delay(seconds=0),
-            on_fire=lambda: release.wait(60),
+            on_fire=hold_until_released,
         )
         proxy.add(hold)
         stderr_path = tmp_path / "stderr.txt"
