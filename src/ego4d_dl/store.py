@@ -195,9 +195,88 @@ def _where(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
 
 
+# What botocore raises when a credential provider cannot produce keys: a credential_process
+# that fails, an SSO token that expired or cannot be loaded, an assume-role refresh that
+# needs MFA, the instance metadata service... (SSOError covers SSOTokenLoadError and
+# UnauthorizedSSOTokenError).
+_CREDENTIAL_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.NoAuthTokenError,
+    botocore.exceptions.RefreshWithMFAUnsupportedError,
+    botocore.exceptions.SSOError,
+    botocore.exceptions.UnknownCredentialError,
+    botocore.exceptions.MetadataRetrievalError,
+)
+# Operations credential providers call (STS for assume-role, SSO portal and OIDC); an error
+# answer to one of them is about the keys, never about an object.
+_CREDENTIAL_OPERATIONS = frozenset(
+    {
+        "AssumeRole",
+        "AssumeRoleWithSAML",
+        "AssumeRoleWithWebIdentity",
+        "GetSessionToken",
+        "GetFederationToken",
+        "GetRoleCredentials",
+        "CreateToken",
+    }
+)
+# Where refreshing happens: whatever escapes from these (a RuntimeError "refreshed
+# credentials are still expired", a credential_process printing no JSON) is a credentials
+# failure, whatever its type.
+_CREDENTIAL_MODULES = frozenset(
+    {"botocore.credentials", "aiobotocore.credentials", "botocore.tokens", "aiobotocore.tokens"}
+)
+
+
+def _credential_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) comes from obtaining or refreshing credentials."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, _CREDENTIAL_EXCEPTIONS):
+            return True
+        if (
+            isinstance(current, botocore.exceptions.ClientError)
+            and getattr(current, "operation_name", None) in _CREDENTIAL_OPERATIONS
+        ):
+            return True
+        tb = current.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_globals.get("__name__") in _CREDENTIAL_MODULES:
+                return True
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+@contextlib.contextmanager
+def _credential_errors() -> Iterator[None]:
+    """Credential providers' failures, of any type, as one ``CredentialsError``."""
+    try:
+        yield
+    except Ego4dDLError:
+        raise
+    except Exception as exc:
+        if not _credential_failure(exc):
+            raise
+        detail = str(exc).strip() or type(exc).__name__
+        raise CredentialsError(
+            f"the AWS credentials could not be obtained or refreshed: {detail}",
+            code="CredentialRefresh",
+        ) from exc
+
+
 @contextlib.contextmanager
 def _translated(bucket: str, key: str, endpoint: str) -> Iterator[None]:
     """Map botocore/aiohttp failures to the ego4d-dl error tree, in exactly one place."""
+    with _s3_errors(bucket, key, endpoint), _credential_errors():
+        yield
+
+
+@contextlib.contextmanager
+def _s3_errors(bucket: str, key: str, endpoint: str) -> Iterator[None]:
     where = _where(bucket, key)
     try:
         yield
@@ -409,7 +488,8 @@ class S3Store:
     async def _connect(self) -> tuple[Any, tuple[str, str, str | None] | None, Any]:
         """A new client from freshly read credentials, those credentials and their source."""
         try:
-            return await self._connect_unchecked()
+            with _credential_errors():
+                return await self._connect_unchecked()
         except botocore.exceptions.ProfileNotFound as exc:
             raise ConfigError(_profile_message(self._credentials.profile)) from exc
 
@@ -510,14 +590,15 @@ class S3Store:
         async with self._client_lock:
             client = self._regional.get(region)
             if client is None:
-                client = await self._stack.enter_async_context(
-                    self._session.client(
-                        "s3",
-                        endpoint_url=self._endpoint.url,
-                        region_name=region,
-                        config=self._config(),
+                with _credential_errors():  # a new client reads the credentials
+                    client = await self._stack.enter_async_context(
+                        self._session.client(
+                            "s3",
+                            endpoint_url=self._endpoint.url,
+                            region_name=region,
+                            config=self._config(),
+                        )
                     )
-                )
                 self._regional[region] = client
         return client
 
@@ -838,10 +919,11 @@ async def resolve_keys(credentials: Credentials) -> KeyInfo | None:
     """
     session = _make_session(credentials)
     try:
-        found = await session.get_credentials()
-        if found is None:
-            return None
-        frozen = await found.get_frozen_credentials()
+        with _credential_errors():
+            found = await session.get_credentials()
+            if found is None:
+                return None
+            frozen = await found.get_frozen_credentials()
     except botocore.exceptions.ProfileNotFound as exc:
         raise ConfigError(_profile_message(credentials.profile)) from exc
     except botocore.exceptions.PartialCredentialsError as exc:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -129,9 +130,35 @@ class _SeedCompatibleGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            with _sdk_logs_off_stderr():
+                return super().invoke(ctx)
         except OutputError as exc:
             fail(str(exc), EXIT_FAILED)
+
+
+# botocore and aiobotocore log a WARNING with a traceback each time a credential refresh
+# fails (dozens in a run whose credential_process or SSO token gave out), and Python's
+# last-resort handler prints them on stderr when nothing is configured. The failure reaches
+# the user once, as the run's error line; there is no --log-file to keep them in, so while a
+# command runs these loggers write nowhere.
+_SDK_LOGGERS = ("botocore", "aiobotocore", "boto3", "aioboto3")
+
+
+@contextlib.contextmanager
+def _sdk_logs_off_stderr() -> Iterator[None]:
+    saved: list[tuple[logging.Logger, bool, logging.Handler]] = []
+    for name in _SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        handler: logging.Handler = logging.NullHandler()
+        saved.append((logger, logger.propagate, handler))
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate, handler in saved:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
 
 
 _MAIN_HELP = """Download the Ego4D dataset: concurrent, resumable, every byte verified.
