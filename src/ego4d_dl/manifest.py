@@ -2,7 +2,7 @@
 
 A manifest is the CSV the original CLI reads: a uid column (``video_uid`` or ``file_uid``), a
 location column (``canonical_s3_location`` or ``s3_path``), an optional ``type`` and an optional
-``benchmarks`` column. A uid or key holding a control or format character (ESC, a newline, a
+``benchmarks`` column. A uid or location holding a control or format character (ESC, a newline, a
 bidi override) is a malformed row: such a name could not be shown as what it is. Imports only
 ``catalog``, ``text`` and ``errors``.
 """
@@ -216,13 +216,13 @@ def _parse_record(
     if has_control(uid):
         return MalformedRow(line=line, reason=f"uid {uid!r} holds control characters")
     location = _cell(record, loc_col)
+    if has_control(location):
+        return MalformedRow(line=line, reason=f"location {location!r} holds control characters")
     parsed = parse_s3_url(location)
     if parsed is None:
         shown = location if len(location) <= 80 else location[:77] + "..."
         return MalformedRow(line=line, reason=f"not an s3://bucket/key location: {shown!r}")
     bucket, key = parsed
-    if has_control(key):
-        return MalformedRow(line=line, reason=f"key {key!r} holds control characters")
     problem = _key_problem(key)
     if problem:
         return MalformedRow(line=line, reason=f"unsafe location {location!r}: {problem}")
