@@ -30,6 +30,7 @@ from ego4d_dl.events import (
     RunStarted,
     RunSummary,
 )
+from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.plan import Action, DatasetPlan, Plan, PlannedFile
 from ego4d_dl.progress import Display, JsonLinesSink, PlainProgressSink
 
@@ -49,11 +50,13 @@ def _files() -> list[PlannedFile]:
         PlannedFile(
             dataset=f"dataset_{i % DATASETS}",
             uid=f"uid-{i:03d}",
-            bucket="ego4d-cmu",
-            key=f"public/v2/dataset_{i % DATASETS}/{i:08x}-0000-0000-0000-000000000000.mp4",
+            version=ObjectVersion(
+                bucket="ego4d-cmu",
+                key=f"public/v2/dataset_{i % DATASETS}/{i:08x}-0000-0000-0000-000000000000.mp4",
+                etag="0" * 32,
+                size_bytes=(i + 1) * 256 * MiB,
+            ),
             dest=Path(f"/data/v2/dataset_{i % DATASETS}/{i:03d}.mp4"),
-            size_bytes=(i + 1) * 256 * MiB,
-            etag="0" * 32,
             action=Action.FETCH,
         )
         for i in range(ACTIVE)

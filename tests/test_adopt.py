@@ -18,6 +18,7 @@ import pytest
 
 from ego4d_dl.adopt import leftover_temp_files, read_version_file
 from ego4d_dl.journal import Journal, journal_path
+from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.plan import Action, PlannedFile
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 
@@ -203,7 +204,7 @@ def test_version_file_and_leftovers_are_read_as_the_original_wrote_them(tmp_path
     for name in names:
         (tmp_path / name).write_text("x")
     planned = PlannedFile(
-        dataset="clips", uid="a", bucket="b", key="k", dest=tmp_path / "a.mp4",
-        size_bytes=1, etag="e", action=Action.FETCH,
+        dataset="clips", uid="a", dest=tmp_path / "a.mp4", action=Action.FETCH,
+        version=ObjectVersion(bucket="b", key="k", etag="e", size_bytes=1),
     )  # fmt: skip
     assert leftover_temp_files([planned]) == [tmp_path / "a.mp4.0123abCD"]

@@ -35,6 +35,7 @@ from ego4d_dl.events import (
     RunStarted,
     RunSummary,
 )
+from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.plan import Action, DatasetPlan, Plan, PlannedFile
 from ego4d_dl.progress import Rate
 from ego4d_dl.report import human_bytes
@@ -56,11 +57,10 @@ def _file(dataset: str, name: str, size: int, action: Action = Action.FETCH) -> 
     return PlannedFile(
         dataset=dataset,
         uid=name,
-        bucket="ego4d-cmu",
-        key=f"public/v2/{dataset}/{name}",
+        version=ObjectVersion(
+            bucket="ego4d-cmu", key=f"public/v2/{dataset}/{name}", etag="0" * 32, size_bytes=size
+        ),
         dest=OUT / "v2" / dataset / name,
-        size_bytes=size,
-        etag="0" * 32,
         action=action,
     )
 

@@ -23,7 +23,7 @@ import pytest
 from ego4d_dl.config import Credentials, Options, parse_endpoint
 from ego4d_dl.engine import Engine, EngineSettings
 from ego4d_dl.events import Event, FileRestarted, IntegrityFailed, RunSummary
-from ego4d_dl.journal import Journal, JournalIndex, journal_path
+from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.planner import build_plan
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededObject, SeededRelease, fake_bytes
 from ego4d_dl.store import ObjectHead, RangeBody, S3Store
@@ -171,7 +171,7 @@ async def run_engine(
 
         store = CountingStore(real, hook)
         with Journal(journal_path(out)) as journal:
-            plan = await build_plan(options, store, index=JournalIndex(journal, out))
+            plan = await build_plan(options, store, view=JournalView(out, journal, journal.path))
             engine = Engine(
                 store=store,
                 journal=journal,
@@ -530,7 +530,9 @@ def test_a_server_that_ignores_part_numbers_gets_size_checks_not_failures(
         ) as real:
             store = PartNumberBlindStore(real)
             with Journal(journal_path(tmp_path)) as journal:
-                plan = await build_plan(options, store, index=JournalIndex(journal, tmp_path))
+                plan = await build_plan(
+                    options, store, view=JournalView(tmp_path, journal, journal.path)
+                )
                 engine = Engine(
                     store=store,
                     journal=journal,

@@ -17,7 +17,7 @@ from ego4d_dl.config import Credentials, Options, parse_endpoint
 from ego4d_dl.engine import Engine, EngineSettings
 from ego4d_dl.events import Event, FileVerified, RunSummary
 from ego4d_dl.integrity import MAX_PARTS, VerifyLevel, etag_kind, multipart_count
-from ego4d_dl.journal import Journal, JournalIndex, journal_path
+from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.planner import build_plan
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
 from ego4d_dl.store import ListPage, ObjectHead, RangeBody, S3Store
@@ -123,7 +123,9 @@ def test_a_huge_part_count_makes_no_part_requests(
         ) as real:
             store = HostileEtagStore(real, parts)
             with Journal(journal_path(tmp_path)) as journal:
-                plan = await build_plan(options, store, index=JournalIndex(journal, tmp_path))
+                plan = await build_plan(
+                    options, store, view=JournalView(tmp_path, journal, journal.path)
+                )
                 engine = Engine(
                     store=store,
                     journal=journal,

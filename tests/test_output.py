@@ -35,6 +35,7 @@ from ego4d_dl.events import (
     RunStarted,
     RunSummary,
 )
+from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.plan import Action, DatasetPlan, Plan, PlannedFile
 from ego4d_dl.progress import JsonLinesSink, PlainProgressSink
 from ego4d_dl.report import confirmation_text
@@ -235,11 +236,10 @@ def _planned(name: str, size: int, action: Action, present: int = 0) -> PlannedF
     return PlannedFile(
         dataset="full_scale",
         uid=name,
-        bucket="ego4d-cmu",
-        key=f"public/v2/full_scale/{name}",
+        version=ObjectVersion(
+            bucket="ego4d-cmu", key=f"public/v2/full_scale/{name}", etag="0" * 32, size_bytes=size
+        ),
         dest=Path("/data/ego4d/v2/full_scale") / name,
-        size_bytes=size,
-        etag="0" * 32,
         action=action,
         present_bytes=present,
     )

@@ -208,3 +208,11 @@ def test_a_pipe_closed_mid_run_stops_the_download_and_the_next_run_resumes(
     skipped = {doc["key"] for doc in events if doc["event"] == "FileSkipped"}
     assert verified <= skipped  # journaled complete by the stopped run: not fetched again
     assert check_download(out, dataset) == []
+
+
+@needs_dev_full
+def test_status_json_to_a_full_device_exits_1(tmp_path: Path) -> None:
+    with _DEV_FULL.open("w") as full:
+        ran = _run("status", "-o", str(tmp_path), "--json", stdout=full)
+    assert ran.returncode == 1, ran.stderr
+    assert "cannot write to stdout: No space left on device" in _one_error(ran.stderr)

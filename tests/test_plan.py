@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.errors import ConfigError, PlanError
-from ego4d_dl.journal import Journal, JournalIndex, journal_path
+from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.manifest import Selection, parse_manifest
-from ego4d_dl.plan import Action, DatasetSelection, LocalState, select_rows
+from ego4d_dl.ondisk import ObjectVersion
+from ego4d_dl.plan import Action, DatasetSelection, PlannedFile, action_for, select_rows
+from ego4d_dl.planner import look_on_disk
 
 
 def select(text: str, dataset: str = "full_scale", **kw: frozenset[str]) -> DatasetSelection:
@@ -74,20 +76,28 @@ def test_journal_index_decisions(tmp_path: Path) -> None:
     out = tmp_path
     dest = out / "v2" / "clips" / "u.mp4"
     with Journal(journal_path(out)) as j:
-        index = JournalIndex(j, out)
+        view = JournalView(out, j, j.path)
 
-        def classify(etag: str = "e1") -> LocalState:
-            return index.classify(dest=dest, bucket="b", key="k", size_bytes=10, etag=etag)
+        def classify(etag: str = "e1") -> PlannedFile:
+            version = ObjectVersion(bucket="b", key="k", etag=etag, size_bytes=10)
+            found = look_on_disk(version, dest, view)
+            return PlannedFile(
+                dataset="clips",
+                uid="u",
+                version=version,
+                dest=dest,
+                action=action_for(found),
+                present_bytes=found.present_bytes,
+                note=found.note,
+            )
 
         assert classify().action is Action.FETCH
         oid = j.begin(
             dest="v2/clips/u.mp4",
-            bucket="b",
-            key="k",
-            etag="e1",
-            size_bytes=10,
+            version=ObjectVersion(bucket="b", key="k", etag="e1", size_bytes=10),
             layout=(10,),
             layout_exact=True,
+            keep_ranges=False,
         )
         j.add_range(oid, 0, 4, None)
         j.commit()
@@ -97,9 +107,7 @@ def test_journal_index_decisions(tmp_path: Path) -> None:
         assert (state.action, state.present_bytes) == (Action.RESUME, 4)
         assert classify("e2").action is Action.FETCH
         dest.write_bytes(b"y" * 10)
-        j.mark_complete(
-            oid, verify_level="md5", file_size=10, file_mtime_ns=dest.stat().st_mtime_ns
-        )
+        j.mark_complete(oid, verify_level="md5", st=dest.stat())
         j.commit()
         assert classify().action is Action.SKIP
         assert classify("e2").action is Action.REFETCH
@@ -110,7 +118,7 @@ def test_journal_index_decisions(tmp_path: Path) -> None:
 
 
 def test_journal_is_exclusive(tmp_path: Path) -> None:
-    with Journal(journal_path(tmp_path)), pytest.raises(ConfigError, match="already downloading"):
+    with Journal(journal_path(tmp_path)), pytest.raises(ConfigError, match="is writing into"):
         Journal(journal_path(tmp_path)).open()
     with Journal(journal_path(tmp_path)):
         pass  # released when the first closed

@@ -25,6 +25,7 @@ from ego4d_dl.integrity import (
     plan_pieces,
 )
 from ego4d_dl.journal import Journal, journal_path
+from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
 from tests.faultproxy import FaultProxy
 from tests.scenario import (
@@ -150,7 +151,11 @@ def test_journal_ranges_merge_idempotently(
     path = journal_dir / f"{next(_journals)}.sqlite"
     with Journal(path) as journal:
         object_id = journal.begin(
-            dest="x", bucket="b", key="k", etag="e", size_bytes=size, layout=None, layout_exact=True
+            dest="x",
+            version=ObjectVersion(bucket="b", key="k", etag="e", size_bytes=size),
+            layout=None,
+            layout_exact=True,
+            keep_ranges=True,
         )
         for start, stop in written:
             journal.add_range(object_id, start, stop, None)
@@ -265,12 +270,15 @@ def test_resume_never_refetches_a_journaled_range(
         with Journal(journal_path(out)) as journal:
             object_id = journal.begin(
                 dest=str(dest.relative_to(out)),
-                bucket=resumable.bucket,
-                key=resumable.key("obj.bin"),
-                etag=resumable.etags["obj.bin"],
-                size_bytes=size,
+                version=ObjectVersion(
+                    bucket=resumable.bucket,
+                    key=resumable.key("obj.bin"),
+                    etag=resumable.etags["obj.bin"],
+                    size_bytes=size,
+                ),
                 layout=layout,
                 layout_exact=True,
+                keep_ranges=True,
             )
             for start, stop in journaled:
                 digest = hashlib.md5(source.data[start:stop]).digest()

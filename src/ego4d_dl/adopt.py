@@ -1,17 +1,17 @@
-"""Adopt files already on disk that this run's journal does not know, instead of refetching.
+"""Carry out a plan's ``adopt`` actions: files already on disk that this run's journal does not
+know complete are checked and recorded instead of fetched again.
 
-Such files come from the original ``ego4d`` CLI (same layout: ``<out>/<major>/<dataset>/``,
-with its ``manifest.ver``), from another shard's journal (the shard count changed, or a sharded
-run follows an unsharded one), from a copy made by hand, or from this journal itself when a
-kill fell between a file's rename and the commit recording it. A file of the object's size is
-adopted: known complete to another journal of the directory (same object version, file
-untouched since), it is taken at that journal's word; otherwise, with ``verify`` (``--verify
-etag``), it is read back and checked against the ETag first, and one that fails is refetched.
-Adopted files are recorded in the journal, so they are checked once. Files of the wrong size
-are already planned for a refetch. The original CLI's leftover temporary files
-(``<name>.<8 hex digits>``, from boto3's ``download_file``) next to a planned file are removed.
-``manifest.ver`` is read, never written. Imports ``check``, ``journal``, ``layout``, ``plan``,
-``store``, ``events`` and ``errors``.
+The planner marks them (``ondisk.classify`` says ``ADOPTABLE``): the original ``ego4d`` CLI's
+files (same layout, ``<out>/<major>/<dataset>/``, with its ``manifest.ver``), another shard's
+(the shard count changed), a copy made by hand, a copy restored over a verified file, or one a
+kill left renamed just before its journal record. A file another journal of the folder vouches
+for (same version, inode, size and mtime) is taken at that journal's word; the others are read
+back and checked against the ETag first under ``--verify etag`` (taken at their size under
+``--verify size``), and one that fails is fetched again. Runs only after the user said yes:
+the original CLI's leftover temporary files (``<name>.<8 hex digits>``, from boto3's
+``download_file``) next to a planned file are removed here too. ``manifest.ver`` is read, never
+written. Imports ``check``, ``journal``, ``layout``, ``ondisk``, ``plan``, ``store``, ``events``
+and ``errors``.
 """
 
 from __future__ import annotations
@@ -22,24 +22,23 @@ import csv
 import dataclasses
 import os
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .check import Verdict, check_files, record_checks
-from .errors import ConfigError
 from .events import EventSink
-from .journal import JOURNAL_DIR, Journal, JournalEntry
+from .journal import Journal
 from .layout import Layout
+from .locks import lock_file, open_plain
+from .ondisk import JournalEntry, Origin, part_path
 from .plan import Action, Plan, PlannedFile
 from .store import ObjectStore
 
 __all__ = [
     "VERSION_FILE",
     "Adoption",
-    "adopt_existing",
-    "journal_snapshots",
+    "adopt",
     "leftover_temp_files",
     "read_version_file",
 ]
@@ -54,7 +53,7 @@ _LEFTOVER_RE = re.compile(r"^(?P<name>.+)\.[0-9a-fA-F]{8}$")
 class Adoption:
     """What adoption did to a plan."""
 
-    plan: Plan  # adopted files keep SKIP with a note saying how; rejected ones became REFETCH
+    plan: Plan  # adopted files became SKIP with a note saying how; rejected ones REFETCH
     adopted_files: int = 0
     adopted_bytes: int = 0
     checked_files: int = 0  # of the adopted and rejected, how many were read back
@@ -100,38 +99,67 @@ def leftover_temp_files(files: Sequence[PlannedFile]) -> list[Path]:
     return sorted(found)
 
 
-def journal_snapshots(output_directory: Path, *, exclude: Path) -> dict[str, JournalEntry]:
-    """Complete entries of every other journal in the directory, by destination.
+def _remove_leftovers(files: Sequence[PlannedFile]) -> tuple[int, int]:
+    count = size = 0
+    for path in leftover_temp_files(files):
+        with contextlib.suppress(OSError):
+            size += path.lstat().st_size
+            path.unlink()
+            count += 1
+    return count, size
 
-    Other journals belong to other shards, possibly running on other hosts over NFS or
-    Lustre, so they are read as immutable snapshots: no lock taken, nothing written, not even
-    SQLite's shared-memory index. A snapshot misses what its writer has not checkpointed yet,
-    which only means a file is checked again rather than taken at its word.
-    """
-    found: dict[str, JournalEntry] = {}
-    for path in sorted((output_directory / JOURNAL_DIR).glob("journal*.sqlite")):
-        if path == exclude:
-            continue
-        try:
-            with Journal(path, readonly=True, snapshot=True) as other:
-                for entry in other.entries():
-                    if entry.complete:
-                        found[entry.dest] = entry
-        except (ConfigError, sqlite3.Error):
-            continue  # a damaged or half-written journal of another shard only costs a re-check
-    return found
+
+def _remove_part_of(dest: Path) -> None:
+    """A ``.part`` left beside a file that is complete (or was just adopted) is no longer
+    needed: removed once we hold its lock (no one else is writing it)."""
+    path = part_path(dest)
+    try:
+        fd = open_plain(path, os.O_RDWR)
+    except OSError:
+        return  # none, or a link (left to the engine's rules) or busy
+    try:
+        if lock_file(fd):
+            path.unlink()
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_ADOPTED = {
+    Origin.CUT_RECORD: "adopted a file renamed complete just before a run stopped",
+    Origin.CHANGED_INODE: "adopted a copy put in place of a verified file",
+    Origin.UNJOURNALED: "adopted an unjournaled copy",
+}
 
 
 def _layout_of(entry: JournalEntry | None, f: PlannedFile) -> Layout | None:
     """The part layout ``entry`` learned for ``f``'s version, if it did (a run cut short)."""
-    if entry is None or entry.layout is None:
-        return None
-    if (entry.etag, entry.size_bytes) != (f.etag, f.size_bytes):
+    if entry is None or entry.layout is None or entry.version != f.version:
         return None
     return (entry.layout, entry.layout_exact)
 
 
-async def adopt_existing(
+def _record_voucher(journal: Journal, rel: str, f: PlannedFile, voucher: JournalEntry) -> bool:
+    """Record a file another journal vouches for; ``False`` if it changed since."""
+    try:
+        st = f.dest.lstat()
+    except OSError:
+        return False
+    if (st.st_size, st.st_mtime_ns) != (voucher.file_size, voucher.file_mtime_ns):
+        return False
+    journal.record_complete(
+        dest=rel,
+        version=f.version,
+        verify_level=voucher.verify_level or "size",
+        st=st,
+        layout=voucher.layout,
+        layout_exact=voucher.layout_exact,
+    )
+    return True
+
+
+async def adopt(
     plan: Plan,
     *,
     store: ObjectStore,
@@ -140,111 +168,86 @@ async def adopt_existing(
     jobs: int,
     sink: EventSink,
 ) -> Adoption:
-    """Adopt the plan's files that are on disk at full size but unknown to ``journal``.
+    """Carry out the plan's ``ADOPT`` actions (and remove the original CLI's leftovers).
 
-    Records them in the journal (the caller commits) and returns the plan with each adopted
-    file's note saying how it was adopted, and each rejected one turned into a refetch.
+    Records adopted files in the journal (the caller commits) and returns the plan with each
+    of them a ``SKIP`` whose note says how it was adopted, and each rejected one a refetch.
     """
     out = plan.output_directory
-    leftovers = await asyncio.to_thread(leftover_temp_files, plan.files)
-    leftover_bytes = 0
-    for path in leftovers:
-        with contextlib.suppress(OSError):
-            leftover_bytes += path.stat().st_size
-            path.unlink()
-    # What this journal knows of each file planned as a skip: nothing (found at full size), or
-    # not complete (renamed just before a kill cut its journal record short).
-    mine: dict[Path, JournalEntry | None] = {}
-    for f in plan.files:
-        if f.action is Action.SKIP:
-            recorded = journal.get(str(f.dest.relative_to(out)))
-            if recorded is None or not recorded.complete:
-                mine[f.dest] = recorded
-    candidates = [f for f in plan.files if f.dest in mine]
+    removed, removed_bytes = await asyncio.to_thread(_remove_leftovers, plan.files)
+    candidates = [f for f in plan.files if f.action is Action.ADOPT]
     if not candidates:
-        return Adoption(plan=plan, leftovers_removed=len(leftovers), leftover_bytes=leftover_bytes)
-    folders = _dataset_folders(plan)
+        return Adoption(plan=plan, leftovers_removed=removed, leftover_bytes=removed_bytes)
+    folders = sorted({f.dest.parent for f in plan.files})
     original = any((folder / VERSION_FILE).is_file() for folder in folders)
     listed: dict[str, str] = {}
     for folder in folders:
         listed.update(read_version_file(folder))
-    known = await asyncio.to_thread(journal_snapshots, out, exclude=journal.path)
 
-    notes: dict[Path, PlannedFile] = {}
+    decided: dict[Path, PlannedFile] = {}
     to_check: list[PlannedFile] = []
     from_journals = 0
     for f in candidates:
+        found = f.found
         rel = str(f.dest.relative_to(out))
-        entry = known.get(rel)
-        if entry is not None and _vouches(entry, f):
-            journal.record_complete(
-                dest=rel,
-                bucket=f.bucket,
-                key=f.key,
-                etag=f.etag,
-                size_bytes=f.size_bytes,
-                verify_level=entry.verify_level or "size",
-                file_mtime_ns=entry.file_mtime_ns or 0,
-            )
-            own = journal.get(rel)
-            if entry.layout is not None and own is not None:
-                journal.set_layout(own.id, entry.layout, exact=entry.layout_exact)
+        if (
+            found is not None
+            and found.voucher is not None
+            and _record_voucher(journal, rel, f, found.voucher)
+        ):
             from_journals += 1
-            notes[f.dest] = dataclasses.replace(
-                f, note=f"complete in another journal of this directory ({entry.verify_level})"
-            )
-        else:
-            to_check.append(f)
-    for f in to_check:
-        if mine[f.dest] is not None:
-            note = "adopted a file renamed complete just before a run stopped"
-        elif f.dest.name in listed:
+            decided[f.dest] = dataclasses.replace(f, action=Action.SKIP)
+            continue
+        origin = found.origin if found is not None else Origin.UNJOURNALED
+        if origin is Origin.UNJOURNALED and f.dest.name in listed:
             note = "adopted the original ego4d CLI's copy"
         else:
-            note = "adopted an unjournaled copy"
-        notes[f.dest] = dataclasses.replace(f, note=note)
+            note = _ADOPTED.get(origin, "adopted an unjournaled copy")
+        to_check.append(dataclasses.replace(f, note=note))
     rejected = 0
     if verify and to_check:
         checks = await check_files(
-            store, [(f, _layout_of(mine[f.dest], f)) for f in to_check], jobs=jobs, sink=sink
+            store,
+            [(f, _layout_of(journal.get(str(f.dest.relative_to(out))), f)) for f in to_check],
+            jobs=jobs,
+            sink=sink,
         )
         record_checks(journal, out, checks)
         for c in checks:
-            base = notes[c.planned.dest]
+            base = c.planned
             if c.verdict is Verdict.OK:
-                notes[c.planned.dest] = dataclasses.replace(base, note=f"{base.note} ({c.level})")
+                decided[base.dest] = dataclasses.replace(
+                    base, action=Action.SKIP, note=f"{base.note} ({c.level})"
+                )
             else:
                 rejected += 1
-                notes[c.planned.dest] = dataclasses.replace(
+                decided[base.dest] = dataclasses.replace(
                     base,
-                    action=Action.REFETCH if c.verdict.repairable else base.action,
+                    action=Action.REFETCH if c.verdict.repairable else Action.FAILED,
                     note=f"found on disk, but {c.verdict.value}: {c.reason}",
                 )
     else:
         for f in to_check:
             try:
-                st = f.dest.stat()
+                st = f.dest.lstat()
             except OSError:
-                continue  # gone since it was planned: the engine will report it
+                decided[f.dest] = dataclasses.replace(f, action=Action.FETCH, note="gone")
+                continue
             journal.record_complete(
-                dest=str(f.dest.relative_to(out)),
-                bucket=f.bucket,
-                key=f.key,
-                etag=f.etag,
-                size_bytes=f.size_bytes,
-                verify_level="size",
-                file_mtime_ns=st.st_mtime_ns,
+                dest=str(f.dest.relative_to(out)), version=f.version, verify_level="size", st=st
             )
-            base = notes[f.dest]
-            notes[f.dest] = dataclasses.replace(base, note=f"{base.note} (size)")
+            decided[f.dest] = dataclasses.replace(f, action=Action.SKIP, note=f"{f.note} (size)")
+    for f in decided.values():
+        if f.action is Action.SKIP:
+            await asyncio.to_thread(_remove_part_of, f.dest)
     new_plan = dataclasses.replace(
         plan,
         datasets=tuple(
-            dataclasses.replace(d, files=tuple(notes.get(f.dest, f) for f in d.files))
+            dataclasses.replace(d, files=tuple(decided.get(f.dest, f) for f in d.files))
             for d in plan.datasets
         ),
     )
-    adopted = [notes[f.dest] for f in candidates if notes[f.dest].action is Action.SKIP]
+    adopted = [decided[f.dest] for f in candidates if decided[f.dest].action is Action.SKIP]
     return Adoption(
         plan=new_plan,
         adopted_files=len(adopted),
@@ -253,27 +256,6 @@ async def adopt_existing(
         from_journals=from_journals,
         rejected_files=rejected,
         original_cli=original,
-        leftovers_removed=len(leftovers),
-        leftover_bytes=leftover_bytes,
+        leftovers_removed=removed,
+        leftover_bytes=removed_bytes,
     )
-
-
-def _vouches(entry: JournalEntry, f: PlannedFile) -> bool:
-    """Whether another journal's complete entry covers this very file, untouched since."""
-    if (entry.bucket, entry.key, entry.etag, entry.size_bytes) != (
-        f.bucket,
-        f.key,
-        f.etag,
-        f.size_bytes,
-    ):
-        return False
-    try:
-        st = f.dest.stat()
-    except OSError:
-        return False
-    return (st.st_size, st.st_mtime_ns) == (entry.file_size, entry.file_mtime_ns)
-
-
-def _dataset_folders(plan: Plan) -> list[Path]:
-    """Folders of the plan's files: where the original CLI kept its ``manifest.ver``."""
-    return sorted({f.dest.parent for f in plan.files})

@@ -12,7 +12,9 @@ releases the GIL), at most ``jobs`` ranges at once. Never prints: progress goes 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -57,6 +59,8 @@ class Verdict(StrEnum):
     INCOMPLETE = "incomplete"  # a partial download that the next run resumes
     UNAVAILABLE = "unavailable"  # the server has no such object, or denies it
     UNCHECKED = "unchecked"  # the check itself failed (a layout lookup ran out of retries)
+    FOREIGN = "foreign"  # a link where the file should be: replaced on repair, never followed
+    BLOCKED = "blocked"  # a directory or special file in the way: never removed for us
 
     @property
     def repairable(self) -> bool:
@@ -72,6 +76,7 @@ _REPAIRABLE = frozenset(
         Verdict.CORRUPT,
         Verdict.CHANGED,
         Verdict.INCOMPLETE,
+        Verdict.FOREIGN,
     }
 )
 
@@ -85,7 +90,7 @@ class FileCheck:
     level: str = ""  # a VerifyLevel value when the verdict is OK
     reason: str = ""
     layout: Layout | None = None
-    mtime_ns: int | None = None  # of the file as it was checked
+    st: os.stat_result | None = None  # of the file as it was checked (OK verdicts)
 
 
 async def check_files(
@@ -142,9 +147,44 @@ async def _check_one(
     policy: RetryPolicy,
 ) -> FileCheck:
     try:
-        st = await asyncio.to_thread(f.dest.stat)
+        fd = await asyncio.to_thread(os.open, f.dest, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return FileCheck(planned=f, verdict=Verdict.MISSING, reason="not on disk")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return FileCheck(
+                planned=f, verdict=Verdict.FOREIGN, reason="a symbolic link, not a file of ours"
+            )
+        return FileCheck(
+            planned=f, verdict=Verdict.UNCHECKED, reason=f"cannot read it: {exc.strerror or exc}"
+        )
+    try:
+        return await _check_open(store, f, fd, layout, hash_slots, sink, policy)
+    finally:
+        os.close(fd)
+
+
+async def _check_open(
+    store: ObjectStore,
+    f: PlannedFile,
+    fd: int,
+    layout: Layout | None,
+    hash_slots: asyncio.Semaphore,
+    sink: EventSink,
+    policy: RetryPolicy,
+) -> FileCheck:
+    """Check the file open at ``fd`` (opened without following a link)."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return FileCheck(
+            planned=f, verdict=Verdict.BLOCKED, reason="not a regular file; move it away"
+        )
+    if st.st_nlink > 1:
+        return FileCheck(
+            planned=f,
+            verdict=Verdict.FOREIGN,
+            reason=f"a hard link ({st.st_nlink} names), not a file of ours alone",
+        )
     if st.st_size != f.size_bytes:
         verdict = Verdict.TRUNCATED if st.st_size < f.size_bytes else Verdict.OVERSIZED
         return FileCheck(
@@ -159,7 +199,7 @@ async def _check_one(
             verdict=Verdict.OK,
             level=VerifyLevel.SIZE.value,
             reason="the ETag is not an MD5, so only the size could be checked",
-            mtime_ns=st.st_mtime_ns,
+            st=st,
         )
     try:
         if kind is VerifyLevel.COMPOSITE and layout is None:
@@ -176,29 +216,25 @@ async def _check_one(
                 verdict=Verdict.OK,
                 level=VerifyLevel.SIZE.value,
                 reason="the server does not tell upload parts apart, so only the size was checked",
-                mtime_ns=st.st_mtime_ns,
+                st=st,
                 layout=layout,
             )
-        fd = await asyncio.to_thread(os.open, f.dest, os.O_RDONLY)
-        try:
-            if kind is VerifyLevel.MD5:
-                got = (await _hash(fd, f, 0, f.size_bytes, hash_slots, sink)).hex()
-            else:
-                assert layout is not None
+        if kind is VerifyLevel.MD5:
+            got = (await _hash(fd, f, 0, f.size_bytes, hash_slots, sink)).hex()
+        else:
+            assert layout is not None
+            got = await _composite(fd, f, layout[0], hash_slots, sink)
+            if got != f.etag and not layout[1]:
+                # The uniform guess was wrong; the bytes may be fine. Learn the real layout.
+                layout = await exact_layout(
+                    store,
+                    f.bucket,
+                    f.key,
+                    etag=f.etag,
+                    size_bytes=f.size_bytes,
+                    run=retrying(policy),
+                )
                 got = await _composite(fd, f, layout[0], hash_slots, sink)
-                if got != f.etag and not layout[1]:
-                    # The uniform guess was wrong; the bytes may be fine. Learn the real layout.
-                    layout = await exact_layout(
-                        store,
-                        f.bucket,
-                        f.key,
-                        etag=f.etag,
-                        size_bytes=f.size_bytes,
-                        run=retrying(policy),
-                    )
-                    got = await _composite(fd, f, layout[0], hash_slots, sink)
-        finally:
-            os.close(fd)
     except RemoteChangedError as exc:
         return FileCheck(planned=f, verdict=Verdict.CHANGED, reason=str(exc))
     except (ObjectNotFoundError, AccessDeniedError) as exc:
@@ -217,9 +253,7 @@ async def _check_one(
             reason=f"{what} {got} != ETag {f.etag}",
             layout=layout,
         )
-    return FileCheck(
-        planned=f, verdict=Verdict.OK, level=kind.value, layout=layout, mtime_ns=st.st_mtime_ns
-    )
+    return FileCheck(planned=f, verdict=Verdict.OK, level=kind.value, layout=layout, st=st)
 
 
 async def _hash(
@@ -253,34 +287,28 @@ async def _composite(
 def record_checks(journal: Journal, output_directory: Path, checks: Sequence[FileCheck]) -> None:
     """Write what the checks proved into the journal (the caller commits).
 
-    A good file is recorded complete at the level reached, with its layout, so the next run
-    trusts it without reading it again; a damaged one is recorded as such, so the next
-    download fetches it again even though it has the right size.
+    A good file is recorded complete at the level reached, with its layout and inode, so the
+    next run trusts it without reading it again; a damaged one is recorded as such, so the
+    next download fetches it again even though it has the right size.
     """
     for c in checks:
         f = c.planned
         rel = str(f.dest.relative_to(output_directory))
-        if c.verdict is Verdict.OK and c.mtime_ns is not None:
+        if c.verdict is Verdict.OK and c.st is not None:
             journal.record_complete(
                 dest=rel,
-                bucket=f.bucket,
-                key=f.key,
-                etag=f.etag,
-                size_bytes=f.size_bytes,
+                version=f.version,
                 verify_level=c.level,
-                file_mtime_ns=c.mtime_ns,
+                st=c.st,
+                layout=c.layout[0] if c.layout else None,
+                layout_exact=bool(c.layout and c.layout[1]),
             )
-            entry = journal.get(rel)
-            if c.layout is not None and entry is not None:
-                journal.set_layout(entry.id, c.layout[0], exact=c.layout[1])
         elif c.verdict in (Verdict.CORRUPT, Verdict.TRUNCATED, Verdict.OVERSIZED):
             object_id = journal.begin(
                 dest=rel,
-                bucket=f.bucket,
-                key=f.key,
-                etag=f.etag,
-                size_bytes=f.size_bytes,
+                version=f.version,
                 layout=c.layout[0] if c.layout else None,
                 layout_exact=bool(c.layout and c.layout[1]),
+                keep_ranges=False,
             )
             journal.mark_damaged(object_id)

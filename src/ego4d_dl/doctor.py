@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .catalog import CONSORTIUM_BUCKET
 from .config import Options
-from .download import free_bytes
+from .download import free_bytes, plan_readonly
 from .errors import (
     ConfigError,
     CredentialsError,
@@ -31,9 +31,8 @@ from .errors import (
     NetworkError,
     PlanError,
 )
-from .journal import DiskIndex, Journal, JournalIndex, journal_path
+from .events import discard
 from .plan import Action, Plan
-from .planner import build_plan
 from .store import KeyInfo, S3Store, proxy_for, resolve_keys, usable_region
 
 __all__ = ["Blame", "Diagnosis", "Finding", "Severity", "diagnose", "mask_key_id"]
@@ -257,12 +256,7 @@ def _check_proxy(options: Options) -> Finding:
 
 
 async def _plan(options: Options, store: S3Store) -> Plan:
-    out = options.output_directory
-    jpath = journal_path(out, options.shard)
-    if not jpath.exists():
-        return await build_plan(options, store, index=DiskIndex())
-    with Journal(jpath, readonly=True) as journal:
-        return await build_plan(options, store, index=JournalIndex(journal, out))
+    return await plan_readonly(options, store, sink=discard, running_ok=True)
 
 
 async def _check_buckets(plan: Plan, store: S3Store) -> list[Finding]:

@@ -1,33 +1,44 @@
-"""One download run: plan against the journal, keep the manifests, confirm, run the engine.
+"""One download run: plan, confirm, then claim the folder, keep the manifests, adopt, transfer.
 
 Orchestration shared by ``ego4d-dl download`` and ``ego4d-dl demo``; the questions it must ask
 the user (confirmation) and the engine handle (for Ctrl-C) go through callbacks, so nothing
-here prints or reads a terminal. Files on disk that the journal does not know (the original
-CLI's, another shard's) are adopted before the free-space check (``adopt``). Imports ``engine``,
-``planner``, ``adopt``, ``bandwidth``, ``journal``, ``files``, ``store``, ``plan``, ``config``,
+here prints or reads a terminal. Nothing in the output folder changes before the user says yes:
+the plan is made against snapshots of the journals and ``lstat``s; only then is the folder
+claimed (``locks``), the journal opened, the plan refreshed against it, the manifests saved,
+leftovers removed and files on disk adopted (``adopt``). Imports ``engine``, ``planner``,
+``adopt``, ``bandwidth``, ``journal``, ``locks``, ``files``, ``store``, ``plan``, ``config``,
 ``events`` and ``errors``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
-import tempfile
+import stat
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .adopt import Adoption, adopt_existing
+from .adopt import Adoption, adopt
 from .bandwidth import TokenBucket
 from .config import Options
 from .engine import Engine, EngineSettings
-from .errors import DiskFullError
+from .errors import ConfigError, DiskFullError
 from .events import EventSink, RunSummary
-from .files import part_path
-from .journal import Journal, JournalIndex, journal_path
+from .files import ensure_dir, part_path
+from .journal import (
+    JOURNAL_DIR,
+    Journal,
+    JournalView,
+    describe_running,
+    is_plain,
+    journal_path,
+)
+from .locks import DirectoryClaim, RunConflictError, open_plain
 from .plan import Plan, PlannedFile, dataset_dir
-from .planner import build_plan
+from .planner import build_plan, refresh
 from .store import S3Store
 
 __all__ = [
@@ -37,6 +48,7 @@ __all__ = [
     "free_bytes",
     "make_engine",
     "make_throttle",
+    "plan_readonly",
     "run_download",
     "save_manifests",
     "space_needed",
@@ -51,6 +63,7 @@ class DownloadResult:
     summary: RunSummary | None
     declined: bool = False
     adoption: Adoption | None = None
+    notes: tuple[str, ...] = ()  # about the folder itself: links replaced, no file locks
 
 
 def free_bytes(path: Path) -> int | None:
@@ -72,7 +85,8 @@ def space_needed(files: Sequence[PlannedFile]) -> int:
         if not f.action.transfers:
             continue
         try:
-            held = part_path(f.dest).stat().st_blocks * 512
+            part = part_path(f.dest).lstat()
+            held = part.st_blocks * 512 if stat.S_ISREG(part.st_mode) else 0
         except OSError:
             held = 0
         need += max(0, f.size_bytes - held)
@@ -129,14 +143,21 @@ def make_throttle(options: Options, settings: EngineSettings) -> TokenBucket | N
 
 
 def _write_atomic(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".ego4d-dl-tmp", dir=dest.parent)
+    """``dest`` replaced by ``data`` in one rename: written to a new temporary file of ours
+    (never through a link; a link at ``dest`` is replaced, its target left alone), synced."""
+    ensure_dir(dest.parent)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.ego4d-dl-tmp")
+    # The original CLI's files are 0644 less the umask; mkstemp's 0600 would hide them from
+    # a group that shares the dataset.
+    fd = open_plain(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        Path(tmp).replace(dest)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(dest)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -151,6 +172,57 @@ def save_manifests(plan: Plan) -> list[Path]:
     return written
 
 
+async def plan_readonly(
+    options: Options,
+    store: S3Store,
+    *,
+    sink: EventSink,
+    manifest_override: Path | None = None,
+    running_ok: bool = False,
+) -> Plan:
+    """The plan, made without changing anything on disk: the journal (if any) is read as an
+    immutable snapshot, the files are only ``lstat``-ed.
+
+    When another run holds a claim that would overlap this one, a download is refused at once
+    (``locks.RunConflictError``); with ``running_ok`` (``plan``, ``doctor``) the plan is made
+    anyway, from what that run's journal has checkpointed, with a warning.
+    """
+    out = options.output_directory
+    path = journal_path(out, options.shard)
+    warnings: list[str] = []
+    running = False
+    try:
+        DirectoryClaim(out / JOURNAL_DIR, options.shard, describe=describe_running(out)).probe()
+    except RunConflictError as exc:
+        if not running_ok:
+            raise
+        running = True
+        warnings.append(f"{exc}; its latest progress may not be shown yet")
+    journal = Journal(path, snapshot=True) if is_plain(path) else None
+    if journal is None and path.is_symlink():
+        warnings.append(f"{path} is a link: replaced by a journal of ego4d-dl's own if it starts")
+    if journal is not None:
+        try:
+            journal.open()
+        except ConfigError:
+            if not running:
+                raise
+            # Being written right now: an immutable snapshot may catch it mid-change.
+            journal = None
+    try:
+        plan = await build_plan(
+            options,
+            store,
+            view=JournalView(out, journal, path),
+            sink=sink,
+            manifest_override=manifest_override,
+        )
+    finally:
+        if journal is not None:
+            journal.close()
+    return dataclasses.replace(plan, warnings=(*warnings, *plan.warnings))
+
+
 async def run_download(
     options: Options,
     *,
@@ -161,7 +233,8 @@ async def run_download(
     manifest_override: Path | None = None,
     space_check: bool = True,
 ) -> DownloadResult:
-    """Plan, save manifests, ask ``confirm``, then transfer; the journal is held throughout."""
+    """Plan, ask ``confirm``, then claim the folder and transfer; nothing on disk changes
+    before ``confirm`` says yes (it is not asked when there is nothing to do)."""
     settings = settings or EngineSettings(concurrency=options.concurrency, verify=options.verify)
     out = options.output_directory
     async with S3Store(
@@ -170,18 +243,21 @@ async def run_download(
         max_connections=options.concurrency,
         stall_timeout_s=options.stall_timeout_s,
     ) as store:
+        plan = await plan_readonly(options, store, sink=sink, manifest_override=manifest_override)
+        if not options.manifest_only:
+            if space_check:
+                check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
+            work = plan.totals.fetch_files + plan.totals.adopt_files
+            if work and not await confirm(plan):
+                return DownloadResult(plan=plan, summary=None, declined=True)
+        await asyncio.to_thread(ensure_dir, out)
         with Journal(journal_path(out, options.shard)) as journal:
-            plan = await build_plan(
-                options,
-                store,
-                index=JournalIndex(journal, out),
-                sink=sink,
-                manifest_override=manifest_override,
-            )
+            notes = tuple(journal.notes)
+            plan = refresh(plan, JournalView(out, journal, journal.path))
             await asyncio.to_thread(save_manifests, plan)
             if options.manifest_only:
-                return DownloadResult(plan=plan, summary=None)
-            adoption = await adopt_existing(
+                return DownloadResult(plan=plan, summary=None, notes=notes)
+            adoption = await adopt(
                 plan,
                 store=store,
                 journal=journal,
@@ -191,11 +267,9 @@ async def run_download(
             )
             journal.commit()
             plan = adoption.plan
-            if space_check:
+            if space_check and adoption.rejected_files:
                 check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
-            if plan.totals.fetch_files and not await confirm(plan):
-                return DownloadResult(plan=plan, summary=None, declined=True, adoption=adoption)
             engine = make_engine(options, settings, store=store, journal=journal, sink=sink)
             on_engine(engine)
             summary = await engine.run(plan.files)
-            return DownloadResult(plan=plan, summary=summary, adoption=adoption)
+            return DownloadResult(plan=plan, summary=summary, adoption=adoption, notes=notes)

@@ -1,10 +1,13 @@
-"""The ``<dest>.part`` file of one download: positional writes, hashing, durable renames.
+"""The ``<dest>.part`` file of one download: owned, locked, written, hashed, durably renamed.
 
-All functions block and are meant for worker threads (``asyncio.to_thread``): ``pwrite`` and
-``hashlib`` release the GIL on large buffers, so writes and MD5s of many ranges proceed in
-parallel without stalling the event loop. A file reaches its final path only through
-``finalize_batch``: data made durable first, then the rename, then the folder. Imports
-``errors`` only.
+A ``PartFile`` is opened without following a link at its name (a link there is removed, its
+target never touched), checked to be a regular file with one name on its folder's filesystem,
+and write-locked for its whole life (``locks.lock_file``), so two processes never write one
+file. It stays open until ``finalize_batch`` has proved that the path still names the inode we
+wrote (same inode, one name) and renamed it: only then is "verified" a statement about the
+bytes at the final path. All functions block and are meant for worker threads
+(``asyncio.to_thread``): ``pwrite`` and ``hashlib`` release the GIL on large buffers. Imports
+``locks``, ``ondisk`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -15,30 +18,40 @@ import errno
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import DiskFullError
+from .locks import LocksUnsupported, lock_file, open_plain
+from .ondisk import PART_SUFFIX, part_path
 
 __all__ = [
     "PART_SUFFIX",
+    "PartBusyError",
+    "PartChangedError",
     "PartFile",
+    "ensure_dir",
     "finalize_batch",
     "fsync_dir",
     "hash_range",
     "part_path",
-    "write_small_file",
+    "write_small_part",
 ]
 
-PART_SUFFIX = ".part"
+T = TypeVar("T")
+
 _HASH_BLOCK = 4 * 1024 * 1024
 # pwritev takes at most IOV_MAX buffers (1024 on Linux).
 _MAX_IOV = 512
 
 
-def part_path(dest: Path) -> Path:
-    """Where ``dest`` is assembled before it is verified."""
-    return dest.with_name(dest.name + PART_SUFFIX)
+class PartBusyError(OSError):
+    """Another process holds the ``.part`` file's lock: it is downloading this very file."""
+
+
+class PartChangedError(OSError):
+    """The path no longer names the inode we wrote (replaced, or given a second name)."""
 
 
 def _disk_full(path: Path, exc: OSError) -> DiskFullError:
@@ -49,12 +62,30 @@ def _disk_full(path: Path, exc: OSError) -> DiskFullError:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable."""
+    """Make a rename (or a creation) in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def ensure_dir(path: Path) -> None:
+    """``mkdir -p`` whose new folders survive a power loss (each parent is synced).
+
+    Folders that exist are taken as they are, links included: a dataset folder may be a link
+    to another disk on purpose.
+    """
+    if path.is_dir():
+        return
+    missing = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        fsync_dir(created.parent)
 
 
 def hash_range(fd: int, start: int, stop: int) -> bytes:
@@ -71,28 +102,53 @@ def hash_range(fd: int, start: int, stop: int) -> bytes:
 
 
 class PartFile:
-    """An open ``.part`` file for one object version.
+    """An open, locked ``.part`` file for one object version.
 
     Positional writes, hashes and syncs may run in several threads at once; ``close`` waits
     for them. That matters: a cancelled coroutine's worker thread may still be writing, and
     closing its descriptor under it could let the number be reused by another file.
     """
 
-    def __init__(self, dest: Path, size_bytes: int, *, fresh: bool) -> None:
-        """Open (``fresh``: truncate) the part file and reserve ``size_bytes`` on disk."""
+    def __init__(self, dest: Path, size_bytes: int, *, fresh: bool, reserve: bool = True) -> None:
+        """Open (``fresh``: create or empty) the part file, lock it, reserve its size.
+
+        Raises ``PartBusyError`` when another process holds its lock, ``OSError`` when a
+        directory or special file is in the way or it is not on its folder's filesystem.
+        """
         self.dest = dest
         self.path = part_path(dest)
         self.size_bytes = size_bytes
+        self.discarded = False
+        self.locked = True
         self._users = 0
         self._idle = threading.Condition()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0)
-        self.fd = os.open(self.path, flags, 0o644)
+        ensure_dir(dest.parent)
+        flags = os.O_RDWR | (os.O_CREAT if fresh else 0)
+        self.fd = open_plain(self.path, flags)
         try:
-            self._reserve()
+            self._claim()
+            st = os.fstat(self.fd)
+            self.ino, self.dev = st.st_ino, st.st_dev
+            if fresh and st.st_size:
+                os.ftruncate(self.fd, 0)
+            if reserve:
+                self._reserve(0 if fresh else st.st_size)
         except BaseException:
             os.close(self.fd)
             raise
+
+    def _claim(self) -> None:
+        try:
+            if not lock_file(self.fd):
+                raise PartBusyError(
+                    errno.EBUSY,
+                    f"{self.path} is being written by another process (its lock is held)",
+                )
+        except LocksUnsupported:
+            self.locked = False  # the folder claim (``journal``) already warned about it
+        folder_dev = self.path.parent.stat().st_dev
+        if os.fstat(self.fd).st_dev != folder_dev:
+            raise OSError(errno.EXDEV, f"{self.path} is on another filesystem than its folder")
 
     @contextlib.contextmanager
     def _using(self) -> Iterator[int]:
@@ -108,11 +164,10 @@ class PartFile:
                 self._users -= 1
                 self._idle.notify_all()
 
-    def _reserve(self) -> None:
+    def _reserve(self, current: int) -> None:
         # Reserving the space up front turns a disk that would fill up mid-run into one clear
         # error before any byte moves. Filesystems without fallocate (some NFS) get a sparse
         # file of the right length instead.
-        current = os.fstat(self.fd).st_size
         if current > self.size_bytes:
             os.ftruncate(self.fd, self.size_bytes)
         if self.size_bytes == 0:
@@ -169,20 +224,62 @@ class PartFile:
         with self._using() as fd:
             return hash_range(fd, start, stop)
 
-    def sync(self) -> None:
-        """Flush written data to stable storage (before the journal records it)."""
+    def read_with(self, read: Callable[[int], T]) -> T:
+        """``read(fd)`` on the open part (for whole-file checksums), safe against ``close``."""
+        with self._using() as fd:
+            return read(fd)
+
+    def size_on_disk(self) -> int:
+        """The file's length now."""
+        with self._using() as fd:
+            return os.fstat(fd).st_size
+
+    def intact(self) -> bool:
+        """Whether the path still names the inode we wrote, and nothing else names it: then
+        the bytes at the path are the ones we wrote and hashed (we held its lock throughout)."""
+        try:
+            with self._using() as fd:
+                mine = os.fstat(fd)
+            there = os.lstat(self.path)
+        except OSError:
+            return False
+        return (
+            mine.st_nlink == 1
+            and (there.st_ino, there.st_dev) == (self.ino, self.dev)
+            and there.st_nlink == 1
+        )
+
+    def sync(self) -> bool:
+        """Flush written data to stable storage (before the journal records it).
+
+        A part closed meanwhile (its transfer failed) is reopened by name to be synced, if the
+        name still holds our inode; ``False`` when its data can no longer be made durable, and
+        its ranges must then not be journaled.
+        """
         try:
             with self._using() as fd:
                 os.fdatasync(fd)
+            return True
         except OSError as exc:
-            if exc.errno == errno.EBADF:
-                return  # closed meanwhile: its data is synced by the rename batch instead
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _disk_full(self.path, exc) from None
-            raise
+            if exc.errno != errno.EBADF:
+                raise
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if (st.st_ino, st.st_dev) != (self.ino, self.dev):
+                return False
+            os.fdatasync(fd)
+            return True
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
-        """Close the handle once no thread uses it (idempotent)."""
+        """Close the handle (and so release the lock) once no thread uses it (idempotent)."""
         with self._idle:
             while self._users:
                 self._idle.wait()
@@ -191,87 +288,93 @@ class PartFile:
                 self.fd = -1
 
     def discard(self) -> None:
-        """Close and delete the part file: its bytes are not worth keeping."""
+        """Delete the part file (if its name is still ours) and close it: its bytes are not
+        worth keeping. Its ranges are then never journaled."""
+        self.discarded = True
+        with contextlib.suppress(OSError):
+            there = os.lstat(self.path)
+            if (there.st_ino, there.st_dev) == (self.ino, self.dev):
+                self.path.unlink()
         self.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
 
 
-def _syncfs(path: Path) -> bool:
-    """``syncfs(2)`` on the filesystem holding ``path``; ``False`` where unavailable."""
+def write_small_part(
+    dest: Path, chunks: Sequence[bytes], *, hash_it: bool
+) -> tuple[PartFile, bytes]:
+    """A whole small object's ``.part`` in one worker-thread hop: create, lock, write, hash.
+
+    Returns the part (still open and locked, for ``finalize_batch``) and the MD5 of the bytes
+    (``b""`` if not hashed). Its data is made durable with the batch it is renamed in.
+    """
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    part = PartFile(dest, len(data), fresh=True, reserve=False)
+    try:
+        part.write(0, data)
+    except BaseException:
+        part.discard()
+        raise
+    return part, hashlib.md5(data).digest() if hash_it else b""
+
+
+def _syncfs(fd: int) -> bool:
+    """``syncfs(2)`` of the filesystem holding the open file ``fd``; ``False`` where absent."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         syncfs = libc.syncfs
     except (OSError, AttributeError):
         return False
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        return bool(syncfs(fd) == 0)
-    finally:
-        os.close(fd)
+    return bool(syncfs(fd) == 0)
 
 
-# Above this many files in one batch, one syncfs is cheaper than an fsync per file.
+# Above this many files of one filesystem in one batch, one syncfs is cheaper than an fsync
+# per file.
 _SYNCFS_MIN_FILES = 8
 
 
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def finalize_batch(items: Sequence[tuple[PartFile, Path]]) -> list[os.stat_result | OSError]:
+    """Durably move verified part files to their final names; one result slot per file: the
+    final file's ``stat``, or why it could not be moved.
 
-
-def finalize_batch(root: Path, renames: list[tuple[Path, Path]]) -> list[OSError | None]:
-    """Durably move verified part files to their final names; one error slot per file.
-
-    Data first (one ``syncfs`` for a large batch, else an ``fsync`` per file), then every
-    rename, then one ``fsync`` per folder: after a power loss a final name never holds
-    unwritten data, and the journal (committed by the caller afterwards) never calls a file
-    complete that is not.
+    Data first (one ``syncfs`` per filesystem for a large batch, else an ``fsync`` per file,
+    so dataset folders linked or mounted onto other disks are synced too), then, for each file
+    whose name still holds the inode we wrote, the rename, then one ``fsync`` per folder:
+    after a power loss a final name never holds unwritten data, and the journal (committed by
+    the caller afterwards) never calls a file complete that is not. The parts stay open (and
+    locked); the caller closes them once the journal has recorded them.
     """
-    errors: list[OSError | None] = [None] * len(renames)
-    if not renames:
-        return errors
-    if not (len(renames) >= _SYNCFS_MIN_FILES and _syncfs(root)):
-        for i, (src, _) in enumerate(renames):
+    results: list[os.stat_result | OSError | None] = [None] * len(items)
+    by_fs: dict[int, list[int]] = {}
+    for i, (part, _) in enumerate(items):
+        by_fs.setdefault(part.dev, []).append(i)
+    for indices in by_fs.values():
+        if len(indices) >= _SYNCFS_MIN_FILES:
+            with contextlib.suppress(OSError), items[indices[0]][0]._using() as fd:
+                if _syncfs(fd):
+                    continue
+        for i in indices:
             try:
-                _fsync_path(src)
+                with items[i][0]._using() as fd:
+                    os.fsync(fd)
             except OSError as exc:
-                errors[i] = exc
+                results[i] = exc
     folders = set()
-    for i, (src, dest) in enumerate(renames):
-        if errors[i] is not None:
+    for i, (part, dest) in enumerate(items):
+        if results[i] is not None:
+            continue
+        if not part.intact():
+            results[i] = PartChangedError(
+                errno.ESTALE,
+                f"{part.path} was replaced or given another name while it was written",
+            )
             continue
         try:
-            src.replace(dest)
+            part.path.replace(dest)  # rename(2) replaces a link at ``dest``, never follows it
+            with part._using() as fd:
+                results[i] = os.fstat(fd)
         except OSError as exc:
-            errors[i] = exc
+            results[i] = exc
             continue
         folders.add(dest.parent)
     for folder in folders:
         fsync_dir(folder)
-    return errors
-
-
-def write_small_file(path: Path, chunks: Sequence[bytes], *, hash_it: bool) -> bytes:
-    """Create ``path`` afresh holding ``chunks``; return their MD5 (``b""`` if not hashed).
-
-    One worker-thread hop for a whole small file: create, write, hash, close. Its data is made
-    durable with the batch it is renamed in (``finalize_batch``).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(path, exc) from None
-        raise
-    finally:
-        os.close(fd)
-    return hashlib.md5(data).digest() if hash_it else b""
+    return [r if r is not None else OSError(errno.EIO, "not finalized") for r in results]

@@ -4,41 +4,52 @@ SQLite in WAL mode under ``<output>/.ego4d-dl/``. Writes accumulate in an open t
 become durable at ``commit()``, which the engine calls only after the bytes those rows describe
 were synced to disk, so after ``kill -9`` or a power loss the journal never claims more than
 the disk holds. Only the event-loop thread touches a ``Journal``. One file per shard: SQLite
-must not be shared across hosts over NFS or Lustre. Imports ``plan``, ``integrity`` and
+must not be shared across hosts over NFS or Lustre. A writer first claims the output folder
+(``locks.DirectoryClaim``), so two runs never write one journal or one file. Its files are
+never opened through a link. Imports ``ondisk``, ``locks``, ``integrity``, ``shard`` and
 ``errors``.
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
+import re
+import socket
 import sqlite3
+import stat
+import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from .errors import ConfigError
-from .files import part_path
-from .integrity import merge_ranges
-from .plan import Action, LocalState
+from .locks import DirectoryClaim, Running, open_plain
+from .ondisk import JournalEntry, ObjectVersion
+from .shard import Shard, format_shard
 
 __all__ = [
     "JOURNAL_DIR",
-    "DiskIndex",
     "Journal",
+    "JournalDamagedError",
     "JournalEntry",
-    "JournalIndex",
+    "JournalView",
     "RangeRecord",
+    "describe_running",
+    "find_journals",
+    "is_plain",
     "journal_path",
+    "read_entries",
+    "set_aside",
 ]
 
 JOURNAL_DIR = ".ego4d-dl"
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     id INTEGER PRIMARY KEY,
@@ -53,7 +64,10 @@ CREATE TABLE IF NOT EXISTS objects (
     verify_level TEXT,
     file_size INTEGER,
     file_mtime_ns INTEGER,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    file_ino INTEGER,                   -- schema 2: the verified file's inode and device
+    file_dev INTEGER,
+    part_ino INTEGER                    -- schema 2: the .part the ranges were written to
 );
 CREATE TABLE IF NOT EXISTS ranges (
     object_id INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
@@ -62,13 +76,68 @@ CREATE TABLE IF NOT EXISTS ranges (
     md5 BLOB,                           -- MD5 of the bytes as received, when streamed whole
     PRIMARY KEY (object_id, start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS runs (       -- who wrote this journal, for "what is running"
+    id INTEGER PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    command TEXT NOT NULL
+);
 """
+# Schema 1 journals gain the columns of schema 2; their complete entries have no inode.
+_MIGRATIONS = (
+    "ALTER TABLE objects ADD COLUMN file_ino INTEGER",
+    "ALTER TABLE objects ADD COLUMN file_dev INTEGER",
+    "ALTER TABLE objects ADD COLUMN part_ino INTEGER",
+)
+_SHARD_JOURNAL_RE = re.compile(r"^journal-shard-(\d+)-of-(\d+)\.sqlite$")
+_SIDECARS = ("", "-wal", "-shm", "-journal")
 
 
-def journal_path(output_directory: Path, shard: tuple[int, int] | None = None) -> Path:
+class JournalDamagedError(ConfigError):
+    """The journal cannot be read (truncated, garbage, a newer schema); it can be rebuilt."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(
+            f"the journal {path} {problem}; rebuild it from the files on disk with "
+            "`ego4d-dl verify --repair` (same options as the download; the old journal is "
+            "kept beside it), or move it away to start over"
+        )
+        self.path = path
+
+
+def is_plain(path: Path) -> bool:
+    """Whether ``path`` is a regular file with one name (not a link to something else)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+
+
+def journal_path(output_directory: Path, shard: Shard | None = None) -> Path:
     """Where a run's journal lives; each shard ``K/N`` has its own file."""
     name = "journal.sqlite" if shard is None else f"journal-shard-{shard[0]}-of-{shard[1]}.sqlite"
     return output_directory / JOURNAL_DIR / name
+
+
+def _shard_of_path(path: Path) -> Shard | None:
+    match = _SHARD_JOURNAL_RE.match(path.name)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def find_journals(output_directory: Path) -> tuple[Path | None, dict[Shard, Path]]:
+    """The unsharded journal (if any) and every shard's, by ``(K, N)``."""
+    folder = output_directory / JOURNAL_DIR
+    plain = folder / "journal.sqlite"
+    sharded: dict[Shard, Path] = {}
+    if folder.is_dir():
+        for path in folder.iterdir():
+            shard = _shard_of_path(path)
+            if shard is not None:
+                sharded[shard] = path
+    return (plain if plain.is_file() else None), sharded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,45 +149,72 @@ class RangeRecord:
     md5: bytes | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JournalEntry:
-    """What the journal knows of one destination file."""
+def _command() -> str:
+    return " ".join(["ego4d-dl", *sys.argv[1:]])[:500]
 
-    id: int
-    dest: str
-    bucket: str
-    key: str
-    etag: str
-    size_bytes: int
-    layout: tuple[int, ...] | None
-    layout_exact: bool
-    complete: bool
-    verify_level: str | None
-    file_size: int | None
-    file_mtime_ns: int | None
-    damaged: bool = False  # ``verify`` found the file at its final path corrupt or truncated
 
-    @property
-    def dest_rel(self) -> Path:
-        """The destination, relative to the output directory."""
-        return Path(self.dest)
+def set_aside(path: Path) -> Path:
+    """Move a damaged journal (and its WAL files) beside itself; return the new name."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in _SIDECARS:
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + suffix).rename(aside.with_name(aside.name + suffix))
+    return aside
+
+
+def describe_running(output_directory: Path) -> Callable[[Running], str]:
+    """For ``locks.DirectoryClaim``: who holds a conflicting claim (pid, host, since when),
+    from the run rows of the journals involved, read as snapshots."""
+
+    def describe(running: Running) -> str:
+        plain, sharded = find_journals(output_directory)
+        if running.unsharded:
+            paths = [plain] if plain else []
+        elif running.shard is not None:
+            paths = [p for s, p in sharded.items() if s == running.shard]
+        else:
+            paths = [p for s, p in sharded.items() if s[1] == running.shard_count]
+        rows: list[tuple[float, str, int, Shard | None]] = []
+        for path in paths:
+            with contextlib.suppress(ConfigError, sqlite3.Error), Journal(path, snapshot=True) as j:
+                rows.extend(
+                    (started, host, pid, _shard_of_path(path))
+                    for host, pid, started in j.db.execute(
+                        "SELECT host, pid, started FROM runs WHERE ended IS NULL"
+                    )
+                )
+        if not rows:
+            return ""
+        started, host, pid, shard = max(rows)
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(started))
+        what = f"shard {format_shard(shard)}, " if shard and running.shard_count else ""
+        return f"{what}pid {pid} on {host}, since {since}"
+
+    return describe
 
 
 class Journal:
     """One SQLite journal file; use as a context manager."""
 
     def __init__(self, path: Path, *, readonly: bool = False, snapshot: bool = False) -> None:
-        """``readonly`` journals (plan, status) take no lock and create nothing. A ``snapshot``
-        (read-only too) does not even touch SQLite's shared-memory index, so it is safe on a
-        journal another host is writing over NFS or Lustre; it sees what was checkpointed."""
+        """``readonly`` journals (plan, status) take no claim and create nothing. A
+        ``snapshot`` (read-only too) does not even touch SQLite's shared-memory index, so it
+        is safe on a journal another host is writing over NFS or Lustre, and changes nothing
+        on disk; it sees what was checkpointed."""
         self.path = path
         self.readonly = readonly or snapshot
         self.snapshot = snapshot
         self._db: sqlite3.Connection | None = None
-        self._lock_fd = -1
+        self._claim: DirectoryClaim | None = None
+        self._run_id: int | None = None
+        self._columns: tuple[str, ...] = ()
+        # Things worth telling the user about this journal (links replaced, no file locks).
+        self.notes: list[str] = []
 
     def __enter__(self) -> Self:
-        self.open()
+        if self._db is None:
+            self.open()
         return self
 
     def __exit__(
@@ -129,75 +225,142 @@ class Journal:
     ) -> None:
         self.close()
 
+    @property
+    def shard(self) -> Shard | None:
+        """The shard this journal belongs to (``None``: an unsharded run's)."""
+        return _shard_of_path(self.path)
+
     def open(self) -> None:
-        """Open (creating if needed) the journal file; writers take an exclusive lock."""
+        """Open the journal; a writer first claims the output folder, then creates the file."""
         if self.readonly:
-            try:
-                immutable = "&immutable=1" if self.snapshot else ""
-                # Quoted: a '?', '#' or '%' in the output directory would end the URI's path.
-                uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro{immutable}"
-                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-                self._db.execute("SELECT count(*) FROM objects").fetchone()
-            except sqlite3.Error as exc:
-                raise ConfigError(f"cannot read the journal {self.path}: {exc}") from None
+            self._open_readonly()
             return
+        folder = self.path.parent
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock()
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {folder}: {exc.strerror or exc}") from None
+        self._claim = DirectoryClaim(
+            folder, self.shard, describe=describe_running(self.path.parent.parent)
+        )
+        try:
+            self._claim.acquire()
+            if not self._claim.supported:
+                self.notes.append(
+                    f"the filesystem of {folder} has no file locks: ego4d-dl cannot stop two "
+                    "runs from writing into it at once; make sure only one does"
+                )
+            self._prepare_files()
             db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
-            self._unlock()
+            self._release()
             raise ConfigError(f"cannot open the journal {self.path}: {exc}") from None
+        except BaseException:
+            self._release()
+            raise
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode: a crash never corrupts, a power loss may drop the last
-            # commits, which only means re-fetching a little.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the journal {self.path} was written by a newer ego4d-dl; upgrade"
-                )
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-            db.commit()
-        except sqlite3.DatabaseError as exc:
+            self._db = db
+            self._set_up(db)
+        except JournalDamagedError:
+            self._db = None
             db.close()
-            self._unlock()
-            raise ConfigError(
-                f"the journal {self.path} is damaged ({exc}); move it away to start over"
-            ) from None
-        self._db = db
+            self._release()
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._db = None
+            db.close()
+            self._release()
+            raise JournalDamagedError(self.path, f"is damaged ({exc})") from None
 
-    def _lock(self) -> None:
-        # Two runs on one output directory would race on the same part files. flock is
-        # advisory and unreliable on some network filesystems, which is why shards keep
-        # separate journals rather than relying on it.
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    def _prepare_files(self) -> None:
+        """The journal's files are ours: a link at one of their names is removed, never
+        followed (SQLite itself would follow it)."""
+        for suffix in _SIDECARS:
+            path = self.path.with_name(self.path.name + suffix)
+            try:
+                st = path.lstat()
+            except FileNotFoundError:
+                continue
+            if path.is_symlink() or st.st_nlink > 1:
+                kind = "symbolic link" if path.is_symlink() else "hard link"
+                path.unlink()
+                self.notes.append(f"{path} was a {kind}; replaced by a file of ego4d-dl's own")
+        if not self.path.exists():
+            os.close(open_plain(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL))
+
+    def _set_up(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a crash never corrupts, a power loss may drop the last commits,
+        # which only means re-fetching a little.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > _SCHEMA_VERSION:
+            raise JournalDamagedError(
+                self.path, f"was written by a newer ego4d-dl (schema {version}); upgrade, or"
+            )
+        problem = db.execute("PRAGMA quick_check").fetchone()[0]
+        if problem != "ok":
+            raise JournalDamagedError(self.path, f"is damaged ({problem})")
+        if version == 1:
+            for statement in _MIGRATIONS:
+                db.execute(statement)
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        cur = db.execute(
+            "INSERT INTO runs (host, pid, started, command) VALUES (?, ?, ?, ?)",
+            (socket.gethostname(), os.getpid(), time.time(), _command()),
+        )
+        self._run_id = cur.lastrowid
+        db.commit()
+        # Readers of snapshots (another run explaining why it is refused, ``status`` on a
+        # login node) see only what is checkpointed.
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._columns = self._table_columns(db)
+
+    def _open_readonly(self) -> None:
+        if not is_plain(self.path):
+            raise ConfigError(f"{self.path} is not a journal of ego4d-dl's own (a link?)")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise ConfigError(
-                f"another ego4d-dl is already downloading into {self.path.parent.parent} "
-                "(journal locked); wait for it, or split the work with --shard K/N"
-            ) from None
-        self._lock_fd = fd
+            immutable = "&immutable=1" if self.snapshot else ""
+            # Quoted: a '?', '#' or '%' in the output directory would end the URI's path.
+            uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro{immutable}"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise JournalDamagedError(
+                    self.path, f"was written by a newer ego4d-dl (schema {version}); upgrade, or"
+                )
+            self._db.execute("SELECT count(*) FROM objects").fetchone()
+            self._columns = self._table_columns(self._db)
+        except sqlite3.Error as exc:
+            self.close()
+            if "no such table" in str(exc):
+                raise ConfigError(f"cannot read the journal {self.path}: {exc}") from None
+            raise JournalDamagedError(self.path, f"cannot be read ({exc})") from None
 
-    def _unlock(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing releases the flock
-            self._lock_fd = -1
+    @staticmethod
+    def _table_columns(db: sqlite3.Connection) -> tuple[str, ...]:
+        return tuple(str(row[1]) for row in db.execute("PRAGMA table_info(objects)"))
+
+    def _release(self) -> None:
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     def close(self) -> None:
-        """Commit what is pending, close, release the lock."""
+        """Commit what is pending, record the run's end, close, give up the claim."""
         if self._db is not None:
             if not self.readonly:
-                self._db.commit()
+                with contextlib.suppress(sqlite3.Error):
+                    if self._run_id is not None:
+                        self._db.execute(
+                            "UPDATE runs SET ended = ? WHERE id = ?", (time.time(), self._run_id)
+                        )
+                    self._db.commit()
             self._db.close()
             self._db = None
-        self._unlock()
+        self._release()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -212,41 +375,49 @@ class Journal:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def _entry(self, row: tuple[object, ...]) -> JournalEntry:
-        (id_, dest, bucket, key, etag, size, layout, exact, state, level, fsize, mtime) = row
+    def _select(self) -> str:
+        def col(name: str) -> str:
+            return name if name in self._columns else "NULL"
+
+        done = "(SELECT COALESCE(SUM(r.stop - r.start), 0) FROM ranges r WHERE r.object_id = o.id)"
+        columns = (
+            "o.id, o.dest, o.bucket, o.key, o.etag, o.size, o.layout, o.layout_exact, o.state, "
+            f"o.verify_level, o.file_size, o.file_mtime_ns, {col('file_ino')}, "
+            f"{col('file_dev')}, {col('part_ino')}, {done}"
+        )
+        return f"SELECT {columns} FROM objects o"  # noqa: S608 - built from constants
+
+    def _entry(self, row: Sequence[object]) -> JournalEntry:
+        (id_, dest, bucket, key, etag, size, layout, exact, state, level, fsize, mtime) = row[:12]
+        ino, dev, part_ino, done = row[12:]
         return JournalEntry(
-            id=int(id_),  # type: ignore[call-overload]
+            id=_int(id_),
             dest=str(dest),
-            bucket=str(bucket),
-            key=str(key),
-            etag=str(etag),
-            size_bytes=int(size),  # type: ignore[call-overload]
+            version=ObjectVersion(
+                bucket=str(bucket), key=str(key), etag=str(etag), size_bytes=_int(size)
+            ),
             layout=tuple(json.loads(str(layout))) if layout else None,
             layout_exact=bool(exact),
             complete=state == "complete",
-            verify_level=str(level) if level else None,
-            file_size=int(fsize) if fsize is not None else None,  # type: ignore[call-overload]
-            file_mtime_ns=int(mtime) if mtime is not None else None,  # type: ignore[call-overload]
             damaged=state == "damaged",
+            verify_level=str(level) if level else None,
+            file_size=_opt_int(fsize),
+            file_mtime_ns=_opt_int(mtime),
+            file_ino=_opt_int(ino),
+            file_dev=_opt_int(dev),
+            part_ino=_opt_int(part_ino),
+            done_bytes=_int(done),
+            journal=self.path.name,
         )
-
-    _COLUMNS = (
-        "id, dest, bucket, key, etag, size, layout, layout_exact, state, verify_level, "
-        "file_size, file_mtime_ns"
-    )
 
     def get(self, dest: str) -> JournalEntry | None:
         """The entry for a destination (relative path string), if any."""
-        row = self.db.execute(
-            f"SELECT {self._COLUMNS} FROM objects WHERE dest = ?",  # noqa: S608 - constant
-            (dest,),
-        ).fetchone()
+        row = self.db.execute(f"{self._select()} WHERE o.dest = ?", (dest,)).fetchone()
         return self._entry(row) if row else None
 
     def entries(self) -> Iterator[JournalEntry]:
         """Every entry, in destination order."""
-        cur = self.db.execute(f"SELECT {self._COLUMNS} FROM objects ORDER BY dest")  # noqa: S608
-        for row in cur:
+        for row in self.db.execute(f"{self._select()} ORDER BY o.dest"):
             yield self._entry(row)
 
     def ranges(self, object_id: int) -> list[RangeRecord]:
@@ -258,9 +429,10 @@ class Journal:
 
     def bytes_done(self, object_id: int) -> int:
         """Bytes covered by completed ranges."""
-        return sum(
-            b - a for a, b in merge_ranges((r.start, r.stop) for r in self.ranges(object_id))
-        )
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(stop - start), 0) FROM ranges WHERE object_id = ?", (object_id,)
+        ).fetchone()
+        return int(row[0])
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -268,48 +440,46 @@ class Journal:
         self,
         *,
         dest: str,
-        bucket: str,
-        key: str,
-        etag: str,
-        size_bytes: int,
+        version: ObjectVersion,
         layout: tuple[int, ...] | None,
         layout_exact: bool,
+        keep_ranges: bool,
     ) -> int:
-        """Start (or restart) the entry for this object version; keep ranges of the same one."""
+        """Start (or restart) the entry for this object version; with ``keep_ranges`` (a
+        resume the classifier allowed) the journaled ranges stay, otherwise they go."""
         existing = self.get(dest)
-        same = (
-            existing is not None
-            and (existing.bucket, existing.key, existing.etag, existing.size_bytes)
-            == (bucket, key, etag, size_bytes)
-            and not existing.complete
-        )
-        if existing is not None and not same:
+        if existing is not None and not keep_ranges:
             self.db.execute("DELETE FROM ranges WHERE object_id = ?", (existing.id,))
         layout_json = json.dumps(list(layout)) if layout is not None else None
+        values = (
+            version.bucket,
+            version.key,
+            version.etag,
+            version.size_bytes or 0,
+            layout_json,
+            int(layout_exact),
+            time.time(),
+        )
         if existing is None:
             cur = self.db.execute(
-                "INSERT INTO objects (dest, bucket, key, etag, size, layout, layout_exact, state, "
-                "updated) VALUES (?, ?, ?, ?, ?, ?, ?, 'partial', ?)",
-                (dest, bucket, key, etag, size_bytes, layout_json, int(layout_exact), time.time()),
+                "INSERT INTO objects (bucket, key, etag, size, layout, layout_exact, updated, "
+                "dest, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'partial')",
+                (*values, dest),
             )
             assert cur.lastrowid is not None
             return int(cur.lastrowid)
         self.db.execute(
             "UPDATE objects SET bucket = ?, key = ?, etag = ?, size = ?, layout = ?, "
-            "layout_exact = ?, state = 'partial', verify_level = NULL, file_size = NULL, "
-            "file_mtime_ns = NULL, updated = ? WHERE id = ?",
-            (
-                bucket,
-                key,
-                etag,
-                size_bytes,
-                layout_json,
-                int(layout_exact),
-                time.time(),
-                existing.id,
-            ),
+            "layout_exact = ?, updated = ?, state = 'partial', verify_level = NULL, "
+            "file_size = NULL, file_mtime_ns = NULL, file_ino = NULL, file_dev = NULL "
+            "WHERE id = ?",
+            (*values, existing.id),
         )
         return existing.id
+
+    def set_part(self, object_id: int, part_ino: int) -> None:
+        """Record the inode of the ``.part`` file the object's ranges are written to."""
+        self.db.execute("UPDATE objects SET part_ino = ? WHERE id = ?", (part_ino, object_id))
 
     def set_layout(self, object_id: int, layout: tuple[int, ...], *, exact: bool) -> None:
         """Record the object's part layout."""
@@ -335,15 +505,23 @@ class Journal:
             [(object_id, s) for s in starts],
         )
 
-    def mark_complete(
-        self, object_id: int, *, verify_level: str, file_size: int, file_mtime_ns: int
-    ) -> None:
-        """The file is verified and at its final path; its ranges are no longer needed."""
+    def mark_complete(self, object_id: int, *, verify_level: str, st: os.stat_result) -> None:
+        """The file is verified and at its final path (``st``: its ``stat``); its ranges are
+        no longer needed."""
         self.db.execute("DELETE FROM ranges WHERE object_id = ?", (object_id,))
         self.db.execute(
             "UPDATE objects SET state = 'complete', verify_level = ?, file_size = ?, "
-            "file_mtime_ns = ?, updated = ? WHERE id = ?",
-            (verify_level, file_size, file_mtime_ns, time.time(), object_id),
+            "file_mtime_ns = ?, file_ino = ?, file_dev = ?, part_ino = NULL, updated = ? "
+            "WHERE id = ?",
+            (
+                verify_level,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ino,
+                st.st_dev,
+                time.time(),
+                object_id,
+            ),
         )
 
     def mark_damaged(self, object_id: int) -> None:
@@ -358,110 +536,100 @@ class Journal:
         self,
         *,
         dest: str,
-        bucket: str,
-        key: str,
-        etag: str,
-        size_bytes: int,
+        version: ObjectVersion,
         verify_level: str,
-        file_mtime_ns: int,
+        st: os.stat_result,
+        layout: tuple[int, ...] | None = None,
+        layout_exact: bool = False,
     ) -> None:
         """Record a complete, verified file in one statement, whatever was known of it before
-        (a small file fetched in one request, or one found on disk)."""
+        (a small file fetched in one request, or one found on disk); ``st`` is its ``stat``."""
         self.db.execute(
             "DELETE FROM ranges WHERE object_id = (SELECT id FROM objects WHERE dest = ?)",
             (dest,),
         )
         self.db.execute(
             "INSERT INTO objects (dest, bucket, key, etag, size, layout, layout_exact, state, "
-            "verify_level, file_size, file_mtime_ns, updated) "
-            "VALUES (?, ?, ?, ?, ?, NULL, 0, 'complete', ?, ?, ?, ?) "
+            "verify_level, file_size, file_mtime_ns, file_ino, file_dev, part_ino, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?, ?, ?, NULL, ?) "
             "ON CONFLICT(dest) DO UPDATE SET bucket = excluded.bucket, key = excluded.key, "
-            "etag = excluded.etag, size = excluded.size, layout = NULL, layout_exact = 0, "
-            "state = 'complete', verify_level = excluded.verify_level, "
-            "file_size = excluded.file_size, file_mtime_ns = excluded.file_mtime_ns, "
-            "updated = excluded.updated",
+            "etag = excluded.etag, size = excluded.size, layout = excluded.layout, "
+            "layout_exact = excluded.layout_exact, state = 'complete', "
+            "verify_level = excluded.verify_level, file_size = excluded.file_size, "
+            "file_mtime_ns = excluded.file_mtime_ns, file_ino = excluded.file_ino, "
+            "file_dev = excluded.file_dev, part_ino = NULL, updated = excluded.updated",
             (
                 dest,
-                bucket,
-                key,
-                etag,
-                size_bytes,
+                version.bucket,
+                version.key,
+                version.etag,
+                version.size_bytes or 0,
+                json.dumps(list(layout)) if layout is not None else None,
+                int(layout_exact),
                 verify_level,
-                size_bytes,
-                file_mtime_ns,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ino,
+                st.st_dev,
                 time.time(),
             ),
         )
 
 
-class DiskIndex:
-    """No journal: a file of the right size counts as complete (the original CLI's test)."""
-
-    def classify(
-        self, *, dest: Path, bucket: str, key: str, size_bytes: int, etag: str
-    ) -> LocalState:
-        """A file of the expected size is complete; another size is stale."""
-        try:
-            st = dest.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            return LocalState(action=Action.FETCH)
-        if st.st_size == size_bytes:
-            return LocalState(action=Action.SKIP, note="size matches (no journal)")
-        return LocalState(
-            action=Action.REFETCH, note=f"local size {st.st_size} != remote {size_bytes}"
-        )
+def _int(value: object) -> int:
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise TypeError(f"not an integer in the journal: {value!r}")
 
 
-class JournalIndex:
-    """Classifies planned files by the journal first, the disk second."""
+def _opt_int(value: object) -> int | None:
+    return None if value is None else _int(value)
 
-    def __init__(self, journal: Journal, output_directory: Path) -> None:
-        self._journal = journal
+
+def read_entries(path: Path) -> list[JournalEntry]:
+    """Every entry of a journal read as an immutable snapshot: no lock, nothing written, not
+    even SQLite's shared-memory index; safe on a journal another host writes over NFS."""
+    with Journal(path, snapshot=True) as journal:
+        return list(journal.entries())
+
+
+class JournalView:
+    """What the journals of an output folder know of its files, for ``ondisk.classify``.
+
+    ``own`` is this run's journal (or ``None``: there is none yet); the other journals of the
+    folder (other shards, an unsharded run) are read once, as snapshots, when first asked.
+    """
+
+    def __init__(self, output_directory: Path, own: Journal | None, own_path: Path) -> None:
         self._out = output_directory
+        self._own = own
+        self._own_path = own_path
+        self._others: dict[str, list[JournalEntry]] | None = None
+        self.warnings: list[str] = []
 
-    def classify(
-        self, *, dest: Path, bucket: str, key: str, size_bytes: int, etag: str
-    ) -> LocalState:
-        """Skip, resume, refetch or fetch, with the reason."""
-        rel = str(dest.relative_to(self._out))
-        entry = self._journal.get(rel)
-        try:
-            st = dest.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            st = None
-        if entry is not None and entry.complete:
-            if (entry.bucket, entry.key, entry.etag) != (bucket, key, etag):
-                return LocalState(action=Action.REFETCH, note="changed on the server")
-            if st is None:
-                return LocalState(action=Action.REFETCH, note="deleted since it was downloaded")
-            if st.st_size != entry.file_size or st.st_mtime_ns != entry.file_mtime_ns:
-                return LocalState(action=Action.REFETCH, note="modified since it was downloaded")
-            return LocalState(action=Action.SKIP, note=f"verified ({entry.verify_level})")
-        version = (bucket, key, etag, size_bytes)
-        if (
-            entry is not None
-            and (entry.bucket, entry.key, entry.etag, entry.size_bytes) == version
-            and part_path(dest).exists()
-        ):
-            done = self._journal.bytes_done(entry.id)
-            return LocalState(action=Action.RESUME if done else Action.FETCH, present_bytes=done)
-        if st is not None:
-            if st.st_size != size_bytes:
-                return LocalState(
-                    action=Action.REFETCH, note=f"local size {st.st_size} != remote {size_bytes}"
-                )
-            if entry is None:
-                return LocalState(action=Action.SKIP, note="size matches (no journal entry)")
-            if entry.damaged:
-                return LocalState(action=Action.REFETCH, note="found damaged by verify")
-            if (entry.bucket, entry.key, entry.etag, entry.size_bytes) == version:
-                # A file reaches its final name only verified and synced, and the journal
-                # commit follows the rename: a kill in between leaves exactly this. Adoption
-                # checks it (by ETag under --verify etag) instead of fetching it again.
-                return LocalState(
-                    action=Action.SKIP, note="renamed complete; its journal record was cut short"
-                )
-            return LocalState(
-                action=Action.REFETCH, note="a download of another version was interrupted"
-            )
-        return LocalState(action=Action.FETCH)
+    def entry(self, dest: Path) -> JournalEntry | None:
+        """This run's journal's entry for ``dest``."""
+        if self._own is None:
+            return None
+        return self._own.get(self.rel(dest))
+
+    def rel(self, dest: Path) -> str:
+        """``dest`` relative to the output folder, as journals key it."""
+        return dest.relative_to(self._out).as_posix()
+
+    def others(self, dest: Path) -> list[JournalEntry]:
+        """The entries other journals of the folder hold for ``dest``."""
+        if self._others is None:
+            self._others = {}
+            plain, sharded = find_journals(self._out)
+            for path in [plain, *sharded.values()]:
+                if path is None or path == self._own_path:
+                    continue
+                try:
+                    entries = read_entries(path)
+                except (ConfigError, sqlite3.Error):
+                    # Another shard's damaged or half-written journal only costs a re-check.
+                    continue
+                for e in entries:
+                    self._others.setdefault(e.dest, []).append(e)
+        return self._others.get(self.rel(dest), [])

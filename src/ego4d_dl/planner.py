@@ -1,9 +1,10 @@
 """Build a ``Plan``: fetch manifests, apply filters, look up every object, compare with disk.
 
-Async orchestration over ``store``; the decisions themselves live in ``plan`` and
-``manifest``. Never prints: progress goes to an ``EventSink``. With ``--shard K/N`` only the
-keys the shard owns are looked up and planned. Imports ``store``, ``lookup``, ``plan``,
-``shard``, ``manifest``, ``catalog``, ``events``, ``retry``, ``config`` and ``errors``.
+Async orchestration over ``store``; the decisions themselves live in ``plan``, ``manifest``
+and ``ondisk`` (whose one classifier says what each file on disk is). Never prints: progress
+goes to an ``EventSink``. With ``--shard K/N`` only the keys the shard owns are looked up and
+planned. Imports ``store``, ``lookup``, ``journal``, ``ondisk``, ``plan``, ``shard``,
+``manifest``, ``catalog``, ``events``, ``retry``, ``config`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -39,15 +40,17 @@ from .errors import (
     most_relevant,
 )
 from .events import EventSink, ManifestLoaded, ObjectsLookedUp, PlanBuilt, discard
+from .journal import JournalView
 from .lookup import LookupResult, lookup_objects
 from .manifest import Selection, parse_manifest
+from .ondisk import Classification, ObjectVersion, OnDisk, Origin, classify, snapshot
 from .plan import (
     Action,
     DatasetPlan,
     DatasetSelection,
-    LocalIndex,
     Plan,
     PlannedFile,
+    action_for,
     dataset_dir,
     select_rows,
 )
@@ -60,6 +63,8 @@ __all__ = [
     "build_plan",
     "fetch_manifest",
     "list_dataset_rows",
+    "look_on_disk",
+    "refresh",
 ]
 
 # Planning lookups give up sooner than transfers: a plan is interactive.
@@ -130,13 +135,54 @@ def _inside(path: Path, root: Path) -> bool:
     return os.path.normpath(path).startswith(os.path.normpath(root) + os.sep)
 
 
+def look_on_disk(version: ObjectVersion, dest: Path, view: JournalView) -> Classification:
+    """``ondisk.classify`` of one destination, with the facts gathered: this run's journal
+    entry, an ``lstat`` of the file and its ``.part`` and, only for a file no journal of ours
+    knows, what the folder's other journals say of it."""
+    entry = view.entry(dest)
+    disk = snapshot(dest)
+    found = classify(version, entry, disk)
+    if found.verdict is OnDisk.ADOPTABLE and found.origin is Origin.UNJOURNALED:
+        others = view.others(dest)
+        if others:
+            found = classify(version, entry, disk, others=others)
+    return found
+
+
+def _with_disk(f: PlannedFile, view: JournalView) -> PlannedFile:
+    found = look_on_disk(f.version, f.dest, view)
+    return dataclasses.replace(
+        f,
+        action=action_for(found),
+        present_bytes=found.present_bytes,
+        note=found.note,
+        found=found,
+    )
+
+
+def refresh(plan: Plan, view: JournalView) -> Plan:
+    """The plan with every looked-up file classified again against ``view``: what is on disk
+    may have changed since the plan was shown (the journal could only be read as a snapshot
+    before the run claimed the folder)."""
+    return dataclasses.replace(
+        plan,
+        datasets=tuple(
+            dataclasses.replace(
+                d,
+                files=tuple(f if f.action.is_problem else _with_disk(f, view) for f in d.files),
+            )
+            for d in plan.datasets
+        ),
+    )
+
+
 def _planned(
     dataset: str,
     uid: str,
     where: tuple[str, str],
     dest: Path,
     found: dict[tuple[str, str], LookupResult],
-    index: LocalIndex,
+    view: JournalView,
 ) -> PlannedFile:
     """One planned file from its lookup result and what is on disk."""
     bucket, key = where
@@ -152,40 +198,26 @@ def _planned(
         return PlannedFile(
             dataset=dataset,
             uid=uid,
-            bucket=bucket,
-            key=key,
+            version=ObjectVersion(bucket=bucket, key=key, etag="", size_bytes=None),
             dest=dest,
-            size_bytes=0,
-            etag="",
             action=action,
             note=str(info),
         )
-    state = index.classify(
-        dest=dest, bucket=bucket, key=key, size_bytes=info.size_bytes, etag=info.etag
-    )
-    return PlannedFile(
-        dataset=dataset,
-        uid=uid,
-        bucket=bucket,
-        key=key,
-        dest=dest,
-        size_bytes=info.size_bytes,
-        etag=info.etag,
-        action=state.action,
-        present_bytes=state.present_bytes,
-        note=state.note,
-    )
+    version = ObjectVersion(bucket=bucket, key=key, etag=info.etag, size_bytes=info.size_bytes)
+    planned = PlannedFile(dataset=dataset, uid=uid, version=version, dest=dest, action=Action.FETCH)
+    return _with_disk(planned, view)
 
 
 async def build_plan(
     options: Options,
     store: ObjectStore,
     *,
-    index: LocalIndex,
+    view: JournalView,
     sink: EventSink = discard,
     manifest_override: Path | None = None,
 ) -> Plan:
-    """Everything the run would do, without moving a byte of any object."""
+    """Everything the run would do, without moving a byte of any object or changing anything
+    on disk (``view`` reads the journals; the files are only ``lstat``-ed)."""
     started = time.monotonic()
     warnings: list[str] = []
     selection = Selection(
@@ -271,7 +303,7 @@ async def build_plan(
     datasets: list[DatasetPlan] = []
     if with_metadata:
         # The release's ego4d.json lands at the top of the output folder, as in the original.
-        meta_file = _planned("metadata", "ego4d.json", meta, out / "ego4d.json", found, index)
+        meta_file = _planned("metadata", "ego4d.json", meta, out / "ego4d.json", found, view)
         datasets.append(DatasetPlan(name="metadata", files=(meta_file,)))
     for chosen in selections:
         folder = dataset_dir(out, options.version, chosen.dataset)
@@ -282,7 +314,7 @@ async def build_plan(
             # Safe by construction: the file name is one checked path segment (manifest.py).
             dest = folder / row.filename
             files.append(
-                _planned(chosen.dataset, row.uid, (row.bucket, row.key), dest, found, index)
+                _planned(chosen.dataset, row.uid, (row.bucket, row.key), dest, found, view)
             )
         datasets.append(
             DatasetPlan(

@@ -96,6 +96,11 @@ def confirmation_text(plan: Plan, *, free_bytes: int | None) -> str:
             f"  already complete, skipped: {_files(t.complete_files)} "
             f"({human_bytes(t.complete_bytes)})"
         )
+    if t.adopt_files:
+        lines.append(
+            f"  on disk already, adopted after a check: {_files(t.adopt_files)} "
+            f"({human_bytes(t.adopt_bytes)})"
+        )
     if t.problem_files:
         lines.append(f"  not available: {_files(t.problem_files)} (listed in the summary)")
     if free_bytes is None:
@@ -163,6 +168,8 @@ def plan_json(plan: Plan, *, free_bytes: int | None) -> dict[str, Any]:
             "fetch_files": t.fetch_files,
             "fetch_bytes": t.fetch_bytes,
             "resume_files": t.resume_files,
+            "adopt_files": t.adopt_files,
+            "adopt_bytes": t.adopt_bytes,
             "problem_files": t.problem_files,
         }
 

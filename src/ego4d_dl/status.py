@@ -7,14 +7,14 @@ run elsewhere. Journals are read as immutable snapshots (``Journal(snapshot=True
 nothing written, safe over NFS or Lustre while their shards write them; a running shard's
 figures are as of its journal's last checkpoint (a few minutes at most), a finished shard's are
 exact. Sizes come from the journals, so bytes still to fetch are known only for files some
-shard has started; ``ego4d-dl plan`` asks S3 for the rest. Imports ``journal``, ``files``,
+shard has started; ``ego4d-dl plan`` asks S3 for the rest. What each file is, is
+``ondisk.classify``'s verdict, as for a download. Imports ``journal``, ``ondisk``,
 ``manifest``, ``plan``, ``shard``, ``catalog``, ``config`` and ``errors``.
 """
 
 from __future__ import annotations
 
 import io
-import re
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
@@ -25,9 +25,9 @@ from typing import Self
 from .catalog import CONSORTIUM_BUCKET, major_version, metadata_key
 from .config import Options
 from .errors import ConfigError, Ego4dDLError
-from .files import part_path
-from .journal import JOURNAL_DIR, Journal, JournalEntry
+from .journal import Journal, JournalEntry, find_journals
 from .manifest import Selection, parse_manifest
+from .ondisk import Classification, DiskState, ObjectVersion, OnDisk, Origin, classify, snapshot
 from .plan import dataset_dir, select_rows
 from .shard import Shard, shard_of
 
@@ -39,8 +39,6 @@ __all__ = [
     "collect_status",
     "find_journals",
 ]
-
-_SHARD_JOURNAL_RE = re.compile(r"^journal-shard-(\d+)-of-(\d+)\.sqlite$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,32 +116,12 @@ class _Wanted:
     dest: Path
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Known:
-    entry: JournalEntry
-    done_bytes: int
-
-
-def find_journals(output_directory: Path) -> tuple[Path | None, dict[Shard, Path]]:
-    """The unsharded journal (if any) and every shard's, by ``(K, N)``."""
-    folder = output_directory / JOURNAL_DIR
-    plain = folder / "journal.sqlite"
-    sharded: dict[Shard, Path] = {}
-    if folder.is_dir():
-        for path in folder.iterdir():
-            match = _SHARD_JOURNAL_RE.match(path.name)
-            if match:
-                sharded[(int(match[1]), int(match[2]))] = path
-    return (plain if plain.is_file() else None), sharded
-
-
-def _read_journal(path: Path, known: dict[str, list[_Known]]) -> str | None:
+def _read_journal(path: Path, known: dict[str, list[JournalEntry]]) -> str | None:
     """Add a journal snapshot's entries to ``known``; a warning if it cannot be read."""
     try:
         with Journal(path, readonly=True, snapshot=True) as journal:
             for entry in journal.entries():
-                done = 0 if entry.complete else journal.bytes_done(entry.id)
-                known.setdefault(entry.dest, []).append(_Known(entry=entry, done_bytes=done))
+                known.setdefault(entry.dest, []).append(entry)
     except (ConfigError, sqlite3.Error) as exc:
         if "no such table" in str(exc):
             return None  # a shard that just started: nothing checkpointed yet
@@ -211,36 +189,54 @@ def _saved_datasets(options: Options) -> tuple[str, ...]:
     return tuple(sorted(p.parent.name for p in root.glob("*/manifest.csv")))
 
 
-def _classify(w: _Wanted, out: Path, known: dict[str, list[_Known]]) -> StatusCounts:
+# Which of several journals' verdicts on one file tells most: done beats begun beats nothing.
+_RANK = {
+    OnDisk.COMPLETE: 0,
+    OnDisk.ADOPTABLE: 1,
+    OnDisk.RESUMABLE: 2,
+    OnDisk.DAMAGED: 3,
+    OnDisk.STALE: 3,
+    OnDisk.FOREIGN: 3,
+    OnDisk.ABSENT: 4,
+}
+
+
+def _verdict(w: _Wanted, mine: list[JournalEntry], disk: DiskState) -> Classification:
+    """``classify`` with each journal's version of the object as the one wanted (offline, the
+    server's current version is unknown); the most telling verdict wins."""
+    if not mine:
+        unknown = ObjectVersion(bucket=w.bucket, key=w.key, etag="", size_bytes=None)
+        return classify(unknown, None, disk)
+    verdicts = [classify(e.version, e, disk, others=[o for o in mine if o is not e]) for e in mine]
+    return min(verdicts, key=lambda c: (_RANK[c.verdict], -c.present_bytes))
+
+
+def _classify(w: _Wanted, out: Path, known: dict[str, list[JournalEntry]]) -> StatusCounts:
     """One file's counts: complete, partial, to fetch, or on disk without a journal entry."""
     rel = str(w.dest.relative_to(out))
-    mine = [k for k in known.get(rel, []) if (k.entry.bucket, k.entry.key) == (w.bucket, w.key)]
-    try:
-        st = w.dest.stat()
-    except (FileNotFoundError, NotADirectoryError):
-        st = None
-    complete = [k.entry for k in mine if k.entry.complete]
-    if st is not None:
-        if any((e.file_size, e.file_mtime_ns) == (st.st_size, st.st_mtime_ns) for e in complete):
-            return StatusCounts(files=1, complete_files=1, complete_bytes=st.st_size)
-        if not complete and any(k.entry.size_bytes == st.st_size and k.done_bytes for k in mine):
-            # Journaled ranges and a file at its final name: the engine renames only verified
-            # files, and the snapshot predates the commit that says so. (A file that verify
-            # found damaged has an entry without ranges, and is fetched again.)
-            return StatusCounts(files=1, complete_files=1, complete_bytes=st.st_size)
-        if not mine:
-            return StatusCounts(files=1, unjournaled_files=1, unjournaled_bytes=st.st_size)
-    partial = [k for k in mine if not k.entry.complete and k.done_bytes > 0]
-    if partial and part_path(w.dest).exists():
-        best = max(partial, key=lambda k: k.done_bytes)
+    mine = [e for e in known.get(rel, []) if (e.version.bucket, e.version.key) == (w.bucket, w.key)]
+    disk = snapshot(w.dest)
+    found = _verdict(w, mine, disk)
+    on_disk = disk.final.size_bytes if disk.final is not None else 0
+    if found.verdict is OnDisk.COMPLETE or (
+        found.verdict is OnDisk.ADOPTABLE
+        and found.origin in (Origin.OTHER_JOURNAL, Origin.CUT_RECORD)
+    ):
+        # A cut record: journaled ranges and a file at its final name; the engine renames only
+        # verified files, and the snapshot predates the commit that says so.
+        return StatusCounts(files=1, complete_files=1, complete_bytes=on_disk)
+    if found.verdict is OnDisk.ADOPTABLE:
+        return StatusCounts(files=1, unjournaled_files=1, unjournaled_bytes=on_disk)
+    if found.verdict is OnDisk.RESUMABLE:
+        best = max((e for e in mine if not e.complete), key=lambda e: e.done_bytes)
         return StatusCounts(
             files=1,
             partial_files=1,
-            partial_done_bytes=best.done_bytes,
-            partial_size_bytes=best.entry.size_bytes,
+            partial_done_bytes=found.present_bytes,
+            partial_size_bytes=best.version.size_bytes or 0,
         )
     if mine:
-        size = max(k.entry.size_bytes for k in mine)
+        size = max(e.version.size_bytes or 0 for e in mine)
         return StatusCounts(files=1, fetch_files=1, fetch_known_bytes=size)
     return StatusCounts(files=1, fetch_files=1, fetch_unknown_files=1)
 
@@ -260,7 +256,7 @@ def collect_status(options: Options, *, datasets_given: bool) -> Status:
         raise ConfigError(f"no saved manifests under {out / major_version(options.version)}")
     plain, sharded = find_journals(out)
     journals = ([plain] if plain else []) + [sharded[s] for s in sorted(sharded)]
-    known: dict[str, list[_Known]] = {}
+    known: dict[str, list[JournalEntry]] = {}
     for path in journals:
         warning = _read_journal(path, known)
         if warning:

@@ -6,9 +6,10 @@ files that were never downloaded show as missing. Files the journal knows are ch
 recorded part layout; the others learn theirs with ``HEAD ?partNumber=N``. What the check
 proves is written back to the journal: good files become complete (the next download trusts
 them), damaged ones incomplete (the next download refetches them). ``repair`` runs the engine
-on the damaged, missing and incomplete files at once. Never prints. Imports ``check``,
-``layout``, ``download``, ``engine``, ``planner``, ``journal``, ``store``, ``plan``, ``config``
-and ``events``.
+on the damaged, missing and incomplete files at once, and rebuilds a damaged journal from the
+disk and the manifests (the old one is set aside). Never prints. Imports ``check``,
+``layout``, ``download``, ``engine``, ``planner``, ``journal``, ``ondisk``, ``store``,
+``plan``, ``config`` and ``events``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .check import FileCheck, Verdict, check_files, record_checks
 from .config import Options
 from .download import check_free_space, make_engine
 from .engine import Engine, EngineSettings
 from .events import EventSink, RunSummary
-from .journal import Journal, JournalIndex, journal_path
+from .journal import Journal, JournalDamagedError, JournalView, journal_path, set_aside
 from .layout import Layout
 from .plan import Action, Plan, PlannedFile
 from .planner import build_plan
@@ -41,6 +43,8 @@ class VerifyResult:
     checks: tuple[FileCheck, ...]
     elapsed_s: float
     repair: RunSummary | None = None
+    # A damaged journal that --repair set aside and rebuilt: where the old one now is.
+    rebuilt_from: Path | None = None
 
     @property
     def bad(self) -> tuple[FileCheck, ...]:
@@ -80,32 +84,28 @@ def _triage(
     to_check: list[tuple[PlannedFile, Layout | None]] = []
     for f in plan.files:
         rel = str(f.dest.relative_to(out))
-        entry = journal.get(rel)
-        if f.action.is_problem:
+        found = f.found
+        if f.action.is_problem and (found is None or not found.blocked):
             decided[rel] = FileCheck(planned=f, verdict=Verdict.UNAVAILABLE, reason=f.note)
+        elif found is not None and found.blocked:
+            decided[rel] = FileCheck(planned=f, verdict=Verdict.BLOCKED, reason=f.note)
         elif f.action is Action.RESUME:
             decided[rel] = FileCheck(
                 planned=f,
                 verdict=Verdict.INCOMPLETE,
                 reason=f"{f.present_bytes:,} of {f.size_bytes:,} bytes downloaded so far",
             )
-        elif (
-            entry is not None
-            and entry.complete
-            and (entry.bucket, entry.key, entry.etag) != (f.bucket, f.key, f.etag)
-        ):
+        elif found is not None and found.server_changed:
+            entry = journal.get(rel)
+            was = f" (ETag {entry.version.etag} is now {f.etag})" if entry else ""
             decided[rel] = FileCheck(
                 planned=f,
                 verdict=Verdict.CHANGED,
-                reason=f"replaced on the server since it was downloaded (ETag {entry.etag} is "
-                f"now {f.etag})",
+                reason=f"replaced on the server since it was downloaded{was}",
             )
         else:
-            same = (
-                entry is not None
-                and entry.layout is not None
-                and (entry.etag, entry.size_bytes) == (f.etag, f.size_bytes)
-            )
+            entry = journal.get(rel)
+            same = entry is not None and entry.layout is not None and entry.version == f.version
             layout = (entry.layout, entry.layout_exact) if same and entry and entry.layout else None
             to_check.append((f, layout))
     return decided, to_check
@@ -137,8 +137,21 @@ async def run_verify(
         max_connections=options.concurrency,
         stall_timeout_s=options.stall_timeout_s,
     ) as store:
-        with Journal(journal_path(out, options.shard)) as journal:
-            plan = await build_plan(options, store, index=JournalIndex(journal, out), sink=sink)
+        path = journal_path(out, options.shard)
+        rebuilt_from = None
+        journal = Journal(path)
+        try:
+            journal.open()
+        except JournalDamagedError:
+            if not repair:
+                raise
+            # What the journal knew is re-learnt from the disk: every file is read back.
+            rebuilt_from = set_aside(path)
+            journal.open()
+        with journal:
+            plan = await build_plan(
+                options, store, view=JournalView(out, journal, journal.path), sink=sink
+            )
             started = time.monotonic()
             decided, to_check = _triage(plan, journal)
             checked = await check_files(store, to_check, jobs=jobs, sink=sink)
@@ -147,7 +160,12 @@ async def run_verify(
             for c in checked:
                 decided[str(c.planned.dest.relative_to(out))] = c
             checks = tuple(decided[str(f.dest.relative_to(out))] for f in plan.files)
-            result = VerifyResult(plan=plan, checks=checks, elapsed_s=time.monotonic() - started)
+            result = VerifyResult(
+                plan=plan,
+                checks=checks,
+                elapsed_s=time.monotonic() - started,
+                rebuilt_from=rebuilt_from,
+            )
             todo = [_repair_action(c) for c in result.bad if c.verdict.repairable]
             if not repair or not todo:
                 return result

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -32,16 +32,15 @@ from ..config import (
 )
 from ..dashboard import CheckProgressSink, Dashboard
 from ..demo import demo_release, mismatches
-from ..download import DownloadResult, free_bytes, run_download
+from ..download import DownloadResult, free_bytes, plan_readonly, run_download
 from ..engine import Engine
 from ..errors import (
     ConfigError,
     Ego4dDLError,
 )
-from ..events import Event
-from ..journal import DiskIndex, Journal, JournalIndex, journal_path
+from ..events import Event, discard
 from ..plan import Plan
-from ..planner import build_plan, list_dataset_rows
+from ..planner import list_dataset_rows
 from ..progress import Display, JsonLinesSink, PlainProgressSink, output_error_text
 from ..report import (
     confirmation_text,
@@ -191,28 +190,16 @@ def plan_command(
     print_warnings(warnings)
     override = manifest_override_path.expanduser() if manifest_override_path else None
 
-    async def go() -> Any:
+    async def go() -> Plan:
         async with S3Store(
             credentials=options.credentials,
             endpoint=options.endpoint,
             max_connections=max(8, options.concurrency),
             stall_timeout_s=options.stall_timeout_s,
         ) as store:
-            jpath = journal_path(options.output_directory, options.shard)
-            if not jpath.exists():
-                return await build_plan(
-                    options,
-                    store,
-                    index=DiskIndex(),
-                    manifest_override=override,
-                )
-            with Journal(jpath, readonly=True) as journal:
-                return await build_plan(
-                    options,
-                    store,
-                    index=JournalIndex(journal, options.output_directory),
-                    manifest_override=override,
-                )
+            return await plan_readonly(
+                options, store, sink=discard, manifest_override=override, running_ok=True
+            )
 
     plan = run_async(go, credentials=options.credentials)
     print_warnings(plan.warnings)
@@ -529,7 +516,8 @@ def download_command(
         return
     try:
         options, warnings = gather_options(ctx)
-        check_output_directory(options.output_directory, create=True)
+        # Created only once the user says yes (run_download): a "no" changes nothing.
+        check_output_directory(options.output_directory, create=False)
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
     print_warnings(warnings)
@@ -586,6 +574,7 @@ def download_command(
         )
     if not warned:
         print_warnings(result.plan.warnings)
+    print_warnings(result.notes)
     if result.adoption is not None and not (json_out or quiet):
         print_adoption(result.adoption)
     summary = result.summary

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import DiskFullError
-from ..files import PartFile, finalize_batch, part_path
+from ..errors import DiskFullError, IntegrityError
+from ..files import PartChangedError, PartFile, finalize_batch
 from ..journal import Journal
 from .state import Transfer
 
-__all__ = ["Committer", "journal_failure", "sync_and_rename"]
+__all__ = ["Committer", "journal_failure", "sync_and_finalize"]
+
+_Range = tuple[Transfer, PartFile, int, int, bytes | None]
+_Finished = tuple[Transfer, PartFile, str, "asyncio.Future[int]"]
 
 
 class Committer:
     """Makes progress durable in groups: sync data, rename finished files, then commit.
 
     Range rows and completions are buffered here, not written to SQLite directly, so that a
-    commit never includes a row whose bytes were written after the data sync it relies on.
+    commit never includes a row whose bytes were not synced first. A finished file's part
+    comes into the committer's keeping with ``finish``: it stays open and locked until its
+    rename is journaled, then the committer closes it.
     """
 
     def __init__(
@@ -29,15 +35,21 @@ class Committer:
         root: Path,
         interval_s: float,
         on_complete: Callable[[Transfer, str], None],
+        *,
+        wake_at: int = 256,
     ) -> None:
+        """``wake_at``: this many finished files waiting wake the committer before its tick
+        (each holds an open part, and a file slot of the engine)."""
         self.journal = journal
+        self._wake_at = wake_at
         self.root = root
         self.interval_s = interval_s
         # Called once a file is renamed and journaled, even if its task was cancelled since
         # (an interrupted run still counts every file it completed).
         self._on_complete = on_complete
-        self._ranges: list[tuple[Transfer, PartFile | None, int, int, bytes | None]] = []
-        self._finished: list[tuple[Transfer, str, asyncio.Future[int]]] = []
+        self._ranges: list[_Range] = []
+        self._finished: list[_Finished] = []
+        self._held: dict[int, PartFile] = {}  # parts in our keeping, by id
         self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
         # Set when the journal could not be written: progress can no longer be recorded.
@@ -45,24 +57,30 @@ class Committer:
 
     def add_range(self, obj: Transfer, start: int, stop: int, md5: bytes | None) -> None:
         """Buffer a range of ``obj``'s current part file; it is journaled at the next flush
-        unless that part file has been discarded by then (the file restarted).
+        once its bytes are synced, unless that part file has been discarded by then (the file
+        restarted).
 
         Raises the journal's failure, if it has failed: fetching on without recording
         progress would only be lost (and refetched) at the next run.
         """
         if self._failure is not None:
             raise self._failure
+        assert obj.part is not None
         self._ranges.append((obj, obj.part, start, stop, md5))
 
     def finish(self, obj: Transfer, level: str, *, last: bool = False) -> asyncio.Future[int]:
-        """Queue a verified, closed part file for its rename; resolves to its mtime.
+        """Take ``obj``'s verified part for its rename; resolves to the final file's mtime.
 
-        ``last``: nothing else is in flight, so waiting for the next tick would only add
-        latency to the end of the run.
+        ``last``: nothing else is being transferred, so waiting for the next tick would only
+        add latency (at the end of the run, or with every slot waiting here).
         """
+        part = obj.part
+        assert part is not None
+        obj.part = None
+        self._held[id(part)] = part
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._finished.append((obj, level, fut))
-        if last or len(self._finished) >= 256:
+        self._finished.append((obj, part, level, fut))
+        if last or len(self._finished) >= self._wake_at:
             self._wakeup.set()
         return fut
 
@@ -81,69 +99,81 @@ class Committer:
             finished, self._finished = self._finished, []
             if not ranges and not finished:
                 return
-            open_parts = {id(p): p for _, p, *_ in ranges if p is not None}
-            renames = [(part_path(o.planned.dest), o.planned.dest) for o, _, _ in finished]
             try:
-                errors = await asyncio.to_thread(
-                    sync_and_rename, list(open_parts.values()), self.root, renames
-                )
-            except (OSError, DiskFullError) as exc:
-                # The data sync failed: none of these rows may be committed. The ranges are
-                # simply fetched again next time; the files fail with the reason.
-                for _, _, fut in finished:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                return
-            done: list[tuple[Transfer, str, asyncio.Future[int], int]] = []
-            try:
-                for obj, part, start, stop, md5 in ranges:
-                    if obj.part is not part:
-                        # A restart discarded these bytes; journaling the range would credit
-                        # the object's next version (or attempt) with bytes it does not have.
-                        continue
+                await self._commit(ranges, finished)
+            finally:
+                for _, part, _, _ in finished:
+                    self._release(part)
+
+    async def _commit(self, ranges: list[_Range], finished: list[_Finished]) -> None:
+        parts = list({id(p): p for _, p, *_ in ranges if not p.discarded}.values())
+        items = [(part, obj.planned.dest) for obj, part, _, _ in finished]
+        try:
+            synced, results = await asyncio.to_thread(sync_and_finalize, parts, items)
+        except (OSError, DiskFullError) as exc:
+            # The data sync failed: none of these rows may be committed. The ranges are
+            # simply fetched again next time; the files fail with the reason.
+            _fail_all(finished, exc)
+            return
+        done: list[tuple[Transfer, str, asyncio.Future[int], int]] = []
+        try:
+            for obj, part, start, stop, md5 in ranges:
+                # A discarded part's bytes are gone: journaling the range would credit the
+                # object's next attempt with bytes it does not have; an unsynced one's may be.
+                if not part.discarded and id(part) in synced:
                     self.journal.add_range(obj.object_id, start, stop, md5)
-                for (obj, level, fut), error in zip(finished, errors, strict=True):
-                    try:
-                        if error is not None:
-                            raise error
-                        st = obj.planned.dest.stat()
-                    except OSError as exc:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                        continue
-                    if obj.object_id:
-                        self.journal.mark_complete(
-                            obj.object_id,
-                            verify_level=level,
-                            file_size=st.st_size,
-                            file_mtime_ns=st.st_mtime_ns,
-                        )
-                    else:  # a small file: its first row in the journal says it is complete
-                        self.journal.record_complete(
-                            dest=str(obj.planned.dest.relative_to(self.root)),
-                            bucket=obj.planned.bucket,
-                            key=obj.key,
-                            etag=obj.etag,
-                            size_bytes=obj.size_bytes,
-                            verify_level=level,
-                            file_mtime_ns=st.st_mtime_ns,
-                        )
-                    done.append((obj, level, fut, st.st_mtime_ns))
-                self.journal.commit()
-            except sqlite3.Error as exc:
-                # SQLite may fail on any write, not only at commit (a full disk, when its
-                # cache spills): either way nothing of this batch is journaled.
-                with contextlib.suppress(sqlite3.Error):
-                    self.journal.db.rollback()
-                failure = self._failure = DiskFullError(journal_failure(self.journal.path, exc))
-                for _, _, fut in finished:
+            for (obj, _, level, fut), result in zip(finished, results, strict=True):
+                if isinstance(result, OSError):
                     if not fut.done():
-                        fut.set_exception(failure)
-                return
-            for obj, level, fut, mtime in done:
-                self._on_complete(obj, level)
-                if not fut.done():
-                    fut.set_result(mtime)
+                        fut.set_exception(_file_error(obj, result))
+                    continue
+                self._record(obj, level, result)
+                done.append((obj, level, fut, result.st_mtime_ns))
+            self.journal.commit()
+        except sqlite3.Error as exc:
+            # SQLite may fail on any write, not only at commit (a full disk, when its
+            # cache spills): either way nothing of this batch is journaled.
+            with contextlib.suppress(sqlite3.Error):
+                self.journal.db.rollback()
+            failure = self._failure = DiskFullError(journal_failure(self.journal.path, exc))
+            _fail_all(finished, failure)
+            return
+        for obj, level, fut, mtime in done:
+            self._on_complete(obj, level)
+            if not fut.done():
+                fut.set_result(mtime)
+
+    def _record(self, obj: Transfer, level: str, st: os.stat_result) -> None:
+        if obj.object_id:
+            self.journal.mark_complete(obj.object_id, verify_level=level, st=st)
+        else:  # a small file: its first row in the journal says it is complete
+            self.journal.record_complete(
+                dest=str(obj.planned.dest.relative_to(self.root)),
+                version=obj.version,
+                verify_level=level,
+                st=st,
+            )
+
+    def _release(self, part: PartFile) -> None:
+        self._held.pop(id(part), None)
+        part.close()
+
+    def close(self) -> None:
+        """Close every part still in our keeping (a run torn down mid-flush)."""
+        for part in list(self._held.values()):
+            self._release(part)
+
+
+def _file_error(obj: Transfer, exc: OSError) -> Exception:
+    if isinstance(exc, PartChangedError):
+        return IntegrityError(obj.key, str(exc))
+    return exc
+
+
+def _fail_all(finished: Sequence[_Finished], exc: BaseException) -> None:
+    for _, _, _, fut in finished:
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 def journal_failure(path: Path, exc: sqlite3.Error) -> str:
@@ -155,9 +185,10 @@ def journal_failure(path: Path, exc: sqlite3.Error) -> str:
     return f"cannot write the journal {path}: {exc}"
 
 
-def sync_and_rename(
-    parts: list[PartFile], root: Path, renames: list[tuple[Path, Path]]
-) -> list[OSError | None]:
-    for part in parts:
-        part.sync()
-    return finalize_batch(root, renames)
+def sync_and_finalize(
+    parts: Sequence[PartFile], items: Sequence[tuple[PartFile, Path]]
+) -> tuple[set[int], list[os.stat_result | OSError]]:
+    """Sync the parts whose ranges are to be journaled (the ids of those synced), then move
+    the finished ones into place (``files.finalize_batch``)."""
+    synced = {id(p) for p in parts if p.sync()}
+    return synced, finalize_batch(items)

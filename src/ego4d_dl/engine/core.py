@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import random
 import time
@@ -51,7 +52,7 @@ from ..events import (
     RunStarted,
     RunSummary,
 )
-from ..files import PartFile, part_path, write_small_file
+from ..files import PartFile, write_small_part
 from ..integrity import (
     Piece,
     VerifyLevel,
@@ -65,9 +66,10 @@ from ..integrity import (
 from ..journal import Journal, RangeRecord
 from ..layout import Layout, exact_layout, learn_layout
 from ..limiter import AdaptiveLimiter
+from ..ondisk import OnDisk, classify, snapshot
 from ..plan import Action, PlannedFile
 from ..store import ObjectHead, ObjectStore, RangeBody
-from .checksums import checksum_file
+from .checksums import checksum_fd
 from .committer import Committer
 from .state import EngineSettings, RunStopped, Transfer
 
@@ -114,16 +116,19 @@ class Engine:
         )
         self._file_slots = asyncio.Semaphore(settings.max_open_files)
         self._committer = Committer(
-            journal, output_directory, settings.commit_interval_s, self._completed
+            journal,
+            output_directory,
+            settings.commit_interval_s,
+            self._completed,
+            wake_at=max(1, settings.max_open_files // 2),
         )
         self._credentials_lock = asyncio.Lock()
         self._credentials_generation = 0
         self._open: dict[int, Transfer] = {}
         self._scheduler: asyncio.Task[None] | None = None
         self._stopping = False
-        # Files between their start and their verification, and whether more will come.
+        # Files between their start and their verification.
         self._transferring = 0
-        self._all_scheduled = False
         # Counters for the summary.
         self._bytes_fetched = 0
         self._retries = 0
@@ -151,12 +156,14 @@ class Engine:
                 size_bytes=total_size,
                 present_bytes=sum(f.present_bytes for f in todo),
                 fetch_bytes=sum(f.bytes_to_fetch for f in todo),
-                skipped_files=sum(f.action is Action.SKIP for f in files),
+                skipped_files=sum(f.action in (Action.SKIP, Action.ADOPT) for f in files),
                 concurrency=self._settings.concurrency,
             )
         )
         for f in files:
-            if f.action is Action.SKIP:
+            # ADOPT files were adopted (and became SKIP) before the run; any left are taken
+            # as the plan says, never fetched behind the user's back.
+            if f.action in (Action.SKIP, Action.ADOPT):
                 self._skipped += 1
                 self._sink(
                     FileSkipped(
@@ -206,7 +213,6 @@ class Engine:
                     # Take the slot before creating the task, so pending work stays bounded.
                     await self._file_slots.acquire()
                     tg.create_task(self._transfer(f))
-                self._all_scheduled = True
         except BaseExceptionGroup as group:
             raise _first_stop(group) from None
 
@@ -215,6 +221,7 @@ class Engine:
         try:
             await self._committer.flush()
         finally:
+            self._committer.close()
             for obj in list(self._open.values()):
                 if obj.part is not None:
                     obj.part.close()
@@ -261,20 +268,19 @@ class Engine:
     async def _transfer(self, planned: PlannedFile) -> None:
         """Fetch, verify and queue the rename of one file; its failures stay its own.
 
-        The caller took a file slot for us; it is released as soon as the part file is
-        closed, before the (batched) rename, so renames never hold up other files.
+        The caller took a file slot for us; it is held until the file is renamed and
+        journaled, since the part stays open and locked until then: open files stay bounded
+        by ``max_open_files``. The committer is woken early when half the slots wait on it.
         """
         obj = Transfer(planned=planned, etag=planned.etag, size_bytes=planned.size_bytes)
-        holding_slot = True
         self._transferring += 1
+        transferring = True
         try:
             level = await self._fetch_and_verify(obj)
-            self._close(obj)
-            self._file_slots.release()
-            holding_slot = False
+            self._open.pop(id(obj), None)
             self._transferring -= 1
-            last = self._all_scheduled and self._transferring == 0
-            await self._committer.finish(obj, level, last=last)
+            transferring = False
+            await self._committer.finish(obj, level, last=self._transferring == 0)
         except CredentialsError as exc:
             raise RunStopped("credentials", exc) from exc
         except DiskFullError as exc:
@@ -291,8 +297,8 @@ class Engine:
             self._fail(planned, "failed", f"{planned.dest}: {exc.strerror or exc}")
         finally:
             self._close(obj)
-            if holding_slot:
-                self._file_slots.release()
+            self._file_slots.release()
+            if transferring:
                 self._transferring -= 1
 
     def _completed(self, obj: Transfer, level: str) -> None:
@@ -362,29 +368,25 @@ class Engine:
         planned = obj.planned
         rel = str(planned.dest.relative_to(self._out))
         entry = self._journal.get(rel)
-        same_version = (
-            entry is not None
-            and not entry.complete
-            and (entry.bucket, entry.key, entry.etag, entry.size_bytes)
-            == (planned.bucket, obj.key, obj.etag, obj.size_bytes)
-            and part_path(planned.dest).exists()
-        )
-        if same_version and entry is not None and entry.layout is not None:
+        # The disk may have moved on since the plan was made: ask again, just before writing.
+        found = classify(obj.version, entry, await asyncio.to_thread(snapshot, planned.dest))
+        resume = found.verdict is OnDisk.RESUMABLE and entry is not None
+        if resume and entry is not None and entry.layout is not None:
             obj.layout, obj.layout_exact = entry.layout, entry.layout_exact
         elif not obj.layout:
             obj.layout, obj.layout_exact = await self._learn_layout(obj)
         obj.object_id = self._journal.begin(
             dest=rel,
-            bucket=planned.bucket,
-            key=obj.key,
-            etag=obj.etag,
-            size_bytes=obj.size_bytes,
+            version=obj.version,
             layout=obj.layout,
             layout_exact=obj.layout_exact,
+            keep_ranges=resume,
         )
-        done = self._journal.ranges(obj.object_id) if same_version else []
+        done = self._journal.ranges(obj.object_id) if resume else []
         obj.part = await asyncio.to_thread(PartFile, planned.dest, obj.size_bytes, fresh=not done)
         self._open[id(obj)] = obj
+        if not done:
+            self._journal.set_part(obj.object_id, obj.part.ino)
         if done and self.verifying:
             done = await self._check_resumed(obj, done)
         present = sum(r.stop - r.start for r in done)
@@ -410,6 +412,34 @@ class Engine:
                     task.add_done_callback(self._release_limiter_slot)
         except BaseExceptionGroup as group:
             raise _most_serious(group) from None
+        return await self._prove_on_disk(obj, await self._verify(obj))
+
+    async def _prove_on_disk(self, obj: Transfer, level: str) -> str:
+        """Make "verified" a statement about the bytes at the path, not those received.
+
+        The part's name still holding the inode we wrote, with no other name, under our lock
+        for its whole life, proves it. Otherwise (replaced, hard-linked) what is at the path
+        now is opened as our part (never through a link) and hashed from disk; it is renamed
+        only if that checks out too.
+        """
+        part = obj.part
+        assert part is not None
+        if await asyncio.to_thread(part.intact):
+            return level
+        self._sink(
+            IntegrityFailed(
+                dataset=obj.dataset,
+                key=obj.key,
+                reason=f"{part.path} was replaced or linked while it was written; reading "
+                "it back from disk",
+                refetch_bytes=0,
+            )
+        )
+        part.close()  # not discard: its name is no longer (only) ours to delete
+        obj.part = await asyncio.to_thread(
+            PartFile, obj.planned.dest, obj.size_bytes, fresh=False, reserve=False
+        )
+        obj.part_md5.clear()
         return await self._verify(obj)
 
     def _note_part_digests(self, obj: Transfer, done: list[RangeRecord]) -> None:
@@ -556,20 +586,20 @@ class Engine:
         finally:
             self._limiter.release()
         kind = etag_kind(obj.etag) if self.verifying else VerifyLevel.SIZE
-        path = part_path(obj.planned.dest)
-        digest = await asyncio.to_thread(
-            write_small_file, path, received, hash_it=kind is not VerifyLevel.SIZE
+        obj.part, digest = await asyncio.to_thread(
+            write_small_part, obj.planned.dest, received, hash_it=kind is not VerifyLevel.SIZE
         )
+        self._open[id(obj)] = obj
         if kind is VerifyLevel.MD5:
             got = digest.hex()
         elif kind is VerifyLevel.COMPOSITE:
             got = composite_etag([digest])
         else:
-            return await self._verify_checksum(obj, path) if self.verifying else kind.value
+            level = await self._verify_checksum(obj) if self.verifying else kind.value
+            return await self._prove_on_disk(obj, level)
         if got != obj.etag:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
             raise self._mismatch(obj, f"MD5 {got} != ETag {obj.etag}")
-        return kind.value
+        return await self._prove_on_disk(obj, kind.value)
 
     async def _read_chunks(self, body: RangeBody, remaining: int) -> tuple[list[bytes], int]:
         """At least ``chunk_bytes`` (fewer only at the end) as received, and their length.
@@ -664,7 +694,7 @@ class Engine:
         """Check the assembled part file against the ETag; return the level reached."""
         part = obj.part
         assert part is not None
-        st_size = await asyncio.to_thread(lambda: part.path.stat().st_size)
+        st_size = await asyncio.to_thread(part.size_on_disk)
         if st_size != obj.size_bytes:
             raise IntegrityError(
                 obj.key, f"{obj.key}: part file has {st_size} bytes, not {obj.size_bytes}"
@@ -679,7 +709,7 @@ class Engine:
             return kind.value
         if kind is VerifyLevel.COMPOSITE and len(obj.layout) != multipart_count(obj.etag):
             # No part layout to recompute the ETag from: fall back to checksums, else size.
-            return await self._verify_checksum(obj, part.path)
+            return await self._verify_checksum(obj)
         if kind is VerifyLevel.COMPOSITE:
             got = await self._composite(obj)
             if got != obj.etag and not obj.layout_exact:
@@ -699,7 +729,7 @@ class Engine:
                 raise self._mismatch(obj, f"composite MD5 {got} != ETag {obj.etag}")
             return kind.value
         if self.verifying:
-            return await self._verify_checksum(obj, part.path)
+            return await self._verify_checksum(obj)
         return VerifyLevel.SIZE.value
 
     async def _composite(self, obj: Transfer) -> str:
@@ -716,15 +746,19 @@ class Engine:
         digests = await asyncio.gather(*(digest(i) for i in range(len(bounds))))
         return composite_etag(digests)
 
-    async def _verify_checksum(self, obj: Transfer, path: Path) -> str:
+    async def _verify_checksum(self, obj: Transfer) -> str:
         """ETag not MD5-derived: use a full-object x-amz-checksum if the server has one."""
+        part = obj.part
+        assert part is not None
         head = await self._call(
             lambda: self._store.head(obj.planned.bucket, obj.key, checksums=True)
         )
         for name, value in head.checksums.items():
             if "-" in value:
                 continue  # a composite checksum of parts: not checkable without the layout
-            local = await asyncio.to_thread(checksum_file, path, name)
+            local = await asyncio.to_thread(
+                part.read_with, functools.partial(checksum_fd, name=name)
+            )
             if local is None:
                 continue
             if local != value:

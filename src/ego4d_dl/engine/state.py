@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..files import PartFile
+from ..ondisk import ObjectVersion
 from ..plan import PlannedFile
 from ..retry import RetryPolicy
 
@@ -58,6 +59,13 @@ class Transfer:
     @property
     def key(self) -> str:
         return self.planned.key
+
+    @property
+    def version(self) -> ObjectVersion:
+        """The object version this transfer fetches now (a restart may move it on)."""
+        return ObjectVersion(
+            bucket=self.planned.bucket, key=self.key, etag=self.etag, size_bytes=self.size_bytes
+        )
 
     @property
     def dataset(self) -> str:
