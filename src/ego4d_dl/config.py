@@ -11,7 +11,7 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -40,12 +40,15 @@ VerifyMode = Literal["etag", "size"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credentials:
-    """Where keys come from: explicit keys, a named profile, or (both ``None``) the AWS chain."""
+    """Where keys come from: explicit keys, a named profile, or (both ``None``) the AWS chain.
+
+    The secret and the session token stay out of ``repr`` (tracebacks, logs, test reports).
+    """
 
     profile: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:

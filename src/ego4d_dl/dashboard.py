@@ -5,11 +5,13 @@ With ``report``, the only modules that import rich. ``__call__`` runs in the eve
 thread for every event and only updates counters (``BytesReceived`` touches three integers
 and no lock); frames are drawn by Rich's refresh thread at a bounded rate. Mutable state
 shared with that thread is guarded by one lock, taken only by the rare events that add or
-remove entries. Imports ``progress``, ``events``, ``plan`` and ``report``.
+remove entries. Names reach Rich as ``Text`` made ``safe`` (never markup). Imports
+``progress``, ``events``, ``plan``, ``text`` and ``report``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -55,6 +57,7 @@ from .events import (
 from .plan import Plan
 from .progress import WARNINGS, Rate, Tally, eta_s, eta_text, label, warning_text
 from .report import human_bytes, human_duration
+from .text import safe
 
 __all__ = ["CheckProgressSink", "Dashboard"]
 
@@ -203,7 +206,7 @@ class Dashboard:
 
     def expect(self, plan: Plan) -> None:
         with self._lock:
-            self._title = f"Ego4D {plan.version} -> {plan.output_directory}"
+            self._title = safe(f"Ego4D {plan.version} -> {plan.output_directory}")
             for ds in plan.datasets:
                 totals = ds.totals
                 row = self._row(ds.name)
@@ -211,7 +214,7 @@ class Dashboard:
 
     def note(self, message: str) -> None:
         # Through the live console, so the message lands above the frame, not inside it.
-        self._console.print(Text(message, style="yellow"))
+        self._console.print(Text(safe(message), style="yellow"))
 
     def close(self) -> None:
         self._stop_live()
@@ -219,7 +222,7 @@ class Dashboard:
     def _row(self, name: str) -> _DatasetRow:
         row = self._datasets.get(name)
         if row is None:
-            row = self._datasets[name] = _DatasetRow(name=name)
+            row = self._datasets[name] = _DatasetRow(name=safe(name))
         return row
 
     def _started(self, event: FileStarted) -> None:
@@ -271,7 +274,7 @@ class Dashboard:
     def _planning_step(self, event: ManifestLoaded | ObjectsLookedUp) -> None:
         with self._lock:
             if isinstance(event, ManifestLoaded):
-                self._planning.append(f"{event.dataset} ({event.selected:,} files)")
+                self._planning.append(f"{safe(event.dataset)} ({event.selected:,} files)")
             else:
                 done, _ = self._lookups
                 self._lookups = (done + event.count, event.total)
@@ -346,7 +349,7 @@ class Dashboard:
             text += f": manifests of {manifests}"
         if total:
             text += f"; looked up {done:,} of {total:,} objects"
-        return Spinner("dots", text=text)
+        return Spinner("dots", text=Text(text))
 
     def _snapshot(self, now: float, limit: int) -> tuple[list[_DatasetRow], list[_Shown], int]:
         """Copies of what the frame shows, and the number of transfers in flight."""
@@ -608,7 +611,7 @@ class CheckProgressSink:
         elif isinstance(event, FileChecked):
             self._finished += 1
             if event.verdict != "ok" and self._list_damaged:
-                self._write(f"{event.verdict}: {event.dest}: {event.reason}")
+                self._write(safe(f"{event.verdict}: {event.dest}: {event.reason}"))
         else:
             return
         if self._progress is not None and self._task is not None:
@@ -629,10 +632,12 @@ class CheckProgressSink:
 
     def _write(self, text: str) -> None:
         if self._progress is not None:
-            self._progress.console.print(text, markup=False, highlight=False)
+            self._progress.console.print(Text(text))
             return
-        self._stream.write(text + "\n")
-        self._stream.flush()
+        # A stream that cannot be written is the progress sink's to report, not this one's.
+        with contextlib.suppress(OSError, ValueError):
+            self._stream.write(text + "\n")
+            self._stream.flush()
 
     def close(self) -> None:
         """Take the bar off the screen (idempotent)."""

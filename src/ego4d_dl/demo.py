@@ -2,13 +2,16 @@
 
 Starts SeaweedFS on loopback (``sandbox``), seeds a small fake Ego4D release, and hands back
 the options a real run needs to download all of it; afterwards every file is compared with
-the sandbox's own record of what it served. Imports ``sandbox``, ``config`` and ``errors``.
+the sandbox's own record of what it served. However the demo ends (a Ctrl-C during start-up
+or seeding, a second Ctrl-C that leaves at once), the sandbox's server and folder go with it.
+Imports ``sandbox``, ``config`` and ``errors``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,9 @@ class DemoRelease:
     options: Options
     expected_md5: dict[str, str]  # relative path -> md5 hex
     endpoint_url: str
+    # Stops the server and removes its folder now (idempotent), for a way out that skips
+    # the context manager's exit (os._exit on a second Ctrl-C).
+    stop: Callable[[], None]
 
 
 @contextmanager
@@ -51,9 +57,30 @@ def demo_release(output_directory: Path, *, concurrency: int) -> Iterator[DemoRe
         )
         truth = {f.relpath: f.obj.md5_hex for f in release.files}
         truth["ego4d.json"] = release.metadata.md5_hex
-        yield DemoRelease(options=options, expected_md5=truth, endpoint_url=sandbox.endpoint_url)
+        yield DemoRelease(
+            options=options,
+            expected_md5=truth,
+            endpoint_url=sandbox.endpoint_url,
+            stop=sandbox.stop,
+        )
     finally:
+        _stop_uninterrupted(sandbox)
+
+
+def _stop_uninterrupted(sandbox: Sandbox) -> None:
+    """``sandbox.stop()`` with SIGINT and SIGTERM held until it is done: a second Ctrl-C
+    while the first one unwinds must not cut the removal of its folder short. A signal that
+    came meanwhile is raised again right after, as it would have been."""
+    held = (signal.SIGINT, signal.SIGTERM)
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _: caught.append(signum)) for sig in held}
+    try:
         sandbox.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        signal.raise_signal(caught[0])
 
 
 def mismatches(output_directory: Path, expected_md5: dict[str, str]) -> list[str]:

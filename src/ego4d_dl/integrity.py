@@ -3,8 +3,10 @@
 S3 ETags come in two shapes. A single-part upload's ETag is the MD5 of the bytes. A multipart
 upload's is ``md5(md5(part 1) || ... || md5(part N))-N`` over the raw 16-byte digests, which is
 why the ``...-58`` ETag of an Ego4D video never matches ``md5sum``: to check it we must know
-the part layout and hash each part. Anything else (SSE-KMS, some mirrors) is not MD5-derived;
-then size and any ``x-amz-checksum-*`` are all there is.
+the part layout and hash each part. S3 allows 1 to 10,000 parts, so an ``-N`` outside that
+range is malformed (a hostile endpoint could otherwise have N part HEADs made at once) and
+proves nothing, like anything else that is not MD5-derived (SSE-KMS, some mirrors): then size
+and any ``x-amz-checksum-*`` are all there is.
 
 Ranges are half-open ``(start, stop)`` byte intervals. Imports nothing from the package.
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "MAX_PARTS",
     "Piece",
     "VerifyLevel",
     "composite_etag",
@@ -30,8 +33,11 @@ __all__ = [
     "plan_pieces",
 ]
 
-_MD5_RE = re.compile(r"^[0-9a-f]{32}$")
-_MULTIPART_RE = re.compile(r"^[0-9a-f]{32}-(\d+)$")
+_MD5_RE = re.compile(r"[0-9a-f]{32}")
+# At most five digits without a leading zero: never a huge int() from a hostile ETag.
+_MULTIPART_RE = re.compile(r"[0-9a-f]{32}-([1-9][0-9]{0,4})")
+# S3's own limit on the parts of a multipart upload.
+MAX_PARTS = 10_000
 
 Range = tuple[int, int]
 
@@ -47,17 +53,20 @@ class VerifyLevel(StrEnum):
 
 def etag_kind(etag: str) -> VerifyLevel:
     """What an ETag can prove: MD5, composite MD5, or nothing beyond size."""
-    if _MD5_RE.match(etag):
+    if _MD5_RE.fullmatch(etag):
         return VerifyLevel.MD5
-    if _MULTIPART_RE.match(etag):
+    if multipart_count(etag) is not None:
         return VerifyLevel.COMPOSITE
     return VerifyLevel.SIZE
 
 
 def multipart_count(etag: str) -> int | None:
-    """``N`` of a ``<hex>-N`` ETag, else ``None``."""
-    match = _MULTIPART_RE.match(etag)
-    return int(match[1]) if match else None
+    """``N`` of a ``<hex>-N`` ETag with 1 <= N <= ``MAX_PARTS``, else ``None``."""
+    match = _MULTIPART_RE.fullmatch(etag)
+    if match is None:
+        return None
+    count = int(match[1])
+    return count if count <= MAX_PARTS else None
 
 
 def composite_etag(part_md5s: Sequence[bytes]) -> str:

@@ -2,7 +2,9 @@
 
 A manifest is the CSV the original CLI reads: a uid column (``video_uid`` or ``file_uid``), a
 location column (``canonical_s3_location`` or ``s3_path``), an optional ``type`` and an optional
-``benchmarks`` column. Imports only ``catalog`` and ``errors``.
+``benchmarks`` column. A uid or location holding a control or format character (ESC, a newline, a
+bidi override) is a malformed row: such a name could not be shown as what it is. Imports only
+``catalog``, ``text`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from .catalog import BUCKET_TO_UNIVERSITY
 from .errors import ManifestError
+from .text import has_control
 
 __all__ = [
     "FileKind",
@@ -210,7 +213,11 @@ def _parse_record(
     uid = _cell(record, uid_col)
     if not uid:
         return MalformedRow(line=line, reason="no uid")
+    if has_control(uid):
+        return MalformedRow(line=line, reason=f"uid {uid!r} holds control characters")
     location = _cell(record, loc_col)
+    if has_control(location):
+        return MalformedRow(line=line, reason=f"location {location!r} holds control characters")
     parsed = parse_s3_url(location)
     if parsed is None:
         shown = location if len(location) <= 80 else location[:77] + "..."

@@ -6,7 +6,9 @@ The engine calls a sink synchronously for every event (``BytesReceived`` about a
 times a second at 1 GB/s), so ``__call__`` only updates counters, in O(1); output is written
 by a ticker thread of the sink's own every ``interval_s``. Integer counters have a single
 writer (the event-loop thread); lines are written whole, under a lock. No ANSI codes, no
-carriage returns. Imports ``events``, ``plan`` and ``report`` (for the number formats).
+carriage returns; names and server messages pass through ``text.safe`` (JSON lines are
+escaped by ``json.dumps``). Imports ``events``, ``plan``, ``text`` and ``report`` (for the
+number formats).
 """
 
 from __future__ import annotations
@@ -37,17 +39,20 @@ from .events import (
 )
 from .plan import Plan
 from .report import event_json, human_bytes, human_duration
+from .text import safe
 
 __all__ = [
     "WARNINGS",
     "Display",
     "JsonLinesSink",
+    "OutputErrorHandler",
     "PlainProgressSink",
     "Rate",
     "Tally",
     "eta_s",
     "eta_text",
     "label",
+    "output_error_text",
     "warning_text",
 ]
 
@@ -132,8 +137,8 @@ def eta_text(seconds: float | None) -> str:
 
 
 def label(dataset: str, key: str) -> str:
-    """A transfer's short name: ``dataset/<file name>``."""
-    return f"{dataset}/{PurePosixPath(key).name}"
+    """A transfer's short name for display: ``dataset/<file name>``, made ``safe``."""
+    return safe(f"{dataset}/{PurePosixPath(key).name}")
 
 
 class Tally:
@@ -219,7 +224,12 @@ def _reason(reason: str, key: str) -> str:
 
 
 def warning_text(event: Event) -> str:
-    """One line on a retry, stall, restart, integrity failure, failed file or new limit."""
+    """One line on a retry, stall, restart, integrity failure, failed file or new limit,
+    made ``safe`` for display."""
+    return safe(_warning_text(event))
+
+
+def _warning_text(event: Event) -> str:
     if isinstance(event, ConcurrencyChanged):
         return f"concurrency now {event.limit} ({event.reason})"
     if not isinstance(event, RangeRetried | FileRestarted | IntegrityFailed | FileFailed):
@@ -266,25 +276,49 @@ class _Ticker:
             self._thread.join()
 
 
-class _LineWriter:
-    """Whole lines to a stream from two threads; a closed pipe silences it, never the run."""
+# Told, once, that an output stream cannot be written, with a line saying why; called from
+# whichever thread was writing (the event loop's or a ticker's).
+OutputErrorHandler = Callable[[str], None]
 
-    def __init__(self, stream: TextIO) -> None:
+
+def output_error_text(exc: BaseException) -> str:
+    """Why a write failed, in words: ``No space left on device``, ``the pipe was closed``."""
+    if isinstance(exc, BrokenPipeError):
+        return "the reading end of the pipe was closed"
+    if isinstance(exc, ValueError):
+        return "the stream is closed"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+class _LineWriter:
+    """Whole lines to a stream from two threads. The first write that fails (a full disk,
+    a closed pipe or stream) silences it for good and is reported to ``on_error``; the sink
+    never raises into the engine, and the command decides how the run ends."""
+
+    def __init__(
+        self, stream: TextIO, *, name: str = "", on_error: OutputErrorHandler | None = None
+    ) -> None:
         self._stream = stream
+        # sys.stdout is named "<stdout>"; a file, by its path.
+        self._name = name or str(getattr(stream, "name", "") or "output").strip("<>")
+        self._on_error = on_error
         self._lock = threading.Lock()
-        self._broken = False
+        self.error: str | None = None
 
     def write(self, line: str) -> None:
         with self._lock:
-            if self._broken:
+            if self.error is not None:
                 return
             try:
                 self._stream.write(line + "\n")
                 self._stream.flush()
-            except (OSError, ValueError):
-                # The reader went away (`| head`) or the stream was closed; the download goes
-                # on, and the exit code still tells how it ended.
-                self._broken = True
+                return
+            except (OSError, ValueError) as exc:
+                self.error = f"cannot write to {self._name}: {output_error_text(exc)}"
+        if self._on_error is not None:
+            self._on_error(self.error)
 
 
 class PlainProgressSink:
@@ -293,6 +327,7 @@ class PlainProgressSink:
 
     Lines start with the local date and time, since Slurm and cron logs have none of their
     own. With ``ticking`` a thread writes the progress lines; tests call ``progress()``.
+    ``on_output_error`` is told once if the stream cannot be written.
     """
 
     def __init__(
@@ -304,8 +339,9 @@ class PlainProgressSink:
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
         ticking: bool = True,
+        on_output_error: OutputErrorHandler | None = None,
     ) -> None:
-        self._out = _LineWriter(stream)
+        self._out = _LineWriter(stream, on_error=on_output_error)
         self._interval_s = interval_s
         self._quiet = quiet
         self._clock = clock
@@ -374,13 +410,14 @@ class PlainProgressSink:
 
     def _line(self, text: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self._wallclock()))
-        self._out.write(f"{stamp} {text}")
+        self._out.write(f"{stamp} {safe(text)}")
 
 
 class JsonLinesSink:
     """``--json``: one JSON object per line: every event but ``BytesReceived``, which is
     summed into a ``Progress`` object every ``interval_s``; the last line is ``RunFinished``
-    with the summary. Notes go to ``log`` as text."""
+    with the summary. Notes go to ``log`` as text. ``on_output_error`` is told once if
+    ``stream`` (or ``log``) cannot be written."""
 
     def __init__(
         self,
@@ -390,9 +427,10 @@ class JsonLinesSink:
         clock: Callable[[], float] = time.monotonic,
         ticking: bool = True,
         log: TextIO | None = None,
+        on_output_error: OutputErrorHandler | None = None,
     ) -> None:
-        self._out = _LineWriter(stream)
-        self._log = _LineWriter(log) if log is not None else None
+        self._out = _LineWriter(stream, on_error=on_output_error)
+        self._log = _LineWriter(log, on_error=on_output_error) if log is not None else None
         self._clock = clock
         self._tally = Tally()
         self._rate = Rate(max(5.0, interval_s))
@@ -420,7 +458,7 @@ class JsonLinesSink:
     def note(self, message: str) -> None:
         """To ``log`` (stderr), as plain text: the JSON stream stays JSON."""
         if self._log is not None:
-            self._log.write(message)
+            self._log.write(safe(message))
 
     def close(self) -> None:
         if self._ticker is not None:

@@ -3,8 +3,10 @@ status, verify and doctor reports; their JSON forms; and the byte and duration f
 view shares.
 
 One of the two modules (with ``dashboard``) that import rich. Functions take a ``Console`` so
-tests render into a recording console. Imports ``plan``, ``events``, ``status``, ``verify``,
-``doctor``, ``shard`` and ``errors``.
+tests render into a recording console. Every string that came from outside (names, keys,
+server messages, paths) reaches Rich as ``Text`` after ``text.safe``: never parsed as markup
+or emoji codes, control characters escaped, whatever the console's own settings. Imports
+``plan``, ``events``, ``status``, ``verify``, ``doctor``, ``shard``, ``text`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .doctor import Diagnosis, Severity
 from .events import Event, RunSummary
 from .plan import Action, Plan, Totals
 from .shard import format_shard
 from .status import Status, StatusCounts
+from .text import safe
 from .verify import VerifyResult
 
 __all__ = [
@@ -37,9 +41,21 @@ __all__ = [
     "render_status",
     "render_summary",
     "render_verify",
+    "shown",
     "status_json",
     "verify_json",
 ]
+
+
+def shown(value: object) -> Text:
+    """Untrusted ``value`` as Rich ``Text``: no markup, control characters escaped."""
+    return Text(safe(str(value)))
+
+
+def _line(*parts: str | tuple[str, str]) -> Text:
+    """One line from pieces, each plain or ``(text, style)``; every piece is made ``safe``,
+    none is parsed as markup."""
+    return Text.assemble(*((safe(p[0]), p[1]) if isinstance(p, tuple) else safe(p) for p in parts))
 
 
 def human_bytes(n: float) -> str:
@@ -64,7 +80,8 @@ def confirmation_text(plan: Plan, *, free_bytes: int | None) -> str:
     resumes and what is already complete (several lines, no trailing newline)."""
     t = plan.totals
     lines = [
-        f"Ego4D {plan.version} -> {plan.output_directory}: {_files(t.fetch_files)} to fetch, "
+        f"Ego4D {safe(plan.version)} -> {safe(str(plan.output_directory))}: "
+        f"{_files(t.fetch_files)} to fetch, "
         f"{human_bytes(t.fetch_bytes)}"
     ]
     resume = [f for f in plan.files if f.action is Action.RESUME]
@@ -98,10 +115,10 @@ def _files(n: int) -> str:
     return f"{n:,} file" if n == 1 else f"{n:,} files"
 
 
-def _totals_row(name: str, t: Totals) -> list[str]:
+def _totals_row(name: str, t: Totals) -> list[Text | str]:
     resume = f", {t.resume_files:,} resume" if t.resume_files else ""
     return [
-        name,
+        shown(name),
         f"{t.files:,}",
         human_bytes(t.size_bytes),
         f"{t.complete_files:,} ({human_bytes(t.complete_bytes)})",
@@ -112,7 +129,9 @@ def _totals_row(name: str, t: Totals) -> list[str]:
 
 def render_plan(console: Console, plan: Plan, *, free_bytes: int | None) -> None:
     """The plan as a table per dataset with totals, free space and every problem file."""
-    table = Table(title=f"Ego4D {plan.version} -> {plan.output_directory}", title_justify="left")
+    table = Table(
+        title=_line(f"Ego4D {plan.version} -> {plan.output_directory}"), title_justify="left"
+    )
     table.add_column("dataset", overflow="fold")
     for header in ("files", "size", "complete", "to fetch", "failing"):
         table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
@@ -123,15 +142,18 @@ def render_plan(console: Console, plan: Plan, *, free_bytes: int | None) -> None
     table.add_row(*_totals_row("total", total), style="bold")
     console.print(table)
     if free_bytes is not None:
-        verdict = "[green]enough[/]" if free_bytes >= total.fetch_bytes else "[red]NOT enough[/]"
+        enough = free_bytes >= total.fetch_bytes
         console.print(
-            f"Needs {human_bytes(total.fetch_bytes)}; {human_bytes(free_bytes)} free: {verdict}"
+            _line(
+                f"Needs {human_bytes(total.fetch_bytes)}; {human_bytes(free_bytes)} free: ",
+                ("enough", "green") if enough else ("NOT enough", "red"),
+            )
         )
     problems = [f for f in plan.files if f.action.is_problem]
     for f in problems[:50]:
-        console.print(f"[red]{f.action.value}[/]: {f.dataset}/{f.uid}: {f.note}", highlight=False)
+        console.print(_line((f.action.value, "red"), f": {f.dataset}/{f.uid}: {f.note}"))
     if len(problems) > 50:
-        console.print(f"... and {len(problems) - 50} more problem files (see --json)")
+        console.print(_line(f"... and {len(problems) - 50} more problem files (see --json)"))
 
 
 def plan_json(plan: Plan, *, free_bytes: int | None) -> dict[str, Any]:
@@ -185,11 +207,11 @@ def plan_json(plan: Plan, *, free_bytes: int | None) -> dict[str, Any]:
 
 def render_datasets(console: Console, version: str, rows: Sequence[tuple[str, str]]) -> None:
     """The release's datasets.csv as a table."""
-    table = Table(title=f"Ego4D {version} datasets", title_justify="left")
+    table = Table(title=_line(f"Ego4D {version} datasets"), title_justify="left")
     table.add_column("dataset")
     table.add_column("description")
     for name, description in rows:
-        table.add_row(name, description)
+        table.add_row(shown(name), shown(description))
     console.print(table)
 
 
@@ -218,22 +240,25 @@ def render_summary(console: Console, summary: RunSummary) -> None:
     """The end-of-run summary: counts, bytes, throughput, retries, verification, problems."""
     rate = human_bytes(summary.throughput_bytes_s) + "/s"
     console.print(
-        f"[bold]{summary.verified:,} downloaded and verified[/], {summary.skipped:,} already "
-        f"complete, {summary.failed:,} failed, {summary.missing:,} missing, "
-        f"{summary.denied:,} denied",
-        markup=True,
+        _line(
+            (f"{summary.verified:,} downloaded and verified", "bold"),
+            f", {summary.skipped:,} already complete, {summary.failed:,} failed, "
+            f"{summary.missing:,} missing, {summary.denied:,} denied",
+        )
     )
     console.print(
-        f"{human_bytes(summary.bytes_fetched)} fetched in {summary.elapsed_s:.1f}s ({rate}); "
-        f"{summary.retries:,} retries, {summary.restarts:,} restarts"
+        _line(
+            f"{human_bytes(summary.bytes_fetched)} fetched in {summary.elapsed_s:.1f}s ({rate}); "
+            f"{summary.retries:,} retries, {summary.restarts:,} restarts"
+        )
     )
     if summary.levels:
         levels = ", ".join(f"{n:,} by {level}" for level, n in sorted(summary.levels.items()))
-        console.print(f"verified: {levels}")
+        console.print(_line(f"verified: {levels}"))
     for p in summary.problems[:50]:
-        console.print(f"[red]{p.status}[/]: {p.dataset}/{p.uid} ({p.key}): {p.reason}", markup=True)
+        console.print(_line((p.status, "red"), f": {p.dataset}/{p.uid} ({p.key}): {p.reason}"))
     if len(summary.problems) > 50:
-        console.print(f"... and {len(summary.problems) - 50} more (see --json)")
+        console.print(_line(f"... and {len(summary.problems) - 50} more (see --json)"))
 
 
 # --- status, verify, doctor -----------------------------------------------------------------
@@ -264,7 +289,7 @@ def render_status(console: Console, status: Status) -> None:
     title = f"Ego4D {status.version} in {status.output_directory}"
     if status.shard_count:
         title += f" ({status.shard_count} shards)"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_line(title), title_justify="left")
     table.add_column("shard / dataset", no_wrap=True)
     headers = ["files", "complete", "partial", "to fetch"]
     unjournaled = status.counts.unjournaled_files > 0
@@ -275,7 +300,7 @@ def render_status(console: Console, status: Status) -> None:
 
     def row(name: str, counts: StatusCounts, style: str = "") -> None:
         cells = _status_cells(counts)
-        table.add_row(name, *(cells if unjournaled else cells[:-1]), style=style)
+        table.add_row(shown(name), *(cells if unjournaled else cells[:-1]), style=style)
 
     for shard in status.shards:
         name = f"shard {format_shard(shard.shard)}" if shard.shard else "all"
@@ -293,11 +318,13 @@ def render_status(console: Console, status: Status) -> None:
     console.print(table)
     c = status.counts
     if c.files and c.complete_files == c.files:
-        console.print("[green]Everything is downloaded.[/]")
+        console.print(_line(("Everything is downloaded.", "green")))
     if c.unjournaled_files:
         console.print(
-            f"{c.unjournaled_files:,} files are on disk but in no journal (the original CLI's?); "
-            "the next download checks and adopts them"
+            _line(
+                f"{c.unjournaled_files:,} files are on disk but in no journal (the original "
+                "CLI's?); the next download checks and adopts them"
+            )
         )
 
 
@@ -332,20 +359,22 @@ def render_verify(console: Console, result: VerifyResult) -> None:
     out = result.plan.output_directory
     for c in result.bad[:200]:
         rel = c.planned.dest.relative_to(out)
-        console.print(f"[red]{c.verdict.value}[/]: {rel}: {c.reason}", markup=True)
+        console.print(_line((c.verdict.value, "red"), f": {rel}: {c.reason}"))
     if len(result.bad) > 200:
-        console.print(f"... and {len(result.bad) - 200} more (see --json)")
+        console.print(_line(f"... and {len(result.bad) - 200} more (see --json)"))
     counts = ", ".join(f"{n:,} {verdict}" for verdict, n in sorted(result.counts.items()))
     rate = result.hashed_bytes / result.elapsed_s if result.elapsed_s > 0 else 0.0
     console.print(
-        f"checked {len(result.checks):,} files: {counts or 'nothing to check'}; "
-        f"{human_bytes(result.hashed_bytes)} read back in {result.elapsed_s:.1f}s "
-        f"({human_bytes(rate)}/s)"
+        _line(
+            f"checked {len(result.checks):,} files: {counts or 'nothing to check'}; "
+            f"{human_bytes(result.hashed_bytes)} read back in {result.elapsed_s:.1f}s "
+            f"({human_bytes(rate)}/s)"
+        )
     )
     if result.repair is not None:
         render_summary(console, result.repair)
     elif any(c.verdict.repairable for c in result.bad):
-        console.print("run again with --repair to fetch the damaged and missing files")
+        console.print(_line("run again with --repair to fetch the damaged and missing files"))
 
 
 def verify_json(result: VerifyResult) -> dict[str, Any]:
@@ -374,23 +403,22 @@ def verify_json(result: VerifyResult) -> dict[str, Any]:
 
 
 _SEVERITY_STYLE = {
-    Severity.OK: "[green]  ok[/]",
-    Severity.WARN: "[yellow]warn[/]",
-    Severity.FAIL: "[bold red]FAIL[/]",
-    Severity.SKIP: "[dim]skip[/]",
+    Severity.OK: ("  ok", "green"),
+    Severity.WARN: ("warn", "yellow"),
+    Severity.FAIL: ("FAIL", "bold red"),
+    Severity.SKIP: ("skip", "dim"),
 }
 
 
 def render_doctor(console: Console, diagnosis: Diagnosis) -> None:
     """One line per check, then whether a download would start."""
     for f in diagnosis.findings:
-        console.print(f"{_SEVERITY_STYLE[f.severity]}  {f.check}: ", markup=True, end="")
-        console.print(f.detail, markup=False, highlight=False)
+        console.print(_line(_SEVERITY_STYLE[f.severity], f"  {f.check}: {f.detail}"))
     if diagnosis.would_start:
-        console.print("[green]A download would start.[/]", markup=True)
+        console.print(_line(("A download would start.", "green")))
     else:
         console.print(
-            "[bold red]A download would not start[/]: fix the FAIL lines above.", markup=True
+            _line(("A download would not start", "bold red"), ": fix the FAIL lines above.")
         )
 
 

@@ -5,15 +5,19 @@ small whole-object reads (manifests) and ranged GETs that carry ``If-Match`` and
 against the Content-Range the server sends (signed by ``signing`` and sent through the client's
 own HTTP session, botocore's pipeline being the costly part). Each bucket's region is resolved
 once (HeadBucket's ``x-amz-bucket-region``) and served by a client of that region; proxies come
-from HTTPS_PROXY / HTTP_PROXY / NO_PROXY as botocore reads them. Nothing above this module sees
-botocore. Imports ``config``, ``signing`` and ``errors`` only.
+from HTTPS_PROXY / HTTP_PROXY / NO_PROXY as botocore reads them. No request follows a redirect:
+a 3xx or a region error goes to botocore's own region handling, and hand-signed GETs go where
+botocore's last successful GET of the bucket went. Nothing above this module sees botocore.
+Imports ``config``, ``signing``, ``integrity`` and ``errors`` only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import email.utils
+import hashlib
 import os
 import re
 import urllib.parse
@@ -26,6 +30,7 @@ import aioboto3
 import aiohttp
 import botocore.exceptions
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.response import StreamingBody
 from botocore.awsrequest import AWSPreparedRequest
 from botocore.httpsession import mask_proxy_url
@@ -42,6 +47,7 @@ from .errors import (
     RemoteChangedError,
     TransientError,
 )
+from .integrity import VerifyLevel, etag_kind
 from .signing import amz_date, sign_get
 
 __all__ = [
@@ -174,7 +180,9 @@ class ObjectStore(Protocol):
         self, bucket: str, *, prefix: str, start_after: str = "", token: str | None = None
     ) -> ListPage: ...
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes: ...
+    async def get_bytes(self, bucket: str, key: str) -> bytes:
+        """A whole small object; bytes that contradict an MD5 ETag are a ``TransientError``."""
+        ...
 
     def get_range(
         self, bucket: str, key: str, *, start: int, stop: int, size_bytes: int, etag: str
@@ -191,9 +199,88 @@ def _where(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
 
 
+# What botocore raises when a credential provider cannot produce keys: a credential_process
+# that fails, an SSO token that expired or cannot be loaded, an assume-role refresh that
+# needs MFA, the instance metadata service... (SSOError covers SSOTokenLoadError and
+# UnauthorizedSSOTokenError).
+_CREDENTIAL_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.TokenRetrievalError,
+    botocore.exceptions.NoAuthTokenError,
+    botocore.exceptions.RefreshWithMFAUnsupportedError,
+    botocore.exceptions.SSOError,
+    botocore.exceptions.UnknownCredentialError,
+    botocore.exceptions.MetadataRetrievalError,
+)
+# Operations credential providers call (STS for assume-role, SSO portal and OIDC); an error
+# answer to one of them is about the keys, never about an object.
+_CREDENTIAL_OPERATIONS = frozenset(
+    {
+        "AssumeRole",
+        "AssumeRoleWithSAML",
+        "AssumeRoleWithWebIdentity",
+        "GetSessionToken",
+        "GetFederationToken",
+        "GetRoleCredentials",
+        "CreateToken",
+    }
+)
+# Where refreshing happens: whatever escapes from these (a RuntimeError "refreshed
+# credentials are still expired", a credential_process printing no JSON) is a credentials
+# failure, whatever its type.
+_CREDENTIAL_MODULES = frozenset(
+    {"botocore.credentials", "aiobotocore.credentials", "botocore.tokens", "aiobotocore.tokens"}
+)
+
+
+def _credential_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) comes from obtaining or refreshing credentials."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 8:
+        if isinstance(current, _CREDENTIAL_EXCEPTIONS):
+            return True
+        if (
+            isinstance(current, botocore.exceptions.ClientError)
+            and getattr(current, "operation_name", None) in _CREDENTIAL_OPERATIONS
+        ):
+            return True
+        tb = current.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_globals.get("__name__") in _CREDENTIAL_MODULES:
+                return True
+            tb = tb.tb_next
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
+
+
+@contextlib.contextmanager
+def _credential_errors() -> Iterator[None]:
+    """Credential providers' failures, of any type, as one ``CredentialsError``."""
+    try:
+        yield
+    except Ego4dDLError:
+        raise
+    except Exception as exc:
+        if not _credential_failure(exc):
+            raise
+        detail = str(exc).strip() or type(exc).__name__
+        raise CredentialsError(
+            f"the AWS credentials could not be obtained or refreshed: {detail}",
+            code="CredentialRefresh",
+        ) from exc
+
+
 @contextlib.contextmanager
 def _translated(bucket: str, key: str, endpoint: str) -> Iterator[None]:
     """Map botocore/aiohttp failures to the ego4d-dl error tree, in exactly one place."""
+    with _s3_errors(bucket, key, endpoint), _credential_errors():
+        yield
+
+
+@contextlib.contextmanager
+def _s3_errors(bucket: str, key: str, endpoint: str) -> Iterator[None]:
     where = _where(bucket, key)
     try:
         yield
@@ -250,6 +337,16 @@ def _translated(bucket: str, key: str, endpoint: str) -> Iterator[None]:
         ConnectionError,
     ) as exc:
         raise TransientError(key, f"{where}: {type(exc).__name__}: {exc}") from exc
+
+
+def _etag_is_md5(etag: str, resp: Mapping[str, Any]) -> bool:
+    """Whether ``etag`` is the MD5 of the object's bytes: a plain MD5 ETag of an object
+    stored unencrypted or with SSE-S3 (SSE-KMS and SSE-C ETags look the same but are not)."""
+    return (
+        etag_kind(etag) is VerifyLevel.MD5
+        and resp.get("ServerSideEncryption") in (None, "", "AES256")
+        and not resp.get("SSECustomerAlgorithm")
+    )
 
 
 def _parse_content_range(text: str) -> tuple[int, int, int | None] | None:
@@ -369,8 +466,11 @@ class S3Store:
         self._region_locks: dict[str, asyncio.Lock] = {}
         self._client_lock = asyncio.Lock()
         self._creds: Any = None
-        # Per bucket: where hand-signed GETs go, or None where only botocore's path is used.
+        # Per bucket: where hand-signed GETs go (learnt from botocore's last successful GET of
+        # it), or None where only botocore's path is used; absent: not known (yet, or again).
         self._routes: dict[str, _Route | None] = {}
+        # Per bucket: the route hand-signed GETs last failed on with a 3xx or a 400.
+        self._failed_routes: dict[str, _Route] = {}
 
     @property
     def endpoint_label(self) -> str:
@@ -387,6 +487,7 @@ class S3Store:
             retries={"total_max_attempts": 1},
             s3={"addressing_style": "path" if self._endpoint.url else "auto"},
             signature_version="s3v4",
+            http_session_cls=_NoRedirectSession,
             # ChecksumMode is asked explicitly where wanted; do not validate behind our back.
             response_checksum_validation="when_required",
             request_checksum_calculation="when_required",
@@ -395,7 +496,8 @@ class S3Store:
     async def _connect(self) -> tuple[Any, tuple[str, str, str | None] | None, Any]:
         """A new client from freshly read credentials, those credentials and their source."""
         try:
-            return await self._connect_unchecked()
+            with _credential_errors():
+                return await self._connect_unchecked()
         except botocore.exceptions.ProfileNotFound as exc:
             raise ConfigError(_profile_message(self._credentials.profile)) from exc
 
@@ -412,6 +514,7 @@ class S3Store:
                 "s3", endpoint_url=self._endpoint.url, region_name=region, config=self._config()
             )
         )
+        _watch_gets(client)
         # Clients of other regions are made again, lazily, from the fresh session.
         self._session, self._default_region, self._regional = session, region, {}
         creds = await session.get_credentials()
@@ -496,14 +599,16 @@ class S3Store:
         async with self._client_lock:
             client = self._regional.get(region)
             if client is None:
-                client = await self._stack.enter_async_context(
-                    self._session.client(
-                        "s3",
-                        endpoint_url=self._endpoint.url,
-                        region_name=region,
-                        config=self._config(),
+                with _credential_errors():  # a new client reads the credentials
+                    client = await self._stack.enter_async_context(
+                        self._session.client(
+                            "s3",
+                            endpoint_url=self._endpoint.url,
+                            region_name=region,
+                            config=self._config(),
+                        )
                     )
-                )
+                _watch_gets(client)
                 self._regional[region] = client
         return client
 
@@ -581,12 +686,21 @@ class S3Store:
         return ListPage(items=items, next_token=str(next_token) if next_token else None)
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
-        """A whole small object (manifests, metadata) in memory."""
+        """A whole small object (manifests, metadata) in memory, checked against its ETag
+        when that is the MD5 of the bytes (a mismatch is a ``TransientError``: worth asking
+        again)."""
         client = await self._client_for(bucket)
         with _translated(bucket, key, self.endpoint_label):
             resp = await client.get_object(Bucket=bucket, Key=key)
             async with resp["Body"] as stream:
                 data: bytes = await stream.read()
+        etag = normalise_etag(str(resp.get("ETag", "")))
+        if _etag_is_md5(etag, resp) and hashlib.md5(data).hexdigest() != etag:
+            raise TransientError(
+                key,
+                f"{_where(bucket, key)}: the {len(data):,} bytes received do not match the "
+                f"object's ETag {etag}",
+            )
         return data
 
     @contextlib.asynccontextmanager
@@ -608,7 +722,13 @@ class S3Store:
         with _translated(bucket, key, self.endpoint_label):
             resp = await self._signed_get(client, bucket, key, kwargs, size_bytes=size_bytes)
             if resp is None:
-                resp = await client.get_object(**kwargs)
+                sent: list[tuple[str, str]] = []
+                watching = _SENT_GETS.set(sent)
+                try:
+                    resp = await client.get_object(**kwargs)
+                finally:
+                    _SENT_GETS.reset(watching)
+                self._learn_route(bucket, key, sent)
         raw = resp["Body"]
         try:
             status = int(resp["ResponseMetadata"]["HTTPStatusCode"])
@@ -657,7 +777,7 @@ class S3Store:
         session = getattr(getattr(client, "_endpoint", None), "http_session", None)
         if session is None or self._creds is None:
             return None
-        route = await self._route(client, bucket, key)
+        route = self._routes.get(bucket)
         if route is None:
             return None
         frozen = await self._creds.get_frozen_credentials()
@@ -699,21 +819,27 @@ class S3Store:
                 f"{where}: server said {status} {code}".rstrip(),
                 throttled=status in (429, 503) or code in _THROTTLE_CODES,
             )
-        if 300 <= status <= 400:
-            # A redirect or a 400 (the bucket is in another region, say): botocore knows how
-            # to follow those, so this bucket's GETs go its way from now on.
-            self._routes[bucket] = None
+        if 300 <= status < 400 or (status == 400 and code not in CREDENTIAL_CODES):
+            # A redirect (never followed: its target would get the session token and its
+            # answer would be read as data) or a 400 such as AuthorizationHeaderMalformed or
+            # IncorrectEndpoint (the bucket is in another region): botocore's region handling
+            # asks again, and the route is learnt afresh from where its GET then succeeds.
+            self._failed_routes[bucket] = route
+            self._routes.pop(bucket, None)
         return None
 
-    async def _route(self, client: Any, bucket: str, key: str) -> _Route | None:
-        """Where botocore sends GETs for ``bucket``, learned once from a presigned URL (which
-        runs botocore's own endpoint rules: addressing style, region, custom endpoint)."""
-        if bucket not in self._routes:
-            url = await client.generate_presigned_url(
-                "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=60
-            )
-            self._routes[bucket] = _route_from_presigned(str(url), key)
-        return self._routes[bucket]
+    def _learn_route(self, bucket: str, key: str, sent: list[tuple[str, str]]) -> None:
+        """After botocore's GET of ``key`` succeeded: hand-signed GETs of ``bucket`` go where
+        it went (its last request, after any region redirect), signed for its region."""
+        if bucket in self._routes or not sent:
+            return
+        url, authorization = sent[-1]
+        route = _route_from_request(url, authorization, key)
+        if route is not None and route == self._failed_routes.get(bucket):
+            # botocore succeeded where the hand-signed GET failed, at the same place: the
+            # difference is in the request itself, so this bucket stays with botocore.
+            route = None
+        self._routes[bucket] = route
 
 
 _CODE_RE = re.compile(rb"<Code>([A-Za-z0-9.]{1,64})</Code>")
@@ -740,20 +866,67 @@ class _Route:
     region: str
 
 
-def _route_from_presigned(url: str, key: str) -> _Route | None:
-    """The route a presigned GET URL of ``key`` implies, or ``None`` if it is not plain."""
+_SCOPE_RE = re.compile(r"^AWS4-HMAC-SHA256 Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/s3/aws4_request,")
+
+
+def _route_from_request(url: str, authorization: str, key: str) -> _Route | None:
+    """The route a GET of ``key`` that botocore sent implies (its URL, and the region in its
+    SigV4 credential scope), or ``None`` if it is not a plain SigV4 GET of that key."""
     split = urllib.parse.urlsplit(url)
     quoted = urllib.parse.quote(key, safe="/~")
-    credential = urllib.parse.parse_qs(split.query).get("X-Amz-Credential", [""])[0]
-    scope = credential.split("/")
-    if not split.path.endswith(quoted) or len(scope) != 5 or scope[3] != "s3":
+    scope = _SCOPE_RE.match(authorization)
+    if not split.path.endswith(quoted) or scope is None:
         return None
     return _Route(
         origin=f"{split.scheme}://{split.netloc}",
         host=split.netloc,
         prefix=split.path[: len(split.path) - len(quoted)],
-        region=scope[2],
+        region=scope[1],
     )
+
+
+# The GETs botocore sends while one get_object call runs in this task: (URL, Authorization),
+# the last one being where it succeeded (after any region redirect).
+_SENT_GETS: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "ego4d_dl_sent_gets", default=None
+)
+
+
+def _record_get(request: AWSPreparedRequest, **_: Any) -> None:
+    sent = _SENT_GETS.get()
+    if sent is not None:
+        auth = request.headers.get("Authorization", b"")
+        sent.append((str(request.url), auth.decode() if isinstance(auth, bytes) else str(auth)))
+
+
+def _watch_gets(client: Any) -> None:
+    """Have ``client`` tell ``_SENT_GETS`` where each GetObject request goes."""
+    client.meta.events.register("before-send.s3.GetObject", _record_get)
+
+
+class _NoRedirectSession(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's HTTP session, except that no request follows a redirect.
+
+    aiohttp follows 301/302/303/307/308 by default, and aiobotocore does not say otherwise:
+    a 307 to another origin would get the ``x-amz-security-token`` header (aiohttp drops
+    only Authorization) and its answer would be taken for the object's bytes. botocore
+    expects to see the 3xx itself: its region redirector re-resolves the endpoint.
+    """
+
+    async def _get_session(self, proxy_url: str | None) -> Any:
+        return _WithoutRedirects(await super()._get_session(proxy_url))
+
+
+class _WithoutRedirects:
+    """An ``aiohttp.ClientSession`` whose ``request`` never follows redirects."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> Any:
+        return self._session.request(method, url, allow_redirects=False, **kwargs)
 
 
 def _usable_region(region: str | None) -> str | None:
@@ -815,10 +988,11 @@ async def resolve_keys(credentials: Credentials) -> KeyInfo | None:
     """
     session = _make_session(credentials)
     try:
-        found = await session.get_credentials()
-        if found is None:
-            return None
-        frozen = await found.get_frozen_credentials()
+        with _credential_errors():
+            found = await session.get_credentials()
+            if found is None:
+                return None
+            frozen = await found.get_frozen_credentials()
     except botocore.exceptions.ProfileNotFound as exc:
         raise ConfigError(_profile_message(credentials.profile)) from exc
     except botocore.exceptions.PartialCredentialsError as exc:

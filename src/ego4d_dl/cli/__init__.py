@@ -16,6 +16,7 @@ It accepts the original ``ego4d`` CLI's flags in both spellings (``--output_dire
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from typing import NoReturn
@@ -28,6 +29,12 @@ __all__ = ["app", "main"]
 
 def main() -> NoReturn:
     """Console-script entry point (also ``python -m ego4d_dl``)."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            # Started with that descriptor closed (``>&-``): Python leaves None there. A
+            # closed stream instead makes every write fail as a closed stream does, which
+            # the command reports (exit 1) instead of crashing on None.
+            setattr(sys, name, _ClosedStream(name))
     try:
         app(prog_name="ego4d-dl")
     except SystemExit as exc:
@@ -35,6 +42,18 @@ def main() -> NoReturn:
     else:
         code = 0
     _leave(code)
+
+
+class _ClosedStream(io.StringIO):
+    """A text stream that is closed from the start, with a name for messages."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = f"<{name}>"
+        self.close()
+
+    def isatty(self) -> bool:
+        return False  # asked before anything is written; only writes should fail
 
 
 def _leave(code: object) -> NoReturn:
@@ -52,7 +71,14 @@ def _leave(code: object) -> NoReturn:
     else:  # sys.exit("message"), as Python prints it
         sys.stderr.write(f"{code}\n")
         status = 1
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nobody is reading
-            stream.flush()
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        # What was printed last never got out: the command must not claim success.
+        if status == 0:
+            status = 1
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.write("error: cannot write to stdout\n")
+    with contextlib.suppress(OSError, ValueError):  # nobody is reading stderr any more
+        sys.stderr.flush()
     os._exit(status)

@@ -1,16 +1,22 @@
 """The Typer application: seed-compatible parsing, consoles, errors to exit codes.
 
 Every ``Ego4dDLError`` becomes one line on stderr and an exit code (see ``ego4d_dl.cli``).
+Messages carry names, paths and server text: they are printed as ``Text`` made ``safe``, and
+the two consoles parse no markup or emoji codes unless a call asks for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+import contextlib
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperGroup
 
 from ..config import (
@@ -23,6 +29,8 @@ from ..errors import (
     ManifestError,
     PlanError,
 )
+from ..progress import output_error_text
+from ..text import safe
 
 __all__ = [
     "EXIT_CREDENTIALS",
@@ -30,6 +38,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "OutputError",
     "app",
     "exit_code_for",
     "expand_list_flags",
@@ -37,6 +46,8 @@ __all__ = [
     "run_async",
     "stderr_console",
     "stdout_console",
+    "warn",
+    "write_stdout",
 ]
 
 T = TypeVar("T")
@@ -80,13 +91,74 @@ def expand_list_flags(args: Sequence[str]) -> list[str]:
     return out
 
 
+class OutputError(Exception):
+    """The command's own output (stdout or stderr) could not be written."""
+
+
+class _Console(Console):
+    """A console whose write failures are an ``OutputError`` naming the stream."""
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        try:
+            super().print(*objects, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise OutputError(_cannot_write(self.stderr, exc)) from exc
+
+
+def _cannot_write(stderr: bool, exc: BaseException) -> str:
+    return f"cannot write to {'stderr' if stderr else 'stdout'}: {output_error_text(exc)}"
+
+
+def write_stdout(text: str) -> None:
+    """``text`` to stdout (JSON documents), flushed; failures are an ``OutputError``."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        raise OutputError(_cannot_write(False, exc)) from exc
+
+
 class _SeedCompatibleGroup(TyperGroup):
-    """Accepts the original CLI's command lines: no subcommand means ``download``."""
+    """Accepts the original CLI's command lines: no subcommand means ``download``. A command
+    whose output cannot be written (``> /dev/full``, a closed pipe or stdout) ends with an
+    ``error:`` line and exit code 1, never a traceback or a silent 0."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0].startswith("-") and args[0] not in _ROOT_FLAGS:
             args = ["download", *args]
         return super().parse_args(ctx, expand_list_flags(args))
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            with _sdk_logs_off_stderr():
+                return super().invoke(ctx)
+        except OutputError as exc:
+            fail(str(exc), EXIT_FAILED)
+
+
+# botocore and aiobotocore log a WARNING with a traceback each time a credential refresh
+# fails (dozens in a run whose credential_process or SSO token gave out), and Python's
+# last-resort handler prints them on stderr when nothing is configured. The failure reaches
+# the user once, as the run's error line; there is no --log-file to keep them in, so while a
+# command runs these loggers write nowhere.
+_SDK_LOGGERS = ("botocore", "aiobotocore", "boto3", "aioboto3")
+
+
+@contextlib.contextmanager
+def _sdk_logs_off_stderr() -> Iterator[None]:
+    saved: list[tuple[logging.Logger, bool, logging.Handler]] = []
+    for name in _SDK_LOGGERS:
+        logger = logging.getLogger(name)
+        handler: logging.Handler = logging.NullHandler()
+        saved.append((logger, logger.propagate, handler))
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate, handler in saved:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
 
 
 _MAIN_HELP = """Download the Ego4D dataset: concurrent, resumable, every byte verified.
@@ -119,13 +191,21 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-stdout_console = Console(highlight=False, soft_wrap=True)
-stderr_console = Console(stderr=True, highlight=False, soft_wrap=True)
+stdout_console = _Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
+stderr_console = _Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def fail(message: str, code: int) -> NoReturn:
-    stderr_console.print(f"[bold red]error:[/] {message}", markup=True)
+    """One ``error:`` line on stderr (``message`` made ``safe``: it may quote a server or a
+    manifest), then exit with ``code``, even when stderr itself cannot be written."""
+    with contextlib.suppress(OutputError):
+        stderr_console.print(Text.assemble(("error:", "bold red"), " ", safe(message)))
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr, ``message`` made ``safe``."""
+    stderr_console.print(Text.assemble(("warning:", "yellow"), " ", safe(message)))
 
 
 def exit_code_for(exc: Ego4dDLError) -> int:

@@ -34,7 +34,7 @@ from ..errors import (
     ConfigError,
 )
 from ..shard import parse_shard
-from .app import stderr_console
+from .app import warn
 
 __all__ = [
     "Benchmarks",
@@ -321,4 +321,4 @@ def gather_options(ctx: typer.Context) -> tuple[Options, list[str]]:
 
 def print_warnings(warnings: Sequence[str]) -> None:
     for w in warnings:
-        stderr_console.print(f"[yellow]warning:[/] {w}", markup=True)
+        warn(w)

@@ -39,6 +39,7 @@ from .app import (
     fail,
     run_async,
     stdout_console,
+    write_stdout,
 )
 from .options import (
     Benchmarks,
@@ -179,7 +180,7 @@ def verify_command(
             ]
         )
     if json_out:
-        sys.stdout.write(json.dumps(verify_json(result), indent=1) + "\n")
+        write_stdout(json.dumps(verify_json(result), indent=1) + "\n")
     else:
         render_verify(stdout_console, result)
     if result.repair is not None and result.repair.stop_kind == "credentials":
@@ -228,7 +229,7 @@ def status_command(
         fail(str(exc), exit_code_for(exc))
     print_warnings([*warnings, *status.warnings])
     if json_out:
-        sys.stdout.write(json.dumps(status_json(status), indent=1) + "\n")
+        write_stdout(json.dumps(status_json(status), indent=1) + "\n")
     else:
         render_status(stdout_console, status)
 
@@ -273,7 +274,7 @@ def doctor_command(
     print_warnings(warnings)
     diagnosis = run_async(lambda: diagnose(options), credentials=options.credentials)
     if json_out:
-        sys.stdout.write(json.dumps(doctor_json(diagnosis), indent=1) + "\n")
+        write_stdout(json.dumps(doctor_json(diagnosis), indent=1) + "\n")
     else:
         if options.shard is not None:
             stdout_console.print(f"checking for shard {format_shard(options.shard)}")

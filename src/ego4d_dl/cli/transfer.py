@@ -4,6 +4,7 @@ the confirmation prompt and signal handling around a run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from ..adopt import Adoption
 from ..catalog import (
@@ -39,7 +41,7 @@ from ..errors import (
 from ..events import Event, discard
 from ..plan import Plan
 from ..planner import list_dataset_rows
-from ..progress import Display, JsonLinesSink, PlainProgressSink
+from ..progress import Display, JsonLinesSink, PlainProgressSink, output_error_text
 from ..report import (
     confirmation_text,
     human_bytes,
@@ -47,6 +49,7 @@ from ..report import (
     render_datasets,
     render_plan,
     render_summary,
+    shown,
 )
 from ..store import S3Store
 from .app import (
@@ -55,12 +58,15 @@ from .app import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    OutputError,
     app,
     exit_code_for,
     fail,
     run_async,
     stderr_console,
     stdout_console,
+    warn,
+    write_stdout,
 )
 from .options import (
     Benchmarks,
@@ -142,10 +148,9 @@ def print_adoption(adoption: Adoption) -> None:
             f"already on disk{origin}, {how}; not downloaded again"
         )
     if adoption.rejected_files:
-        stderr_console.print(
-            f"[yellow]warning:[/] {adoption.rejected_files:,} files on disk had the right size "
-            "but not the right bytes; they are downloaded again",
-            markup=True,
+        warn(
+            f"{adoption.rejected_files:,} files on disk had the right size "
+            "but not the right bytes; they are downloaded again"
         )
     if adoption.leftovers_removed:
         stderr_console.print(
@@ -200,7 +205,7 @@ def plan_command(
     print_warnings(plan.warnings)
     free = free_bytes(options.output_directory)
     if json_out:
-        sys.stdout.write(json.dumps(plan_json(plan, free_bytes=free), indent=1) + "\n")
+        write_stdout(json.dumps(plan_json(plan, free_bytes=free), indent=1) + "\n")
     else:
         render_plan(stdout_console, plan, free_bytes=free)
 
@@ -218,7 +223,39 @@ def stdout_is_terminal() -> bool:
     )
 
 
-def make_display(*, json_out: bool, quiet: bool, interval_s: float) -> Display:
+class OutputGuard:
+    """Ends a download whose progress or JSON output cannot be written (``> /dev/full``, a
+    pipe whose reader left, a closed stream): the sinks report the first failure here (from
+    any thread); before the engine starts the download is not begun, during the run the
+    engine is stopped as by a first Ctrl-C (the journal keeps every completed range), and the
+    command then exits 1 with an ``error:`` line. A broken pipe (``| head``) ends it the same
+    way: nobody reads the progress any more, and a run that goes on unseen must not end in a
+    silent 0 either."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: Callable[[], object] | None = None
+
+    def __call__(self, error: str) -> None:
+        if self.error is not None:
+            return
+        self.error = error
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(stop)
+
+    def arm(self, stop: Callable[[], object]) -> None:
+        """From the event loop: what to call when the output fails from now on."""
+        self._loop, self._stop = asyncio.get_running_loop(), stop
+        if self.error is not None:
+            stop()
+
+
+def make_display(
+    *, json_out: bool, quiet: bool, interval_s: float, on_output_error: OutputGuard | None = None
+) -> Display:
     """Where each kind of output goes (see the README's "Output and dashboard"):
 
     ``--json``: every event as a JSON line on stdout, and nothing else there. A terminal on
@@ -227,11 +264,15 @@ def make_display(*, json_out: bool, quiet: bool, interval_s: float) -> Display:
     files only). The summary goes to stdout after the run, errors to stderr, in every mode.
     """
     if json_out:
-        return JsonLinesSink(sys.stdout, interval_s=interval_s, log=sys.stderr)
+        return JsonLinesSink(
+            sys.stdout, interval_s=interval_s, log=sys.stderr, on_output_error=on_output_error
+        )
     if not quiet and stdout_is_terminal():
         # A console of its own: unlike stdout_console it wraps and crops to the terminal's width.
         return Dashboard(Console(highlight=False), redirect_stderr=sys.stderr.isatty())
-    return PlainProgressSink(sys.stderr, interval_s=interval_s, quiet=quiet)
+    return PlainProgressSink(
+        sys.stderr, interval_s=interval_s, quiet=quiet, on_output_error=on_output_error
+    )
 
 
 async def read_answer(question: str) -> str | None:
@@ -248,8 +289,11 @@ async def read_answer(question: str) -> str | None:
         if not line.done():
             line.set_result(os.read(fd, 4096))
 
-    sys.stderr.write(question)
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(question)
+        sys.stderr.flush()
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"cannot write to stderr: {output_error_text(exc)}") from exc
     loop.add_reader(fd, readable)
     try:
         data = await line
@@ -263,7 +307,7 @@ async def confirm_download(plan: Plan, *, assume_yes: bool, quiet: bool) -> bool
     text = confirmation_text(plan, free_bytes=free_bytes(plan.output_directory))
     if assume_yes:
         if not quiet:
-            stderr_console.print(text + "\nStarting (--yes).", markup=False)
+            stderr_console.print(Text(text + "\nStarting (--yes)."))
         return True
     if not sys.stdin.isatty():
         raise ConfigError("stdin is not a terminal, so nobody can answer the prompt: pass --yes")
@@ -278,8 +322,15 @@ async def confirm_download(plan: Plan, *, assume_yes: bool, quiet: bool) -> bool
             return False
 
 
-def on_signals(stop: Callable[[], object], message: str, say: Callable[[str], None]) -> None:
-    """First SIGINT or SIGTERM: ``say`` the message and call ``stop``. A second: exit at once.
+def on_signals(
+    stop: Callable[[], object],
+    message: str,
+    say: Callable[[str], None],
+    *,
+    before_exit: Callable[[], object] | None = None,
+) -> None:
+    """First SIGINT or SIGTERM: ``say`` the message and call ``stop``. A second: exit at once,
+    after ``before_exit`` (``demo``: remove the sandbox, which no ``finally`` will).
 
     Replaces any earlier handlers (each phase of a run stops in its own way); runs as a loop
     callback, so ``stop`` may touch asyncio objects.
@@ -295,6 +346,8 @@ def on_signals(stop: Callable[[], object], message: str, say: Callable[[str], No
             # the ranges in flight. Give the terminal its cursor back (the dashboard hid it).
             if sys.stdout.isatty():
                 os.write(sys.stdout.fileno(), b"\x1b[?25h\n")
+            if before_exit is not None:
+                before_exit()
             os._exit(EXIT_INTERRUPTED)
         say(message)
         stop()
@@ -303,17 +356,26 @@ def on_signals(stop: Callable[[], object], message: str, say: Callable[[str], No
         loop.add_signal_handler(sig, handler)
 
 
-def stop_planning_on_signals(display: Display) -> None:
+def stop_planning_on_signals(
+    display: Display, *, before_exit: Callable[[], object] | None = None
+) -> None:
     """Until the engine runs, the first signal cancels the whole command."""
     task = asyncio.current_task()
     if task is not None:
-        on_signals(task.cancel, "stopping (Ctrl-C again to quit at once)", display.note)
+        on_signals(
+            task.cancel,
+            "stopping (Ctrl-C again to quit at once)",
+            display.note,
+            before_exit=before_exit,
+        )
 
 
-def stop_engine_on_signals(display: Display) -> Callable[[Engine], None]:
+def stop_engine_on_signals(
+    display: Display, *, before_exit: Callable[[], object] | None = None
+) -> Callable[[Engine], None]:
     """For ``run_download``'s ``on_engine``: the first Ctrl-C or SIGTERM stops scheduling,
     cancels requests in flight and flushes the journal (then the summary); a second leaves
-    at once."""
+    at once (after ``before_exit``)."""
 
     def install(engine: Engine) -> None:
         on_signals(
@@ -321,6 +383,7 @@ def stop_engine_on_signals(display: Display) -> Callable[[Engine], None]:
             "stopping: cancelling requests in flight and saving progress "
             "(Ctrl-C again to quit at once)",
             display.note,
+            before_exit=before_exit,
         )
 
     return install
@@ -460,7 +523,10 @@ def download_command(
     print_warnings(warnings)
     if progress_interval <= 0:
         fail(f"--progress-interval must be positive, not {progress_interval:g}", EXIT_USAGE)
-    sink = make_display(json_out=json_out, quiet=quiet, interval_s=progress_interval)
+    guard = OutputGuard()
+    sink = make_display(
+        json_out=json_out, quiet=quiet, interval_s=progress_interval, on_output_error=guard
+    )
     if not json_out:
         checks = CheckProgressSink(sys.stderr, interval_s=progress_interval, quiet=quiet)
         sink = WithChecks(sink, checks)
@@ -474,7 +540,15 @@ def download_command(
         print_warnings(plan.warnings)
         warned = True
         sink.expect(plan)
+        if guard.error is not None:
+            return False  # the output broke while planning: do not begin unseen
         return await confirm_download(plan, assume_yes=options.assume_yes, quiet=quiet)
+
+    on_signal = stop_engine_on_signals(sink)
+
+    def on_engine(engine: Engine) -> None:
+        on_signal(engine)
+        guard.arm(engine.stop)
 
     async def go() -> DownloadResult:
         stop_planning_on_signals(sink)
@@ -483,7 +557,7 @@ def download_command(
                 options,
                 sink=sink,
                 confirm=confirm,
-                on_engine=stop_engine_on_signals(sink),
+                on_engine=on_engine,
                 manifest_override=override,
                 space_check=not no_space_check,
             )
@@ -491,6 +565,13 @@ def download_command(
             sink.close()
 
     result = run_async(go, credentials=options.credentials)
+    if guard.error is not None:
+        done = result.summary.verified + result.summary.skipped if result.summary else 0
+        fail(
+            f"{guard.error}; the download stopped ({done:,} files complete): run the same "
+            "command to resume",
+            EXIT_FAILED,
+        )
     if not warned:
         print_warnings(result.plan.warnings)
     print_warnings(result.notes)
@@ -501,7 +582,7 @@ def download_command(
         stderr_console.print("Aborting the download operation.")
     elif summary is None:
         if not json_out:
-            stdout_console.print(f"Manifests saved under {options.output_directory}")
+            stdout_console.print(shown(f"Manifests saved under {options.output_directory}"))
     elif not json_out:
         render_summary(stdout_console, summary)
     code = download_exit_code(result)
@@ -558,7 +639,7 @@ def datasets_command(
     rows = run_async(go, credentials=credentials)
     if json_out:
         doc = [{"dataset": n, "description": d} for n, d in rows]
-        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        write_stdout(json.dumps(doc, indent=1) + "\n")
     else:
         render_datasets(stdout_console, release, rows)
 
@@ -595,11 +676,15 @@ def demo_command(
         sink.expect(plan)
         return True
 
-    async def go(options: Options) -> DownloadResult:
-        stop_planning_on_signals(sink)
+    async def go(options: Options, stop_sandbox: Callable[[], object]) -> DownloadResult:
+        # A second Ctrl-C leaves through os._exit: no finally runs, so it stops the sandbox.
+        stop_planning_on_signals(sink, before_exit=stop_sandbox)
         try:
             return await run_download(
-                options, sink=sink, confirm=confirm, on_engine=stop_engine_on_signals(sink)
+                options,
+                sink=sink,
+                confirm=confirm,
+                on_engine=stop_engine_on_signals(sink, before_exit=stop_sandbox),
             )
         finally:
             sink.close()
@@ -609,8 +694,10 @@ def demo_command(
     )
     try:
         with demo_release(out, concurrency=concurrency or DEFAULT_CONCURRENCY) as demo:
-            stderr_console.print(f"sandbox at {demo.endpoint_url}; downloading into {out}")
-            result = run_async(lambda: go(demo.options), credentials=demo.options.credentials)
+            stderr_console.print(shown(f"sandbox at {demo.endpoint_url}; downloading into {out}"))
+            result = run_async(
+                lambda: go(demo.options, demo.stop), credentials=demo.options.credentials
+            )
             bad = mismatches(out, demo.expected_md5)
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
@@ -625,7 +712,9 @@ def demo_command(
     if bad:
         fail(f"{len(bad)} files differ from what the sandbox served: {', '.join(bad[:5])}", 1)
     stdout_console.print(
-        f"all {len(demo.expected_md5)} files are byte-identical to the sandbox's source; "
-        f"they are in {out}"
+        shown(
+            f"all {len(demo.expected_md5)} files are byte-identical to the sandbox's source; "
+            f"they are in {out}"
+        )
     )
     raise typer.Exit(code)
