@@ -123,6 +123,9 @@ class CountingStore:
         self.get_bytes_calls += 1
         return await self.inner.get_bytes(bucket, key)
 
+    async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]:
+        return await self.inner.list_folders(bucket, prefix=prefix)
+
     @contextlib.asynccontextmanager
     async def get_range(
         self, bucket: str, key: str, *, start: int, stop: int, size_bytes: int, etag: str

@@ -176,6 +176,8 @@ class ObjectStore(Protocol):
 
     async def get_bytes(self, bucket: str, key: str) -> bytes: ...
 
+    async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]: ...
+
     def get_range(
         self, bucket: str, key: str, *, start: int, stop: int, size_bytes: int, etag: str
     ) -> contextlib.AbstractAsyncContextManager[RangeBody]: ...
@@ -579,6 +581,20 @@ class S3Store:
         )
         next_token = resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
         return ListPage(items=items, next_token=str(next_token) if next_token else None)
+
+    async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]:
+        """The "folders" just under ``prefix`` (common prefixes, e.g. ``public/v2_1/``)."""
+        client = await self._client_for(bucket)
+        found: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        with _translated(bucket, prefix, self.endpoint_label):
+            while True:
+                resp = await client.list_objects_v2(**kwargs)
+                found.extend(str(p["Prefix"]) for p in resp.get("CommonPrefixes", ()))
+                token = resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
+                if not token:
+                    return tuple(found)
+                kwargs["ContinuationToken"] = token
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         """A whole small object (manifests, metadata) in memory."""
