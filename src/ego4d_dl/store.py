@@ -117,6 +117,8 @@ class ObjectHead:
     # With a part number: the byte range [start, stop) of that part.
     part_range: tuple[int, int] | None = None
     checksums: Mapping[str, str] = field(default_factory=dict)
+    # x-amz-version-id: None for an object of a bucket that never had versioning.
+    version_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -547,6 +549,7 @@ class S3Store:
             parts_count=int(parts_count) if parts_count else None,
             part_range=part_range,
             checksums={f: str(resp[f]) for f in _CHECKSUM_FIELDS_ALL if resp.get(f)},
+            version_id=str(resp["VersionId"]) if resp.get("VersionId") else None,
         )
 
     async def _explain_forbidden(self, bucket: str, key: str) -> None:
