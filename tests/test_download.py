@@ -481,27 +481,36 @@ def test_without_yes_and_without_a_terminal_it_refuses_instead_of_hanging(
     assert not (tmp_path / "v2" / "viz" / "viz_index.html").exists()
 
 
-def test_manifest_only(
+def test_manifest_keeps_the_full_scale_manifest_and_goes_on(
     sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     ran = cli(
-        "download",
-        "--manifest",
-        "-o",
-        tmp_path,
-        "--endpoint-url",
-        sandbox.endpoint_url,
-        "--datasets",
-        "clips",
-        "annotations",
-    )
+        "download", "--manifest", "-y", "--no-metadata", "-o", tmp_path,
+        "--endpoint-url", sandbox.endpoint_url, "--datasets", "viz",
+    )  # fmt: skip
     assert ran.code == 0, ran.stderr
     files = sorted(
         str(p.relative_to(tmp_path))
         for p in tmp_path.rglob("*")
         if p.is_file() and ".ego4d-dl" not in p.parts
     )
-    assert files == ["v2/annotations/manifest.csv", "v2/clips/manifest.csv"]
+    assert files == [
+        "manifest.csv",
+        "v2/viz/manifest.csv",
+        "v2/viz/manifest.ver",
+        "v2/viz/viz_index.html",
+    ]
+    assert md5(tmp_path / "manifest.csv") == release.manifests["full_scale"].md5_hex
+    assert f"Manifest downloaded: {tmp_path / 'manifest.csv'}" in ran.stderr
+    for name in ("manifest.csv", "v2/viz/manifest.csv", "v2/viz/manifest.ver"):
+        # Readable by the group like the data, as the original's (not mkstemp's 0600).
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class PartNumberBlindStore(CountingStore):

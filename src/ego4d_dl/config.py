@@ -81,7 +81,10 @@ class Options:
     endpoint: Endpoint = Endpoint()
     concurrency: int = DEFAULT_CONCURRENCY
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
-    manifest_only: bool = False
+    # --manifest: also keep the release's full_scale manifest as <out>/manifest.csv.
+    release_manifest: bool = False
+    # --manifest-override-path: a local manifest read instead of the release's (one dataset).
+    manifest_override: Path | None = None
     metadata: bool = True
     assume_yes: bool = False
     verify: VerifyMode = "etag"

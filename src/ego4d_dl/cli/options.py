@@ -133,6 +133,7 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
     if verify not in ("etag", "size"):
         raise ConfigError(f"--verify must be 'etag' or 'size', not {verify!r}")
     profile = values.get("aws_profile_name")
+    override = values.get("manifest_override_path")
     endpoint = parse_endpoint(values.get("endpoint_url"))
     shard = values.get("shard")
     max_bandwidth = values.get("max_bandwidth")
@@ -147,7 +148,8 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
         endpoint=endpoint,
         concurrency=concurrency,
         stall_timeout_s=stall,
-        manifest_only=bool(values.get("manifest")),
+        release_manifest=bool(values.get("manifest")),
+        manifest_override=Path(str(override)).expanduser() if override else None,
         metadata=values.get("metadata", True) is not False,
         assume_yes=bool(values.get("yes")),
         verify=verify,  # type: ignore[arg-type]

@@ -183,7 +183,7 @@ def plan_command(
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
     print_warnings(warnings)
-    override = manifest_override_path.expanduser() if manifest_override_path else None
+    override = options.manifest_override
 
     async def go() -> Plan:
         async with S3Store(
@@ -361,7 +361,8 @@ def download_command(
         bool,
         typer.Option(
             "--manifest",
-            help="Fetch only the manifests, into each dataset folder [default: off].",
+            help="Also keep the release's full_scale manifest as DIR/manifest.csv, as the "
+            "original CLI; the download goes on [default: off].",
         ),
     ] = False,
     metadata: Annotated[
@@ -464,7 +465,6 @@ def download_command(
     if not json_out:
         checks = CheckProgressSink(sys.stderr, interval_s=progress_interval, quiet=quiet)
         sink = WithChecks(sink, checks)
-    override = manifest_override_path.expanduser() if manifest_override_path else None
 
     warned = False
 
@@ -484,7 +484,7 @@ def download_command(
                 sink=sink,
                 confirm=confirm,
                 on_engine=stop_engine_on_signals(sink),
-                manifest_override=override,
+                manifest_override=options.manifest_override,
                 space_check=not no_space_check,
             )
         finally:
@@ -497,12 +497,11 @@ def download_command(
     if result.adoption is not None and not (json_out or quiet):
         print_adoption(result.adoption)
     summary = result.summary
+    if result.release_manifest is not None and not quiet:
+        stderr_console.print(f"Manifest downloaded: {result.release_manifest}", markup=False)
     if result.declined:
         stderr_console.print("Aborting the download operation.")
-    elif summary is None:
-        if not json_out:
-            stdout_console.print(f"Manifests saved under {options.output_directory}")
-    elif not json_out:
+    elif summary is not None and not json_out:
         render_summary(stdout_console, summary)
     code = download_exit_code(result)
     if summary is not None and summary.stopped_by:
