@@ -33,7 +33,6 @@ from ..demo import demo_release, mismatches
 from ..download import DownloadResult, free_bytes, plan_readonly, run_download
 from ..engine import Engine
 from ..errors import (
-    ConfigError,
     Ego4dDLError,
 )
 from ..events import Event, discard
@@ -78,10 +77,13 @@ from .options import (
     Version,
     VideoUidFile,
     VideoUids,
+    build_options,
     check_output_directory,
     gather_options,
     print_warnings,
+    typed_values,
 )
+from .prompt import ask_yes_no
 
 __all__ = [
     "WithChecks",
@@ -234,48 +236,18 @@ def make_display(*, json_out: bool, quiet: bool, interval_s: float) -> Display:
     return PlainProgressSink(sys.stderr, interval_s=interval_s, quiet=quiet)
 
 
-async def read_answer(question: str) -> str | None:
-    """Ask on stderr (stdout may be a pipe of results); read one line from the terminal.
-
-    The event loop waits for stdin to be readable instead of a thread blocking in
-    ``input()``, which a Ctrl-C could not stop. None at end of input (Ctrl-D).
-    """
-    loop = asyncio.get_running_loop()
-    fd = sys.stdin.fileno()
-    line: asyncio.Future[bytes] = loop.create_future()
-
-    def readable() -> None:
-        if not line.done():
-            line.set_result(os.read(fd, 4096))
-
-    sys.stderr.write(question)
-    sys.stderr.flush()
-    loop.add_reader(fd, readable)
-    try:
-        data = await line
-    finally:
-        loop.remove_reader(fd)
-    return data.decode(errors="replace") if data else None
-
-
 async def confirm_download(plan: Plan, *, assume_yes: bool, quiet: bool) -> bool:
-    """Show what will happen (size, file count, free space, what resumes); ask unless --yes."""
+    """Show what will happen (size, file count, free space, what resumes); ask unless --yes.
+
+    The answer may come from a terminal or a pipe (``yes | ego4d-dl ...``), as with the
+    original CLI; end of input is ``NoAnswerError`` (exit 1).
+    """
     text = confirmation_text(plan, free_bytes=free_bytes(plan.output_directory))
     if assume_yes:
         if not quiet:
             stderr_console.print(text + "\nStarting (--yes).", markup=False)
         return True
-    if not sys.stdin.isatty():
-        raise ConfigError("stdin is not a terminal, so nobody can answer the prompt: pass --yes")
-    while True:
-        answer = await read_answer(text + "\nStart the download? [Y/n] ")
-        if answer is None:
-            return False
-        answer = answer.strip().lower()
-        if answer in ("", "y", "yes"):
-            return True
-        if answer in ("n", "no"):
-            return False
+    return await ask_yes_no(text + "\nStart the download? [Y/n] ")
 
 
 def on_signals(stop: Callable[[], object], message: str, say: Callable[[str], None]) -> None:
