@@ -114,7 +114,18 @@ CONFIG_KEYS: dict[str, type] = {
     "assume_yes": bool,
     "verify": str,
     "max_bandwidth": str,
+    # The original's own keys (its argparse dests), accepted as its config files hold them.
+    "bypass_existing": bool,
+    "bypass_version_check": bool,
+    "skip_s3_checks": bool,
+    "manifest_override_path": str,
+    "list_datasets": bool,
 }
+# Other names for an option: the original's dest on the left, our parameter on the right.
+_CONFIG_ALIASES = {"assume_yes": "yes", "bypass_version_check": "bypass_existing"}
+# The original's "annotations" (nargs="*", "currently unsupported"): read and ignored there,
+# so here too; any of its shapes is accepted.
+_IGNORED_KEYS = frozenset({"annotations"})
 
 
 def _check_type(name: str, value: object, want: type) -> object:
@@ -154,14 +165,14 @@ def load_config_file(path: Path) -> dict[str, object]:
     out: dict[str, object] = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
-        if key == "assume_yes":
-            key = "yes"
+        if key in _IGNORED_KEYS:
+            continue
         if key not in CONFIG_KEYS:
-            known = ", ".join(sorted(k for k in CONFIG_KEYS if k != "assume_yes"))
+            known = ", ".join(sorted(k for k in CONFIG_KEYS if k not in _CONFIG_ALIASES))
             raise ConfigError(f"config file {path}: unknown option {raw_key!r} (known: {known})")
         if value is None:
             continue
-        out[key] = _check_type(str(raw_key), value, CONFIG_KEYS[key])
+        out[_CONFIG_ALIASES.get(key, key)] = _check_type(str(raw_key), value, CONFIG_KEYS[key])
     return out
 
 

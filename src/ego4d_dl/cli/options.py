@@ -17,6 +17,7 @@ from ..bandwidth import parse_bandwidth
 from ..catalog import (
     DEFAULT_DATASETS,
     DEFAULT_VERSION,
+    UNIVERSITY_TO_BUCKET,
     normalise_dataset,
     normalise_university,
     normalise_version,
@@ -120,6 +121,13 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
         )
         uids = frozenset(u.lower() for u in uids)
     universities = frozenset(normalise_university(u) for u in values.get("universities") or [])
+    recased = sorted(u for u in values.get("universities") or [] if u not in UNIVERSITY_TO_BUCKET)
+    if recased:
+        # The original refuses these (argparse choices are case-sensitive).
+        warnings.append(
+            f"universities read as {', '.join(normalise_university(u) for u in recased)}"
+            " (the original CLI takes only the lower-case ids)"
+        )
     benchmarks = frozenset(b.strip().lower() for b in values.get("benchmarks") or [] if b.strip())
     raw_concurrency = values.get("concurrency")
     concurrency = DEFAULT_CONCURRENCY if raw_concurrency is None else int(raw_concurrency)

@@ -388,19 +388,24 @@ def download_command(
     max_bandwidth: MaxBandwidth = None,
 ) -> None:
     """Download datasets: plan, confirm, fetch concurrently, verify every file, resume later."""
-    if list_datasets:
+    try:
+        # The original's switches may come from its config file too.
+        values = typed_values(ctx)
+    except Ego4dDLError as exc:
+        fail(str(exc), exit_code_for(exc))
+    if values.get("list_datasets"):
         ctx.invoke(
             datasets_command,
             ctx=ctx,
-            version=version,
-            aws_profile_name=aws_profile_name,
-            endpoint_url=endpoint_url,
+            version=values.get("version"),
+            aws_profile_name=values.get("aws_profile_name"),
+            endpoint_url=values.get("endpoint_url"),
             json_out=json_out,
         )
         return
-    if skip_s3_checks:
+    if values.get("skip_s3_checks"):
         print_warnings(["--skip-s3-checks is ignored: objects are always looked up, by listing"])
-    if bypass_existing:
+    if values.get("bypass_existing"):
         print_warnings(
             ["--bypass-existing is ignored: complete files are skipped by journal or size"]
         )
@@ -425,7 +430,7 @@ def download_command(
         )
         return
     try:
-        options, warnings = gather_options(ctx)
+        options, warnings = build_options(values)
         # Created only once the user says yes (run_download): a "no" changes nothing.
         check_output_directory(options.output_directory, create=False)
     except Ego4dDLError as exc:
