@@ -6,6 +6,7 @@ here and becomes a frozen value or a one-line ``ConfigError``. Imports ``errors`
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "VerifyMode",
     "load_config_file",
     "parse_endpoint",
+    "profile_key_id",
     "read_uid_file",
 ]
 
@@ -225,3 +227,29 @@ def parse_endpoint(url: str | None, region: str | None = None) -> Endpoint:
             "e.g. http://127.0.0.1:8333"
         )
     return Endpoint(url=url.strip().rstrip("/"), region=clean_region or "us-east-1")
+
+
+def profile_key_id(profile: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The ``aws_access_key_id`` a profile holds in the shared credentials or config file.
+
+    ``None`` when neither file names one (no such profile, unreadable files, or keys that come
+    from elsewhere: SSO, a role). Reads the files only; never the network.
+    """
+    env = os.environ if environ is None else environ
+    places = (
+        (env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials", profile),
+        (
+            env.get("AWS_CONFIG_FILE") or "~/.aws/config",
+            profile if profile == "default" else f"profile {profile}",
+        ),
+    )
+    for file, section in places:
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(Path(file).expanduser(), encoding="utf-8")
+            key_id = parser.get(section, "aws_access_key_id", fallback=None)
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        if key_id and key_id.strip():
+            return key_id.strip()
+    return None
