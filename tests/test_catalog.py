@@ -7,8 +7,8 @@ import pytest
 from ego4d_dl.catalog import (
     KNOWN_DATASETS,
     UNIVERSITY_TO_BUCKET,
-    major_version,
     VIDEO_DATASETS,
+    major_version,
     manifest_key,
     normalise_dataset,
     normalise_university,
