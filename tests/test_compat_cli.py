@@ -41,6 +41,7 @@ from ego4d_dl.sandbox import (
 from ego4d_dl.versionfile import read_entries
 
 from .clirun import ORIGINAL_PYTHON
+from .clitools import put_manifest
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,10 @@ CASES: dict[str, Case] = {
             "-y",
         ]
     ),
+    # --video_uids on file datasets only: ignored by both, with a word
+    "uids_on_files": Case(
+        lambda p: [*_o(p), "--datasets", "viz", "--video_uids", "abc", "--no-metadata", "-y"]
+    ),
     # usage errors of argparse: both exit 2
     "datasets_without_value": Case(lambda p: [*_o(p), "--datasets", "-y"]),
     "ambiguous_abbreviation": Case(lambda p: [*_o(p), "--vid", "x", "-y"]),
@@ -314,6 +319,25 @@ CASES: dict[str, Case] = {
         ]
     ),
     "no_output_directory": Case(lambda p: ["--datasets", "viz", "-y"]),
+    "upper_case_university": Case(
+        lambda p: [*_o(p), "--datasets", "clips", "--universities", "UTOKYO", "--no-metadata", "-y"]
+    ),
+    "override_several_datasets": Case(
+        lambda p: [
+            *_o(p),
+            "--datasets",
+            "clips",
+            "viz",
+            "--no-metadata",
+            "-y",
+            "--manifest-override-path",
+            p.write("mine.csv", _one_clip(p)),
+        ]
+    ),
+    "dataset_not_in_release": Case(lambda p: [*_o(p), "--datasets", "nonexist", "-y"]),
+    "missing_object": Case(
+        lambda p: [*_o(p), "--datasets", MISSING_DATASET, "--no-metadata", "-y"]
+    ),
     # case 10: a stray key in the environment; the [default] profile holds the right one
     "stray_environment_keys": Case(
         lambda p: [*_o(p), "--datasets", "viz", "--no-metadata", "-y"],
@@ -326,7 +350,7 @@ AGREE = [
     "datasets", "video_uids", "video_uid_file", "universities", "benchmarks", "config_file",
     "config_file_with_flags", "config_original_keys", "later_release", "components_videos_uids",
     "manifest", "manifest_override", "benchmarks_without_value", "abbreviations", "pipe_yes",
-    "pipe_retry", "pipe_no", "pipe_empty", "unknown_uid", "filtered_out_uid",
+    "pipe_retry", "pipe_no", "pipe_empty", "unknown_uid", "filtered_out_uid", "uids_on_files",
     "datasets_without_value", "ambiguous_abbreviation", "unknown_university",
 ]  # fmt: skip
 
@@ -385,8 +409,22 @@ def _run_ours(case: Case, place: Place, env: dict[str, str]) -> Ran:
     return Ran(result.exit_code, result.stdout + result.stderr, place.out)
 
 
+# A dataset of the default release whose manifest names one object the server lacks.
+MISSING_DATASET = "t_compat_missing"
+
+
 @pytest.fixture(scope="module")
 def releases(sandbox: Sandbox, release: SeededRelease) -> Releases:
+    (viz,) = release.for_dataset("viz")
+    put_manifest(
+        sandbox,
+        MISSING_DATASET,
+        "file_uid,s3_path,type",
+        [
+            f"{viz.uid},s3://{viz.obj.bucket}/{viz.obj.key},file",
+            f"gone,s3://{viz.obj.bucket}/public/v2/{MISSING_DATASET}/gone.json,file",
+        ],
+    )
     return Releases(default=release, later=sandbox.seed_release(later_release_spec()))
 
 
@@ -624,6 +662,50 @@ def test_a_missing_output_directory_is_a_usage_error(
     assert mine.code == 2
     assert "error: missing --output_directory" in mine.output
     assert "Traceback" not in mine.output
+
+
+def test_upper_case_university_ids_are_read_in_lower_case(
+    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+) -> None:
+    theirs, mine = originals["upper_case_university"], ours("upper_case_university")
+    assert theirs.code == 2 and "invalid choice: 'UTOKYO'" in theirs.output
+    assert mine.code == 0, mine.output
+    assert "warning: universities read as utokyo" in mine.output
+    assert set(data(mine.out)) == {
+        f.relpath for f in releases.default.for_dataset("clips") if f.university == "utokyo"
+    }
+
+
+def test_one_override_for_several_datasets_is_refused(
+    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+) -> None:
+    theirs, mine = originals["override_several_datasets"], ours("override_several_datasets")
+    # The original reads the one file as each dataset's manifest: the clip lands twice.
+    clip = Path(releases.default.for_dataset("clips")[2].relpath).name
+    assert theirs.code == 0
+    assert set(data(theirs.out)) == {f"v2/clips/{clip}", f"v2/viz/{clip}"}
+    assert mine.code == 2
+    assert "error: --manifest-override-path needs exactly one dataset" in mine.output
+
+
+def test_a_dataset_the_release_lacks_is_one_error(
+    originals: dict[str, Ran], ours: Callable[..., Ran]
+) -> None:
+    theirs, mine = originals["dataset_not_in_release"], ours("dataset_not_in_release")
+    assert theirs.code == 1 and "Traceback" in theirs.output
+    assert mine.code == 2
+    assert "error: dataset 'nonexist' has no manifest in release v2_1" in mine.output
+
+
+def test_a_missing_object_is_listed_and_the_exit_code_says_so(
+    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+) -> None:
+    theirs, mine = originals["missing_object"], ours("missing_object")
+    assert theirs.code == 0  # "1/2 missing S3 downloads will be ignored", and exit 0
+    assert "missing S3 downloads will be ignored" in theirs.output
+    assert mine.code == 1
+    assert f"missing: {MISSING_DATASET}/gone.json" in mine.output
+    assert tree(mine.out) == tree(theirs.out)
 
 
 def test_stray_environment_keys_are_used_and_named_and_the_profile_flag_restores(
