@@ -206,7 +206,7 @@ Version = Annotated[
     typer.Option(
         "--version",
         metavar="RELEASE",
-        help=f"Release: v1, v2 or v2_1 [default: {DEFAULT_VERSION}].",
+        help=f"Release: any the bucket holds, e.g. v1, v2, v2_1 [default: {DEFAULT_VERSION}].",
         show_default=False,
     ),
 ]
