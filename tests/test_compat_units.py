@@ -163,13 +163,15 @@ def test_manifest_ver_is_written_as_the_original_writes_it(tmp_path: Path) -> No
     merged = merge_entries(
         old, [VersionEntry("u2", "v-new", "b.json"), VersionEntry("u3", "", "c")]
     )
+    # One entry per uid, the newest; sorted by file name, so any split of the work agrees.
     assert merged == [
-        VersionEntry("u1", "", "u1.mp4"),
         VersionEntry("u2", "v-new", "b.json"),
         VersionEntry("u3", "", "c"),
+        VersionEntry("u1", "", "u1.mp4"),
     ]
+    assert merge_entries(reversed(merged), []) == merged
     assert format_entries(merged) == (
-        b"uid,version,filename\r\nu1,,u1.mp4\r\nu2,v-new,b.json\r\nu3,,c\r\n"
+        b"uid,version,filename\r\nu2,v-new,b.json\r\nu3,,c\r\nu1,,u1.mp4\r\n"
     )
     (tmp_path / "manifest.ver").write_bytes(format_entries(merged))
     assert read_entries(tmp_path) == merged

@@ -6,7 +6,9 @@ downloads the file again. After a run, ego4d-dl writes an entry for every comple
 the plan into the ``manifest.ver`` of every dataset folder of the run, merged with the entries
 already there. Every folder gets the entries of every dataset of the run because the original
 reads the file of whichever dataset it handles last (its datasets are a set, in no fixed
-order) and looks entries up by uid alone.
+order) and looks entries up by uid alone. Entries are sorted by file name and shards of one
+directory merge one at a time (a lock in ``.ego4d-dl``), so the files come out the same however
+the work was split.
 
 Version ids come from one HEAD per file that this run fetched or that has no entry yet. A
 bucket without versioning gives no version id to any object, so once the first HEAD in a bucket
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import fcntl
 import io
 import os
 import random
@@ -29,8 +32,8 @@ from pathlib import Path
 
 from .adopt import VERSION_FILE
 from .errors import Ego4dDLError
-from .journal import Journal
-from .plan import Plan, PlannedFile
+from .journal import JOURNAL_DIR, Journal
+from .plan import Plan, PlannedFile, dataset_dir
 from .retry import RetryPolicy, retry_call
 from .store import ObjectStore
 
@@ -46,6 +49,7 @@ __all__ = [
 ]
 
 _FIELDS = ("uid", "version", "filename")
+_LOCK_NAME = "manifest-ver.lock"
 # A few quick attempts: a version id missed only costs the original a refetch of that file.
 _HEAD_RETRY = RetryPolicy(max_attempts=3, base_delay_s=0.2, max_delay_s=2.0)
 
@@ -72,12 +76,13 @@ def read_entries(folder: Path) -> list[VersionEntry]:
         return []
 
 
-def merge_entries(old: Sequence[VersionEntry], new: Iterable[VersionEntry]) -> list[VersionEntry]:
-    """``old`` with each uid of ``new`` replaced or appended (the original keeps one per uid)."""
+def merge_entries(old: Iterable[VersionEntry], new: Iterable[VersionEntry]) -> list[VersionEntry]:
+    """``old`` with each uid of ``new`` replaced or added (the original keeps one per uid),
+    sorted by file name: the same files give the same bytes, however the runs were split."""
     merged = {e.uid: e for e in old}
     for entry in new:
         merged[entry.uid] = entry
-    return list(merged.values())
+    return sorted(merged.values(), key=lambda e: (e.filename, e.uid))
 
 
 def format_entries(entries: Iterable[VersionEntry]) -> bytes:
@@ -176,9 +181,16 @@ async def update_version_files(
     complete = complete_files(plan, journal)
     if not complete:
         return []
-    folders = sorted({f.dest.parent for f in complete})
-    existing = {folder: read_entries(folder) for folder in folders}
-    known = {(e.uid, e.filename): e for entries in existing.values() for e in entries}
+    # Every dataset folder of the run, those where this shard fetched nothing too.
+    out = plan.output_directory
+    folders = [
+        folder
+        for folder in sorted(
+            {dataset_dir(out, plan.version, d.name) for d in plan.datasets if d.name != "metadata"}
+        )
+        if folder.is_dir()
+    ]
+    known = {(e.uid, e.filename): e for folder in folders for e in read_entries(folder)}
     unknown = [f for f in complete if f.action.transfers or (f.uid, f.dest.name) not in known]
     versions = await object_versions(store, unknown, concurrency=concurrency)
     fresh = {(f.bucket, f.key) for f in unknown}
@@ -188,8 +200,24 @@ async def update_version_files(
         else known[(f.uid, f.dest.name)]
         for f in complete
     ]
-    written = []
-    for folder in folders:
-        merged = merge_entries(existing[folder], entries)
-        written.append(await asyncio.to_thread(write_version_file, folder, merged))
-    return written
+    lock = plan.output_directory / JOURNAL_DIR / _LOCK_NAME
+    return await asyncio.to_thread(_merge_into, lock, folders, entries)
+
+
+def _merge_into(lock: Path, folders: Sequence[Path], entries: list[VersionEntry]) -> list[Path]:
+    """Merge ``entries`` into each folder's file, one process at a time.
+
+    Shards of one output directory finish at their own moments; the lock keeps one from
+    writing over entries another has just merged. POSIX record locks hold on NFS and Lustre
+    where flock may not; where neither holds, a lost entry costs the original one refetch.
+    """
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        return [
+            write_version_file(folder, merge_entries(read_entries(folder), entries))
+            for folder in folders
+        ]
+    finally:
+        os.close(fd)  # closing releases the lock
