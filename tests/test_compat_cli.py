@@ -651,6 +651,7 @@ def test_upper_case_uids_are_read_in_lower_case(
     assert theirs.code == 1 and "Upper case uids invalid" in theirs.output
     assert mine.code == 0, mine.output
     assert "Ego4D UIDs are lower case; read 1 as lower case" in mine.output
+    assert "(the original CLI stops on them)" in mine.output
     assert set(data(mine.out)) == {releases.default.for_dataset("clips")[1].relpath}
 
 

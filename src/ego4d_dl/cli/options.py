@@ -118,6 +118,7 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
         warnings.append(
             f"Ego4D UIDs are lower case; read {len(upper)} as lower case: {', '.join(upper[:5])}"
             + (" ..." if len(upper) > 5 else "")
+            + " (the original CLI stops on them)"
         )
         uids = frozenset(u.lower() for u in uids)
     universities = frozenset(normalise_university(u) for u in values.get("universities") or [])
