@@ -249,6 +249,8 @@ def exit_code_for(exc: Ego4dDLError) -> int:
 
 
 def _short_key(key_id: str) -> str:
+    if not key_id.isascii() or not key_id.isalnum():
+        return "(not a key id)"  # read from a file or the environment: never echoed raw
     return f"{key_id[:4]}...{key_id[-4:]}" if len(key_id) > 12 else key_id
 
 
