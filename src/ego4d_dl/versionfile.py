@@ -14,7 +14,7 @@ Version ids come from one HEAD per file that this run fetched or that has no ent
 bucket without versioning gives no version id to any object, so once the first HEAD in a bucket
 shows none, the bucket's other files get an empty version without a request; that is what the
 original itself writes there (and, as for its own downloads, it refetches such files).
-Imports ``adopt``, ``journal``, ``plan``, ``store``, ``retry`` and ``errors``.
+Imports ``adopt``, ``journal``, ``locks``, ``plan``, ``store``, ``retry`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import fcntl
 import io
 import os
 import random
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 from .adopt import VERSION_FILE
 from .errors import Ego4dDLError
 from .journal import JOURNAL_DIR, Journal
+from .locks import open_plain
 from .plan import Plan, PlannedFile, dataset_dir
 from .retry import RetryPolicy, retry_call
 from .store import ObjectStore
@@ -97,8 +97,9 @@ def format_entries(entries: Iterable[VersionEntry]) -> bytes:
 def write_version_file(folder: Path, entries: Iterable[VersionEntry]) -> Path:
     """Replace ``folder/manifest.ver`` atomically (mode 0644 less the umask, as data files)."""
     dest = folder / VERSION_FILE
-    tmp = folder / f".{VERSION_FILE}.{uuid.uuid4().hex[:12]}.ego4d-dl-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    tmp = folder / f".{VERSION_FILE}.{os.getpid()}.ego4d-dl-tmp"
+    # Never through a link (locks.open_plain); a link at dest is replaced by the rename.
+    fd = open_plain(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(format_entries(entries))
@@ -212,7 +213,7 @@ def _merge_into(lock: Path, folders: Sequence[Path], entries: list[VersionEntry]
     where flock may not; where neither holds, a lost entry costs the original one refetch.
     """
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_plain(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)
         return [
