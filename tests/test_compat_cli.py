@@ -512,8 +512,10 @@ def test_both_clis_agree(name: str, originals: dict[str, Ran], ours: Callable[..
     assert "Traceback" not in mine.output, mine.output
     assert mine.code == theirs.code, f"ours: {mine.output}\n\noriginal: {theirs.output}"
     if name == "pipe_no":
-        # Declined: nothing downloaded (the original fetched ego4d.json before asking).
+        # Declined: nothing downloaded; ego4d-dl wrote nothing at all (the original had
+        # written ego4d.json and the manifests before asking).
         assert data(mine.out) == data(theirs.out) == {}
+        assert tree(mine.out) == {}
     elif theirs.code == 0:
         assert tree(mine.out) == tree(theirs.out)
         # The original's manifest.ver entries, version ids included, are in ours: going back
