@@ -21,6 +21,7 @@ from ego4d_dl.journal import Journal, journal_path
 from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.plan import Action, PlannedFile
 from ego4d_dl.sandbox import Sandbox, SeededRelease
+from ego4d_dl.versionfile import read_entries
 
 from .clirun import ORIGINAL_PYTHON, invoke, json_lines, tree_md5
 
@@ -97,7 +98,7 @@ def test_original_download_is_adopted_with_zero_bytes_refetched(
     copy_of_original: Path, sandbox: Sandbox, release: SeededRelease
 ) -> None:
     out = copy_of_original
-    versions = {p: p.read_bytes() for p in out.rglob("manifest.ver")}
+    versions = {p: read_entries(p.parent) for p in out.rglob("manifest.ver")}
     code, events = _download(out, sandbox)
     assert code == 0
     summary = _summary(events)
@@ -114,8 +115,13 @@ def test_original_download_is_adopted_with_zero_bytes_refetched(
         entries = {e.dest: e for e in journal.entries()}
     assert set(entries) == set(truth)
     assert all(e.complete for e in entries.values())
-    # manifest.ver is the original CLI's: read, never written.
-    assert {p: p.read_bytes() for p in out.rglob("manifest.ver")} == versions
+    # Every manifest.ver keeps the original's entries and now names every file of the run
+    # (the 0-byte one the original leaves out too), so going back to it refetches nothing.
+    for path, before in versions.items():
+        assert set(before) <= set(read_entries(path.parent))
+    for folder in (out / "v2" / d for d in DATASETS):
+        named = {e.filename for e in read_entries(folder)}
+        assert {Path(rel).name for rel in truth if rel.startswith("v2/")} == named
     tree = tree_md5(out)
     assert {rel: tree[rel] for rel in truth} == truth
     # Once adopted, files are taken at the journal's word: not read again.

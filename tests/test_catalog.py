@@ -7,11 +7,13 @@ import pytest
 from ego4d_dl.catalog import (
     KNOWN_DATASETS,
     UNIVERSITY_TO_BUCKET,
+    VIDEO_DATASETS,
     major_version,
     manifest_key,
     normalise_dataset,
     normalise_university,
     normalise_version,
+    release_names,
     suggest_datasets,
 )
 from ego4d_dl.errors import ConfigError
@@ -41,8 +43,23 @@ def test_versions_and_layout() -> None:
     assert major_version("v2_1") == "v2"
     assert major_version("v1") == "v1"
     assert manifest_key("v2_1", "clips") == "public/v2_1/clips/manifest.csv"
-    with pytest.raises(ConfigError, match="unknown release"):
-        normalise_version("v3")
+    # Any vN / vN_M is a release name; whether it exists is the bucket's to say.
+    assert normalise_version("v3") == "v3"
+    assert normalise_version("v10.2") == "v10_2"
+    assert major_version("v10_2") == "v10"
+    for bad in ("latest", "2_1", "v2_", "v2/../x", ""):
+        with pytest.raises(ConfigError, match="unknown release"):
+            normalise_version(bad)
+
+
+def test_releases_are_read_from_the_bucket_folders() -> None:
+    folders = ["public/v2_1/", "public/v10/", "public/v1/", "public/v2/", "public/egoexo/"]
+    assert release_names(folders) == ("v1", "v2", "v2_1", "v10")
+    assert release_names([]) == ()
+
+
+def test_components_videos_is_a_video_dataset_as_in_the_original() -> None:
+    assert {"full_scale", "clips", "components/videos", "video_540ss"} == VIDEO_DATASETS
 
 
 def test_dataset_names() -> None:

@@ -126,8 +126,12 @@ def test_unknown_uids_are_listed_per_dataset(
         known,
         "not-a-uid",
     )
-    assert ran.code == 0
-    assert "clips: 1 requested UIDs are not in the manifest: not-a-uid" in ran.stderr
+    # As in the original CLI: a UID that no requested video dataset holds stops the run.
+    assert ran.code == 1
+    assert ran.error_line == (
+        "error: 1 requested UIDs are in no requested video dataset (clips); not in the "
+        "manifest: not-a-uid. Nothing was downloaded (the original ego4d CLI stops here too)."
+    )
 
 
 def test_benchmark_and_university_filters(
@@ -223,7 +227,11 @@ def test_malformed_rows_are_counted_by_line_and_traversal_refused(
         if p.is_file() and ".ego4d-dl" not in p.parts
     )
     assert written == sorted(
-        ["v2/t_malformed/manifest.csv", f"v2/t_malformed/{Path(good.key).name}"]
+        [
+            "v2/t_malformed/manifest.csv",
+            "v2/t_malformed/manifest.ver",
+            f"v2/t_malformed/{Path(good.key).name}",
+        ]
     )
     assert list(tmp_path.iterdir()) == [out]
 

@@ -123,6 +123,9 @@ class CountingStore:
         self.get_bytes_calls += 1
         return await self.inner.get_bytes(bucket, key)
 
+    async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]:
+        return await self.inner.list_folders(bucket, prefix=prefix)
+
     @contextlib.asynccontextmanager
     async def get_range(
         self, bucket: str, key: str, *, start: int, stop: int, size_bytes: int, etag: str
@@ -467,38 +470,48 @@ def test_peak_memory_does_not_grow_with_object_size(
     assert peaks[384] < 150, peaks
 
 
-def test_without_yes_and_without_a_terminal_it_refuses_instead_of_hanging(
+def test_without_yes_and_without_an_answer_it_stops_instead_of_hanging(
     sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
+    # An empty stdin: end of input at the question, exit 1 as the original CLI's input().
     ran = cli(
         "download", "-o", tmp_path, "--endpoint-url", sandbox.endpoint_url, "--datasets", "viz"
     )
-    assert ran.code == 2
-    assert "pass --yes" in ran.error_line
+    assert ran.code == 1
+    assert "Pass --yes" in ran.error_line
     assert not (tmp_path / "v2" / "viz" / "viz_index.html").exists()
 
 
-def test_manifest_only(
+def test_manifest_keeps_the_full_scale_manifest_and_goes_on(
     sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     ran = cli(
-        "download",
-        "--manifest",
-        "-o",
-        tmp_path,
-        "--endpoint-url",
-        sandbox.endpoint_url,
-        "--datasets",
-        "clips",
-        "annotations",
-    )
+        "download", "--manifest", "-y", "--no-metadata", "-o", tmp_path,
+        "--endpoint-url", sandbox.endpoint_url, "--datasets", "viz",
+    )  # fmt: skip
     assert ran.code == 0, ran.stderr
     files = sorted(
         str(p.relative_to(tmp_path))
         for p in tmp_path.rglob("*")
         if p.is_file() and ".ego4d-dl" not in p.parts
     )
-    assert files == ["v2/annotations/manifest.csv", "v2/clips/manifest.csv"]
+    assert files == [
+        "manifest.csv",
+        "v2/viz/manifest.csv",
+        "v2/viz/manifest.ver",
+        "v2/viz/viz_index.html",
+    ]
+    assert md5(tmp_path / "manifest.csv") == release.manifests["full_scale"].md5_hex
+    assert f"Manifest downloaded: {tmp_path / 'manifest.csv'}" in ran.stderr
+    for name in ("manifest.csv", "v2/viz/manifest.csv", "v2/viz/manifest.ver"):
+        # Readable by the group like the data, as the original's (not mkstemp's 0600).
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class PartNumberBlindStore(CountingStore):

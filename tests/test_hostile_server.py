@@ -82,6 +82,9 @@ class HostileEtagStore:
         items = tuple(dataclasses.replace(i, etag=self._fake(i.key, i.etag)) for i in page.items)
         return dataclasses.replace(page, items=items)
 
+    async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]:
+        return await self.inner.list_folders(bucket, prefix=prefix)
+
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         return await self.inner.get_bytes(bucket, key)
 

@@ -365,7 +365,7 @@ def test_quiet_prints_only_errors_warnings_and_the_summary(
     assert "missing: output_missing/output_missing-gone-00" in done.stdout
 
 
-def test_without_a_terminal_and_without_yes_nobody_can_answer(
+def test_without_yes_and_with_nothing_on_stdin_nobody_answers(
     aws_env: dict[str, str], sandbox: Sandbox, with_missing: SeededDataset, tmp_path: Path
 ) -> None:
     # fmt: off
@@ -374,9 +374,11 @@ def test_without_a_terminal_and_without_yes_nobody_can_answer(
         "--endpoint-url", sandbox.endpoint_url,
     )
     # fmt: on
-    assert done.returncode == 2
+    # End of input at the question: exit 1, as the original CLI (without its traceback).
+    assert done.returncode == 1
     assert done.stderr.splitlines()[-1] == (
-        "error: stdin is not a terminal, so nobody can answer the prompt: pass --yes"
+        "error: no answer to the question (end of input); nothing was downloaded. Pass --yes "
+        "to start without asking"
     )
     assert "Traceback" not in done.stderr
     assert done.stdout == ""
@@ -417,6 +419,11 @@ def test_the_prompt_at_a_terminal(
         assert proc.returncode == 1  # the missing file
         assert "1 downloaded and verified" in out
         assert check_download(tmp_path, with_missing) == []
+    elif typed == b"\x04":  # Ctrl-D: no answer, exit 1 as the original CLI
+        assert proc.returncode == 1
+        assert "error: no answer to the question (end of input)" in err
+        assert out == ""
+        assert check_download(tmp_path, with_missing) != []
     else:
         assert proc.returncode == 0
         assert "Aborting the download operation." in err

@@ -8,7 +8,8 @@ Layers, each importing only from the ones below it::
     download, verify,        one command's run: plan, adopt, check, transfer; diagnose;
       doctor, status           read every journal of a directory (offline)
     engine, planner, demo,   async orchestration (no UI, never prints): transfers, plans,
-      check, adopt, layout     reading files back, adopting files on disk, part layouts
+      check, adopt, layout,    reading files back, adopting files on disk, part layouts,
+      versionfile              the original CLI's manifest.ver
     store, journal, files    S3 I/O, SQLite state, .part files on disk
     plan, integrity, retry,  pure decisions: what to fetch, how to verify, when to retry,
       shard, bandwidth         which shard owns a key, how fast to read

@@ -9,9 +9,9 @@ for (same version, inode, size and mtime) is taken at that journal's word; the o
 back and checked against the ETag first under ``--verify etag`` (taken at their size under
 ``--verify size``), and one that fails is fetched again. Runs only after the user said yes:
 the original CLI's leftover temporary files (``<name>.<8 hex digits>``, from boto3's
-``download_file``) next to a planned file are removed here too. ``manifest.ver`` is read, never
-written. Imports ``check``, ``journal``, ``layout``, ``ondisk``, ``plan``, ``store``, ``events``
-and ``errors``.
+``download_file``) next to a planned file are removed here too. ``manifest.ver`` is read here
+(``versionfile`` writes it after a run). Imports ``check``, ``journal``, ``layout``, ``ondisk``,
+``plan``, ``store``, ``events`` and ``errors``.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 from .errors import ConfigError
@@ -19,8 +20,9 @@ __all__ = [
     "DEFAULT_VERSION",
     "FILE_DATASETS",
     "KNOWN_DATASETS",
+    "PRIMARY_DATASET",
+    "RELEASES_PREFIX",
     "UNIVERSITY_TO_BUCKET",
-    "VERSIONS",
     "VIDEO_DATASETS",
     "datasets_csv_key",
     "major_version",
@@ -29,16 +31,23 @@ __all__ = [
     "normalise_dataset",
     "normalise_university",
     "normalise_version",
+    "release_names",
     "suggest_datasets",
 ]
 
 CONSORTIUM_BUCKET = "ego4d-consortium-sharing"
-VERSIONS = ("v1", "v2", "v2_1")
+# Every release is a folder of the consortium bucket: public/v1/, public/v2/, public/v2_1/ ...
+# Releases are found there, not listed here, so the next one needs no new ego4d-dl.
+RELEASES_PREFIX = "public/"
 DEFAULT_VERSION = "v2_1"
 # The original CLI downloads annotations when no dataset is named.
 DEFAULT_DATASETS = ("annotations",)
 
-VIDEO_DATASETS = frozenset({"full_scale", "clips", "video_540ss"})
+# The dataset whose manifest --manifest keeps as <out>/manifest.csv (the original's
+# DATASET_PRIMARY).
+PRIMARY_DATASET = "full_scale"
+# The original's DATASETS_VIDEO: rows land as <uid>.mp4 and --video_uids filters them.
+VIDEO_DATASETS = frozenset({"full_scale", "clips", "components/videos", "video_540ss"})
 FILE_DATASETS = frozenset(
     {
         "annotations",
@@ -91,17 +100,42 @@ BUCKET_TO_UNIVERSITY: dict[str, str] = {b: u for u, b in UNIVERSITY_TO_BUCKET.it
 _DATASET_RE = re.compile(r"^[a-z0-9][a-z0-9_.]*(/[a-z0-9][a-z0-9_.]*)*$")
 
 
+# vN, vN_M (and vN_M_K): the shape of every Ego4D release name. Whether a release exists is
+# the bucket's to say (``release_names``); the shape keeps the name one safe path segment.
+_RELEASE_RE = re.compile(r"^v[0-9]+(?:_[0-9]+)*$")
+
+
 def normalise_version(version: str) -> str:
-    """Return the canonical release name (``v2_1``), accepting ``V2.1``/``v2-1`` spellings."""
+    """The canonical release name (``v2_1``), accepting ``V2.1``/``v2-1`` spellings.
+
+    Any ``vN`` or ``vN_M`` is accepted; the planner asks the bucket whether it exists.
+    """
     canon = version.strip().lower().replace(".", "_").replace("-", "_")
-    if canon not in VERSIONS:
-        raise ConfigError(f"unknown release {version!r}; known releases: {', '.join(VERSIONS)}")
+    if not _RELEASE_RE.match(canon):
+        raise ConfigError(
+            f"unknown release {version!r}: release names look like v2 or v2_1 "
+            f"(default {DEFAULT_VERSION})"
+        )
     return canon
 
 
 def major_version(version: str) -> str:
-    """The folder a release lands in: ``v2_1`` -> ``v2`` (as the original CLI does)."""
+    """The folder a release lands in: ``v2_1`` -> ``v2``, ``v10_3`` -> ``v10``.
+
+    The original CLI's rule (``version.split("_")[0]``), so both tools fill the same folders.
+    """
     return version.split("_", 1)[0]
+
+
+def release_names(folders: Iterable[str]) -> tuple[str, ...]:
+    """The releases among the consortium bucket's ``public/`` folders, oldest first.
+
+    ``folders`` are common prefixes (``public/v2_1/``) or bare names; others are ignored.
+    Sorted by number, so ``v2_1`` comes before ``v10``.
+    """
+    names = {f.removeprefix(RELEASES_PREFIX).strip("/") for f in folders}
+    found = [n for n in names if _RELEASE_RE.match(n)]
+    return tuple(sorted(found, key=lambda n: tuple(int(x) for x in n[1:].split("_"))))
 
 
 def normalise_dataset(name: str) -> str:

@@ -6,6 +6,7 @@ here and becomes a frozen value or a one-line ``ConfigError``. Imports ``errors`
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "VerifyMode",
     "load_config_file",
     "parse_endpoint",
+    "profile_key_id",
     "read_uid_file",
 ]
 
@@ -84,7 +86,10 @@ class Options:
     endpoint: Endpoint = Endpoint()
     concurrency: int = DEFAULT_CONCURRENCY
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
-    manifest_only: bool = False
+    # --manifest: also keep the release's full_scale manifest as <out>/manifest.csv.
+    release_manifest: bool = False
+    # --manifest-override-path: a local manifest read instead of the release's (one dataset).
+    manifest_override: Path | None = None
     metadata: bool = True
     assume_yes: bool = False
     verify: VerifyMode = "etag"
@@ -114,7 +119,18 @@ CONFIG_KEYS: dict[str, type] = {
     "assume_yes": bool,
     "verify": str,
     "max_bandwidth": str,
+    # The original's own keys (its argparse dests), accepted as its config files hold them.
+    "bypass_existing": bool,
+    "bypass_version_check": bool,
+    "skip_s3_checks": bool,
+    "manifest_override_path": str,
+    "list_datasets": bool,
 }
+# Other names for an option: the original's dest on the left, our parameter on the right.
+_CONFIG_ALIASES = {"assume_yes": "yes", "bypass_version_check": "bypass_existing"}
+# The original's "annotations" (nargs="*", "currently unsupported"): read and ignored there,
+# so here too; any of its shapes is accepted.
+_IGNORED_KEYS = frozenset({"annotations"})
 
 
 def _check_type(name: str, value: object, want: type) -> object:
@@ -154,14 +170,14 @@ def load_config_file(path: Path) -> dict[str, object]:
     out: dict[str, object] = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
-        if key == "assume_yes":
-            key = "yes"
+        if key in _IGNORED_KEYS:
+            continue
         if key not in CONFIG_KEYS:
-            known = ", ".join(sorted(k for k in CONFIG_KEYS if k != "assume_yes"))
+            known = ", ".join(sorted(k for k in CONFIG_KEYS if k not in _CONFIG_ALIASES))
             raise ConfigError(f"config file {path}: unknown option {raw_key!r} (known: {known})")
         if value is None:
             continue
-        out[key] = _check_type(str(raw_key), value, CONFIG_KEYS[key])
+        out[_CONFIG_ALIASES.get(key, key)] = _check_type(str(raw_key), value, CONFIG_KEYS[key])
     return out
 
 
@@ -214,3 +230,29 @@ def parse_endpoint(url: str | None, region: str | None = None) -> Endpoint:
             "e.g. http://127.0.0.1:8333"
         )
     return Endpoint(url=url.strip().rstrip("/"), region=clean_region or "us-east-1")
+
+
+def profile_key_id(profile: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The ``aws_access_key_id`` a profile holds in the shared credentials or config file.
+
+    ``None`` when neither file names one (no such profile, unreadable files, or keys that come
+    from elsewhere: SSO, a role). Reads the files only; never the network.
+    """
+    env = os.environ if environ is None else environ
+    places = (
+        (env.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials", profile),
+        (
+            env.get("AWS_CONFIG_FILE") or "~/.aws/config",
+            profile if profile == "default" else f"profile {profile}",
+        ),
+    )
+    for file, section in places:
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(Path(file).expanduser(), encoding="utf-8")
+            key_id = parser.get(section, "aws_access_key_id", fallback=None)
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        if key_id and key_id.strip():
+            return key_id.strip()
+    return None

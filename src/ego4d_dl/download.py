@@ -5,9 +5,11 @@ the user (confirmation) and the engine handle (for Ctrl-C) go through callbacks,
 here prints or reads a terminal. Nothing in the output folder changes before the user says yes:
 the plan is made against snapshots of the journals and ``lstat``s; only then is the folder
 claimed (``locks``), the journal opened, the plan refreshed against it, the manifests saved,
-leftovers removed and files on disk adopted (``adopt``). Imports ``engine``, ``planner``,
-``adopt``, ``bandwidth``, ``journal``, ``locks``, ``files``, ``store``, ``plan``, ``config``,
-``events`` and ``errors``.
+leftovers removed and files on disk adopted (``adopt``). After the run, each dataset folder's
+``manifest.ver`` names its complete files, so the original CLI would not fetch them again
+(``versionfile``). Imports ``engine``, ``planner``, ``adopt``, ``versionfile``, ``bandwidth``,
+``journal``, ``locks``, ``files``, ``store``, ``plan``, ``catalog``, ``config``, ``events`` and
+``errors``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from .adopt import Adoption, adopt
 from .bandwidth import TokenBucket
+from .catalog import PRIMARY_DATASET
 from .config import Options
 from .engine import Engine, EngineSettings
 from .errors import ConfigError, DiskFullError
@@ -38,8 +41,9 @@ from .journal import (
 )
 from .locks import DirectoryClaim, RunConflictError, open_plain
 from .plan import Plan, PlannedFile, dataset_dir
-from .planner import build_plan, refresh
-from .store import S3Store
+from .planner import build_plan, fetch_manifest, refresh
+from .store import ObjectStore, S3Store
+from .versionfile import update_version_files
 
 __all__ = [
     "DownloadResult",
@@ -51,8 +55,14 @@ __all__ = [
     "plan_readonly",
     "run_download",
     "save_manifests",
+    "save_release_manifest",
     "space_needed",
 ]
+
+
+# Runs that stopped this way skip writing manifest.ver: the user wants out (interrupted) or
+# every request would fail (keys, network); the next run writes it.
+_NO_BOOKKEEPING = frozenset({"interrupted", "credentials", "network"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +74,7 @@ class DownloadResult:
     declined: bool = False
     adoption: Adoption | None = None
     notes: tuple[str, ...] = ()  # about the folder itself: links replaced, no file locks
+    release_manifest: Path | None = None  # where --manifest kept the full_scale manifest
 
 
 def free_bytes(path: Path) -> int | None:
@@ -172,6 +183,17 @@ def save_manifests(plan: Plan) -> list[Path]:
     return written
 
 
+async def save_release_manifest(store: ObjectStore, plan: Plan) -> Path:
+    """``--manifest``: the release's full_scale manifest as ``<out>/manifest.csv``, where the
+    original CLI keeps it (like the original, the download then goes on)."""
+    data = plan.manifests.get(PRIMARY_DATASET)
+    if data is None:
+        data = await fetch_manifest(store, plan.version, PRIMARY_DATASET)
+    dest = plan.output_directory / "manifest.csv"
+    await asyncio.to_thread(_write_atomic, dest, data)
+    return dest
+
+
 async def plan_readonly(
     options: Options,
     store: S3Store,
@@ -244,19 +266,17 @@ async def run_download(
         stall_timeout_s=options.stall_timeout_s,
     ) as store:
         plan = await plan_readonly(options, store, sink=sink, manifest_override=manifest_override)
-        if not options.manifest_only:
-            if space_check:
-                check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
-            work = plan.totals.fetch_files + plan.totals.adopt_files
-            if work and not await confirm(plan):
-                return DownloadResult(plan=plan, summary=None, declined=True)
+        if space_check:
+            check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
+        work = plan.totals.fetch_files + plan.totals.adopt_files
+        if work and not await confirm(plan):
+            return DownloadResult(plan=plan, summary=None, declined=True)
         await asyncio.to_thread(ensure_dir, out)
         with Journal(journal_path(out, options.shard)) as journal:
             notes = tuple(journal.notes)
             plan = refresh(plan, JournalView(out, journal, journal.path))
             await asyncio.to_thread(save_manifests, plan)
-            if options.manifest_only:
-                return DownloadResult(plan=plan, summary=None, notes=notes)
+            kept = await save_release_manifest(store, plan) if options.release_manifest else None
             adoption = await adopt(
                 plan,
                 store=store,
@@ -272,4 +292,8 @@ async def run_download(
             engine = make_engine(options, settings, store=store, journal=journal, sink=sink)
             on_engine(engine)
             summary = await engine.run(plan.files)
-            return DownloadResult(plan=plan, summary=summary, adoption=adoption, notes=notes)
+            if summary.stop_kind not in _NO_BOOKKEEPING:
+                await update_version_files(plan, journal, store, concurrency=options.concurrency)
+            return DownloadResult(
+                plan=plan, summary=summary, adoption=adoption, notes=notes, release_manifest=kept
+            )

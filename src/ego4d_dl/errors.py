@@ -4,9 +4,12 @@ Imports nothing from the package. Every message is a complete sentence a user ca
 
     Ego4dDLError                      anything ego4d-dl raises on purpose
     ├── ConfigError                   bad flags, config file, profile, endpoint (exit 2)
-    │   └── DatasetNotFoundError      no manifest for a dataset in this release
+    │   ├── DatasetNotFoundError      no manifest for a dataset in this release
+    │   └── ReleaseNotFoundError      no such release in the consortium bucket
     ├── ManifestError                 a manifest that cannot be used at all (exit 2)
     ├── PlanError                     the selection cannot be planned safely (exit 2)
+    ├── UidsNotFoundError             requested UIDs no requested video dataset holds (exit 1)
+    ├── NoAnswerError                 the confirmation question met end of input (exit 1)
     ├── CredentialsError              keys rejected, expired or absent (exit 3)
     ├── DiskFullError                 no space left on device (exit 1, resumable)
     ├── NetworkError                  the endpoint cannot be reached at all (exit 1)
@@ -36,12 +39,15 @@ __all__ = [
     "IntegrityError",
     "ManifestError",
     "NetworkError",
+    "NoAnswerError",
     "ObjectNotFoundError",
     "PlanError",
+    "ReleaseNotFoundError",
     "RemoteChangedError",
     "RetriesExhaustedError",
     "TransferError",
     "TransientError",
+    "UidsNotFoundError",
     "leaves",
     "most_relevant",
 ]
@@ -66,12 +72,40 @@ class DatasetNotFoundError(ConfigError):
         self.suggestions = suggestions
 
 
+class ReleaseNotFoundError(ConfigError):
+    """The release is not a folder of the consortium bucket; ``releases`` are those that are."""
+
+    def __init__(self, version: str, releases: tuple[str, ...], where: str) -> None:
+        held = f"it holds {', '.join(releases)}" if releases else "no release was found there"
+        super().__init__(f"unknown release {version!r}: not in {where}; {held}")
+        self.version = version
+        self.releases = releases
+
+
 class ManifestError(Ego4dDLError):
     """A manifest is unusable as a whole (no uid column, not CSV, not UTF-8)."""
 
 
 class PlanError(Ego4dDLError):
     """The selection cannot be planned safely (two files on one path, a path outside the output)."""
+
+
+class UidsNotFoundError(Ego4dDLError):
+    """Requested video UIDs that no requested video dataset holds once the filters are applied.
+
+    The original CLI stops on these before downloading anything, with exit code 1; so do we.
+    """
+
+
+class NoAnswerError(Ego4dDLError):
+    """The confirmation question met end of input (Ctrl-D, an empty pipe): exit 1, as the
+    original CLI's ``input()`` did (with a traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "no answer to the question (end of input); nothing was downloaded. Pass --yes to "
+            "start without asking"
+        )
 
 
 class CredentialsError(Ego4dDLError):

@@ -17,14 +17,18 @@ import io
 import os
 import random
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .catalog import (
     CONSORTIUM_BUCKET,
     KNOWN_DATASETS,
+    RELEASES_PREFIX,
+    VIDEO_DATASETS,
     datasets_csv_key,
     manifest_key,
     metadata_key,
+    release_names,
     suggest_datasets,
 )
 from .config import Options
@@ -36,7 +40,9 @@ from .errors import (
     ManifestError,
     ObjectNotFoundError,
     PlanError,
+    ReleaseNotFoundError,
     TransferError,
+    UidsNotFoundError,
     most_relevant,
 )
 from .events import EventSink, ManifestLoaded, ObjectsLookedUp, PlanBuilt, discard
@@ -61,8 +67,10 @@ from .store import ObjectStore
 __all__ = [
     "PLAN_RETRY",
     "build_plan",
+    "check_release",
     "fetch_manifest",
     "list_dataset_rows",
+    "list_releases",
     "look_on_disk",
     "refresh",
 ]
@@ -87,14 +95,42 @@ async def _get(store: ObjectStore, bucket: str, key: str, policy: RetryPolicy) -
     )
 
 
+async def list_releases(store: ObjectStore, *, policy: RetryPolicy = PLAN_RETRY) -> tuple[str, ...]:
+    """The releases the consortium bucket holds (its ``public/vN[_M]/`` folders), oldest first."""
+    folders = await retry_call(
+        lambda: store.list_folders(CONSORTIUM_BUCKET, prefix=RELEASES_PREFIX),
+        policy=policy,
+        sleep=asyncio.sleep,
+        rng=random.Random(),
+    )
+    return release_names(folders)
+
+
+async def check_release(
+    store: ObjectStore, version: str, *, policy: RetryPolicy = PLAN_RETRY
+) -> None:
+    """Raise ``ReleaseNotFoundError`` if the bucket lacks ``version``; silent when it has it
+    or cannot be listed (the caller's own not-found error then stands)."""
+    try:
+        releases = await list_releases(store, policy=policy)
+    except TransferError:
+        return  # listing denied or failing: no list to offer
+    if version not in releases:
+        where = f"s3://{CONSORTIUM_BUCKET}/{RELEASES_PREFIX}"
+        raise ReleaseNotFoundError(version, releases, where)
+
+
 async def list_dataset_rows(
     store: ObjectStore, version: str, *, policy: RetryPolicy = PLAN_RETRY
 ) -> list[tuple[str, str]]:
     """``(dataset, description)`` rows of the release's datasets.csv, in file order."""
     key = datasets_csv_key(version)
-    text = _decode(
-        await _get(store, CONSORTIUM_BUCKET, key, policy), f"s3://{CONSORTIUM_BUCKET}/{key}"
-    )
+    try:
+        data = await _get(store, CONSORTIUM_BUCKET, key, policy)
+    except ObjectNotFoundError:
+        await check_release(store, version, policy=policy)
+        raise
+    text = _decode(data, f"s3://{CONSORTIUM_BUCKET}/{key}")
     out = []
     for row in csv.DictReader(io.StringIO(text, newline="")):
         name = (row.get("dataset") or "").strip()
@@ -111,6 +147,8 @@ async def fetch_manifest(
     try:
         return await _get(store, CONSORTIUM_BUCKET, key, policy)
     except ObjectNotFoundError:
+        # Most often a release that does not exist (a typo, or one not published yet).
+        await check_release(store, version, policy=policy)
         names = set(KNOWN_DATASETS)
         # The hint is a courtesy; the error below stands on its own without it.
         with contextlib.suppress(Ego4dDLError):
@@ -208,6 +246,62 @@ def _planned(
     return _with_disk(planned, view)
 
 
+def _listed(uids: Iterable[str]) -> str:
+    shown = sorted(uids)
+    return ", ".join(shown[:10]) + (f" and {len(shown) - 10} more" if len(shown) > 10 else "")
+
+
+def _check_uids(selections: Sequence[DatasetSelection], options: Options) -> list[str]:
+    """Requested UIDs against what the video datasets hold after the filters.
+
+    A UID that no requested video dataset holds stops the run before anything is fetched,
+    as in the original CLI (``UidsNotFoundError``, exit 1). The original also stops when any
+    one video dataset lacks a UID another holds (``--datasets full_scale clips`` with video
+    UIDs); ego4d-dl fetches what each holds and says so: the warnings returned.
+    """
+    video = [s for s in selections if s.dataset in VIDEO_DATASETS]
+    requested = options.video_uids
+    if not requested or not video:
+        return []
+    held = {s.dataset: {r.uid for r in s.rows} for s in video}
+    lost = requested - set().union(*held.values())
+    if lost:
+        in_no_manifest = lost.intersection(*(s.unknown_uids for s in video))
+        filtered = lost - in_no_manifest
+        names = ", ".join(s.dataset for s in video)
+        parts = []
+        if in_no_manifest:
+            parts.append(f"not in the manifest: {_listed(in_no_manifest)}")
+        if filtered:
+            by = " and ".join(
+                flag
+                for flag, given in (
+                    ("--universities", options.universities),
+                    ("--benchmarks", options.benchmarks),
+                )
+                if given
+            )
+            parts.append(f"left out by {by or 'the filters'}: {_listed(filtered)}")
+        raise UidsNotFoundError(
+            f"{len(lost)} requested UIDs are in no requested video dataset ({names}); "
+            + "; ".join(parts)
+            + ". Nothing was downloaded (the original ego4d CLI stops here too)."
+        )
+    if len(video) == 1:
+        return []
+    warnings = []
+    for s in video:
+        lacking = requested - held[s.dataset]
+        if lacking:
+            warnings.append(
+                f"{s.dataset}: {len(lacking)} requested UIDs are only in other datasets, "
+                f"fetched from there: {_listed(lacking)} (the original ego4d CLI stops with "
+                "exit 1 when any requested video dataset lacks a UID; ask for one dataset "
+                "per run to have that check)"
+            )
+    return warnings
+
+
 async def build_plan(
     options: Options,
     store: ObjectStore,
@@ -234,6 +328,8 @@ async def build_plan(
             raise PlanError(f"cannot read manifest {manifest_override}: {exc}") from None
         manifests = {options.datasets[0]: data}
         sources = {options.datasets[0]: str(manifest_override)}
+        # The user's file is not the release's manifest: never saved as its manifest.csv.
+        release_manifests: dict[str, bytes] = {}
     else:
         try:
             async with asyncio.TaskGroup() as tg:
@@ -244,6 +340,7 @@ async def build_plan(
         except BaseExceptionGroup as group:
             raise most_relevant(group) from None
         manifests = {ds: t.result() for ds, t in tasks.items()}
+        release_manifests = manifests
         sources = {
             ds: f"s3://{CONSORTIUM_BUCKET}/{manifest_key(options.version, ds)}"
             for ds in options.datasets
@@ -263,13 +360,6 @@ async def build_plan(
                 f"{ds}: {len(chosen.malformed)} malformed manifest rows skipped "
                 f"(lines {lines}{more}); first: {chosen.malformed[0].reason}"
             )
-        if chosen.unknown_uids:
-            shown = ", ".join(chosen.unknown_uids[:10])
-            more = " ..." if len(chosen.unknown_uids) > 10 else ""
-            warnings.append(
-                f"{ds}: {len(chosen.unknown_uids)} requested UIDs are not in the manifest: "
-                f"{shown}{more}"
-            )
         sink(
             ManifestLoaded(
                 dataset=ds,
@@ -279,6 +369,7 @@ async def build_plan(
             )
         )
 
+    warnings.extend(_check_uids(selections, options))
     if options.shard is not None:
         # Each process of a sharded run looks up and fetches only the keys it owns.
         selections = [
@@ -329,7 +420,7 @@ async def build_plan(
         output_directory=out,
         datasets=tuple(datasets),
         warnings=tuple(warnings),
-        manifests=manifests,
+        manifests=release_manifests,
     )
     totals = plan.totals
     sink(

@@ -54,6 +54,7 @@ __all__ = [
     "SeededRelease",
     "default_release_spec",
     "fake_bytes",
+    "later_release_spec",
 ]
 
 # The researcher identity: what the downloader is given. Fake, and only valid on loopback.
@@ -112,6 +113,8 @@ class SeededObject:
     md5_hex: str
     etag: str
     part_sizes_bytes: tuple[int, ...]
+    # The server's x-amz-version-id; None in a bucket without versioning.
+    version_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,10 +182,15 @@ class DatasetSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReleaseSpec:
-    """A fake release: its version and datasets, in datasets.csv order."""
+    """A fake release: its version and datasets, in datasets.csv order.
+
+    ``versioned_buckets`` get S3 versioning before anything is put in them, so their objects
+    carry version ids (what the original CLI's ``manifest.ver`` records).
+    """
 
     version: str
     datasets: tuple[DatasetSpec, ...]
+    versioned_buckets: frozenset[str] = frozenset()
 
 
 def fake_bytes(name: str, size_bytes: int) -> bytes:
@@ -265,6 +273,47 @@ def default_release_spec() -> ReleaseSpec:
             DatasetSpec(name=name, description=description, kind=kind, rows=tuple(rows))
         )
     return ReleaseSpec(version="v2_1", datasets=tuple(datasets))
+
+
+# A second, later release: its own versioned buckets (none of the default release's objects
+# change), a components/videos dataset (a video dataset in the original CLI) and annotations.
+_LATER_VIDEOS_BUCKET = "ego4d-later-videos"
+_LATER_FILES_BUCKET = "ego4d-later-files"
+_LATER_ROWS: tuple[tuple[str, str, str, int], ...] = (
+    ("components/videos", "p", _LATER_VIDEOS_BUCKET, 300 * _K),
+    ("components/videos", "q", _LATER_VIDEOS_BUCKET, 20 * _K + 3),
+    ("components/videos", "r", _LATER_VIDEOS_BUCKET, 1),
+    ("annotations", "later_train.json", _LATER_FILES_BUCKET, 40 * _K),
+    ("annotations", "later_val.json", _LATER_FILES_BUCKET, 8 * _K + 1),
+)
+
+
+def later_release_spec(version: str = "v3_1") -> ReleaseSpec:
+    """A small release beside the default one (about 370 KiB): for release discovery (any
+    ``vN_M`` the bucket holds; ``v3_1`` lands in ``v3``), ``components/videos`` and the version
+    ids of the original CLI's ``manifest.ver`` (its two buckets are versioned)."""
+    kinds: tuple[tuple[str, Literal["video", "file"], str], ...] = (
+        ("components/videos", "video", "Video components"),
+        ("annotations", "file", "Annotations of the later release"),
+    )
+    datasets = []
+    for name, kind, description in kinds:
+        rows = []
+        for dataset, label, bucket, size_bytes in _LATER_ROWS:
+            if dataset != name:
+                continue
+            uid = _uid(f"{version}/{dataset}/{label}")
+            basename = f"{uid}.mp4" if kind == "video" else label
+            key = f"public/{version.split('_', 1)[0]}/{dataset}/{basename}"
+            rows.append(RowSpec(uid=uid, bucket=bucket, key=key, size_bytes=size_bytes))
+        datasets.append(
+            DatasetSpec(name=name, description=description, kind=kind, rows=tuple(rows))
+        )
+    return ReleaseSpec(
+        version=version,
+        datasets=tuple(datasets),
+        versioned_buckets=frozenset({_LATER_VIDEOS_BUCKET, _LATER_FILES_BUCKET}),
+    )
 
 
 class Sandbox:
@@ -372,6 +421,15 @@ class Sandbox:
         except BotoCoreError as exc:
             raise SandboxError(f"could not create bucket {name!r}: {exc}") from exc
 
+    def enable_versioning(self, bucket: str) -> None:
+        """Turn S3 versioning on for a bucket (from then on, every PUT gets a version id)."""
+        try:
+            self.admin_client().put_bucket_versioning(
+                Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise SandboxError(f"could not enable versioning on {bucket!r}: {exc}") from exc
+
     def put_object(
         self, bucket: str, key: str, data: bytes, *, part_sizes_bytes: Sequence[int] = ()
     ) -> SeededObject:
@@ -385,9 +443,9 @@ class Sandbox:
         client = self.admin_client()
         try:
             if parts:
-                etag = _put_multipart(client, bucket, key, data, parts)
+                answer = _put_multipart(client, bucket, key, data, parts)
             else:
-                etag = client.put_object(Bucket=bucket, Key=key, Body=data)["ETag"]
+                answer = client.put_object(Bucket=bucket, Key=key, Body=data)
         except (BotoCoreError, ClientError) as exc:
             raise SandboxError(f"could not put s3://{bucket}/{key}: {exc}") from exc
         return SeededObject(
@@ -395,8 +453,9 @@ class Sandbox:
             key=key,
             size_bytes=len(data),
             md5_hex=_md5_hex(data),
-            etag=etag.removeprefix("W/").strip('"'),
+            etag=str(answer["ETag"]).removeprefix("W/").strip('"'),
             part_sizes_bytes=parts,
+            version_id=str(answer["VersionId"]) if answer.get("VersionId") else None,
         )
 
     def seed_release(self, spec: ReleaseSpec | None = None) -> SeededRelease:
@@ -406,6 +465,8 @@ class Sandbox:
         buckets.update(row.bucket for dataset in spec.datasets for row in dataset.rows)
         for bucket in sorted(buckets):
             self.create_bucket(bucket)
+            if bucket in spec.versioned_buckets:
+                self.enable_versioning(bucket)
         rows = [(dataset, row) for dataset in spec.datasets for row in dataset.rows]
         # Uploads overlap well: weed spends much of each one growing volumes or writing chunks.
         with ThreadPoolExecutor(max_workers=_SEED_WORKERS) as pool:
@@ -729,7 +790,9 @@ def _check_part_sizes(parts: tuple[int, ...], size_bytes: int) -> None:
         raise ValueError(f"every part but the last must be at least 5 MiB: {parts}")
 
 
-def _put_multipart(client: Any, bucket: str, key: str, data: bytes, parts: tuple[int, ...]) -> str:
+def _put_multipart(
+    client: Any, bucket: str, key: str, data: bytes, parts: tuple[int, ...]
+) -> Mapping[str, Any]:
     upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     try:
         done = []
@@ -748,7 +811,7 @@ def _put_multipart(client: Any, bucket: str, key: str, data: bytes, parts: tuple
         with contextlib.suppress(BotoCoreError, ClientError):
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         raise
-    return str(completed["ETag"])
+    return dict(completed)
 
 
 def _md5_hex(data: bytes) -> str:

@@ -123,6 +123,8 @@ class ObjectHead:
     # With a part number: the byte range [start, stop) of that part.
     part_range: tuple[int, int] | None = None
     checksums: Mapping[str, str] = field(default_factory=dict)
+    # x-amz-version-id: None for an object of a bucket that never had versioning.
+    version_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +185,8 @@ class ObjectStore(Protocol):
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         """A whole small object; bytes that contradict an MD5 ETag are a ``TransientError``."""
         ...
+
+    async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]: ...
 
     def get_range(
         self, bucket: str, key: str, *, start: int, stop: int, size_bytes: int, etag: str
@@ -650,6 +654,7 @@ class S3Store:
             parts_count=int(parts_count) if parts_count else None,
             part_range=part_range,
             checksums={f: str(resp[f]) for f in _CHECKSUM_FIELDS_ALL if resp.get(f)},
+            version_id=str(resp["VersionId"]) if resp.get("VersionId") else None,
         )
 
     async def _explain_forbidden(self, bucket: str, key: str) -> None:
@@ -684,6 +689,20 @@ class S3Store:
         )
         next_token = resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
         return ListPage(items=items, next_token=str(next_token) if next_token else None)
+
+    async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]:
+        """The "folders" just under ``prefix`` (common prefixes, e.g. ``public/v2_1/``)."""
+        client = await self._client_for(bucket)
+        found: list[str] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        with _translated(bucket, prefix, self.endpoint_label):
+            while True:
+                resp = await client.list_objects_v2(**kwargs)
+                found.extend(str(p["Prefix"]) for p in resp.get("CommonPrefixes", ()))
+                token = resp.get("NextContinuationToken") if resp.get("IsTruncated") else None
+                if not token:
+                    return tuple(found)
+                kwargs["ContinuationToken"] = token
 
     async def get_bytes(self, bucket: str, key: str) -> bytes:
         """A whole small object (manifests, metadata) in memory, checked against its ETag

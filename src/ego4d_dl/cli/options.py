@@ -17,6 +17,7 @@ from ..bandwidth import parse_bandwidth
 from ..catalog import (
     DEFAULT_DATASETS,
     DEFAULT_VERSION,
+    UNIVERSITY_TO_BUCKET,
     normalise_dataset,
     normalise_university,
     normalise_version,
@@ -117,9 +118,17 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
         warnings.append(
             f"Ego4D UIDs are lower case; read {len(upper)} as lower case: {', '.join(upper[:5])}"
             + (" ..." if len(upper) > 5 else "")
+            + " (the original CLI stops on them)"
         )
         uids = frozenset(u.lower() for u in uids)
     universities = frozenset(normalise_university(u) for u in values.get("universities") or [])
+    recased = sorted(u for u in values.get("universities") or [] if u not in UNIVERSITY_TO_BUCKET)
+    if recased:
+        # The original refuses these (argparse choices are case-sensitive).
+        warnings.append(
+            f"universities read as {', '.join(normalise_university(u) for u in recased)}"
+            " (the original CLI takes only the lower-case ids)"
+        )
     benchmarks = frozenset(b.strip().lower() for b in values.get("benchmarks") or [] if b.strip())
     raw_concurrency = values.get("concurrency")
     concurrency = DEFAULT_CONCURRENCY if raw_concurrency is None else int(raw_concurrency)
@@ -133,6 +142,7 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
     if verify not in ("etag", "size"):
         raise ConfigError(f"--verify must be 'etag' or 'size', not {verify!r}")
     profile = values.get("aws_profile_name")
+    override = values.get("manifest_override_path")
     endpoint = parse_endpoint(values.get("endpoint_url"))
     shard = values.get("shard")
     max_bandwidth = values.get("max_bandwidth")
@@ -147,7 +157,8 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
         endpoint=endpoint,
         concurrency=concurrency,
         stall_timeout_s=stall,
-        manifest_only=bool(values.get("manifest")),
+        release_manifest=bool(values.get("manifest")),
+        manifest_override=Path(str(override)).expanduser() if override else None,
         metadata=values.get("metadata", True) is not False,
         assume_yes=bool(values.get("yes")),
         verify=verify,  # type: ignore[arg-type]
@@ -196,7 +207,7 @@ Version = Annotated[
     typer.Option(
         "--version",
         metavar="RELEASE",
-        help=f"Release: v1, v2 or v2_1 [default: {DEFAULT_VERSION}].",
+        help=f"Release: any the bucket holds, e.g. v1, v2, v2_1 [default: {DEFAULT_VERSION}].",
         show_default=False,
     ),
 ]

@@ -35,13 +35,12 @@ from ..demo import demo_release, mismatches
 from ..download import DownloadResult, free_bytes, plan_readonly, run_download
 from ..engine import Engine
 from ..errors import (
-    ConfigError,
     Ego4dDLError,
 )
 from ..events import Event, discard
 from ..plan import Plan
 from ..planner import list_dataset_rows
-from ..progress import Display, JsonLinesSink, PlainProgressSink, output_error_text
+from ..progress import Display, JsonLinesSink, PlainProgressSink
 from ..report import (
     confirmation_text,
     human_bytes,
@@ -58,7 +57,6 @@ from .app import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
-    OutputError,
     app,
     exit_code_for,
     fail,
@@ -84,10 +82,13 @@ from .options import (
     Version,
     VideoUidFile,
     VideoUids,
+    build_options,
     check_output_directory,
     gather_options,
     print_warnings,
+    typed_values,
 )
+from .prompt import ask_yes_no
 
 __all__ = [
     "WithChecks",
@@ -188,7 +189,7 @@ def plan_command(
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
     print_warnings(warnings)
-    override = manifest_override_path.expanduser() if manifest_override_path else None
+    override = options.manifest_override
 
     async def go() -> Plan:
         async with S3Store(
@@ -275,51 +276,18 @@ def make_display(
     )
 
 
-async def read_answer(question: str) -> str | None:
-    """Ask on stderr (stdout may be a pipe of results); read one line from the terminal.
-
-    The event loop waits for stdin to be readable instead of a thread blocking in
-    ``input()``, which a Ctrl-C could not stop. None at end of input (Ctrl-D).
-    """
-    loop = asyncio.get_running_loop()
-    fd = sys.stdin.fileno()
-    line: asyncio.Future[bytes] = loop.create_future()
-
-    def readable() -> None:
-        if not line.done():
-            line.set_result(os.read(fd, 4096))
-
-    try:
-        sys.stderr.write(question)
-        sys.stderr.flush()
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"cannot write to stderr: {output_error_text(exc)}") from exc
-    loop.add_reader(fd, readable)
-    try:
-        data = await line
-    finally:
-        loop.remove_reader(fd)
-    return data.decode(errors="replace") if data else None
-
-
 async def confirm_download(plan: Plan, *, assume_yes: bool, quiet: bool) -> bool:
-    """Show what will happen (size, file count, free space, what resumes); ask unless --yes."""
+    """Show what will happen (size, file count, free space, what resumes); ask unless --yes.
+
+    The answer may come from a terminal or a pipe (``yes | ego4d-dl ...``), as with the
+    original CLI; end of input is ``NoAnswerError`` (exit 1).
+    """
     text = confirmation_text(plan, free_bytes=free_bytes(plan.output_directory))
     if assume_yes:
         if not quiet:
             stderr_console.print(Text(text + "\nStarting (--yes)."))
         return True
-    if not sys.stdin.isatty():
-        raise ConfigError("stdin is not a terminal, so nobody can answer the prompt: pass --yes")
-    while True:
-        answer = await read_answer(text + "\nStart the download? [Y/n] ")
-        if answer is None:
-            return False
-        answer = answer.strip().lower()
-        if answer in ("", "y", "yes"):
-            return True
-        if answer in ("n", "no"):
-            return False
+    return await ask_yes_no(text + "\nStart the download? [Y/n] ")
 
 
 def on_signals(
@@ -424,7 +392,8 @@ def download_command(
         bool,
         typer.Option(
             "--manifest",
-            help="Fetch only the manifests, into each dataset folder [default: off].",
+            help="Also keep the release's full_scale manifest as DIR/manifest.csv, as the "
+            "original CLI; the download goes on [default: off].",
         ),
     ] = False,
     metadata: Annotated[
@@ -478,19 +447,24 @@ def download_command(
     max_bandwidth: MaxBandwidth = None,
 ) -> None:
     """Download datasets: plan, confirm, fetch concurrently, verify every file, resume later."""
-    if list_datasets:
+    try:
+        # The original's switches may come from its config file too.
+        values = typed_values(ctx)
+    except Ego4dDLError as exc:
+        fail(str(exc), exit_code_for(exc))
+    if values.get("list_datasets"):
         ctx.invoke(
             datasets_command,
             ctx=ctx,
-            version=version,
-            aws_profile_name=aws_profile_name,
-            endpoint_url=endpoint_url,
+            version=values.get("version"),
+            aws_profile_name=values.get("aws_profile_name"),
+            endpoint_url=values.get("endpoint_url"),
             json_out=json_out,
         )
         return
-    if skip_s3_checks:
+    if values.get("skip_s3_checks"):
         print_warnings(["--skip-s3-checks is ignored: objects are always looked up, by listing"])
-    if bypass_existing:
+    if values.get("bypass_existing"):
         print_warnings(
             ["--bypass-existing is ignored: complete files are skipped by journal or size"]
         )
@@ -515,7 +489,7 @@ def download_command(
         )
         return
     try:
-        options, warnings = gather_options(ctx)
+        options, warnings = build_options(values)
         # Created only once the user says yes (run_download): a "no" changes nothing.
         check_output_directory(options.output_directory, create=False)
     except Ego4dDLError as exc:
@@ -530,7 +504,6 @@ def download_command(
     if not json_out:
         checks = CheckProgressSink(sys.stderr, interval_s=progress_interval, quiet=quiet)
         sink = WithChecks(sink, checks)
-    override = manifest_override_path.expanduser() if manifest_override_path else None
 
     warned = False
 
@@ -558,7 +531,7 @@ def download_command(
                 sink=sink,
                 confirm=confirm,
                 on_engine=on_engine,
-                manifest_override=override,
+                manifest_override=options.manifest_override,
                 space_check=not no_space_check,
             )
         finally:
@@ -578,12 +551,11 @@ def download_command(
     if result.adoption is not None and not (json_out or quiet):
         print_adoption(result.adoption)
     summary = result.summary
+    if result.release_manifest is not None and not quiet:
+        stderr_console.print(f"Manifest downloaded: {result.release_manifest}", markup=False)
     if result.declined:
         stderr_console.print("Aborting the download operation.")
-    elif summary is None:
-        if not json_out:
-            stdout_console.print(shown(f"Manifests saved under {options.output_directory}"))
-    elif not json_out:
+    elif summary is not None and not json_out:
         render_summary(stdout_console, summary)
     code = download_exit_code(result)
     if summary is not None and summary.stopped_by:
