@@ -32,7 +32,7 @@ from ego4d_dl.events import (
 )
 from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.plan import Action, DatasetPlan, Plan, PlannedFile
-from ego4d_dl.progress import Display, JsonLinesSink, PlainProgressSink
+from ego4d_dl.sinks import Display, JsonLinesSink, PlainProgressSink
 
 MiB = 1 << 20
 EVENTS = 1_000_000

@@ -35,11 +35,11 @@ from ego4d_dl.events import (
     RunStarted,
     RunSummary,
 )
+from ego4d_dl.formatting import human_bytes
 from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.plan import Action, DatasetPlan, Plan, PlannedFile
-from ego4d_dl.progress import Rate
-from ego4d_dl.report import human_bytes
 from ego4d_dl.sandbox import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Sandbox, SeededRelease
+from ego4d_dl.sinks import Rate
 
 MiB = 1 << 20
 OUT = Path("/data/ego4d")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.config import Credentials, Options, parse_endpoint
-from ego4d_dl.doctor import Blame, Severity, diagnose, mask_key_id
+from ego4d_dl.doctor import diagnose, mask_key_id
+from ego4d_dl.results import Blame, Severity
 from ego4d_dl.sandbox import ACCESS_KEY_ID, Sandbox, SeededRelease
 
 from .clirun import invoke

@@ -24,7 +24,7 @@ from ego4d_dl.config import Credentials, Options, parse_endpoint
 from ego4d_dl.engine import Engine, EngineSettings
 from ego4d_dl.events import Event, FileRestarted, IntegrityFailed, RunSummary
 from ego4d_dl.journal import Journal, JournalView, journal_path
-from ego4d_dl.planner import build_plan
+from ego4d_dl.planning import build_plan
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededObject, SeededRelease, fake_bytes
 from ego4d_dl.store import ObjectHead, RangeBody, S3Store
 

@@ -41,9 +41,9 @@ from ego4d_dl.events import (
     RunSummary,
 )
 from ego4d_dl.manifest import MalformedRow, ManifestRow, parse_manifest
-from ego4d_dl.progress import PlainProgressSink
-from ego4d_dl.report import render_datasets, render_summary
+from ego4d_dl.render import render_datasets, render_summary
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
+from ego4d_dl.sinks import PlainProgressSink
 from ego4d_dl.text import safe
 
 from .clitools import cli

@@ -15,10 +15,10 @@ import pytest
 
 from ego4d_dl.config import Credentials, Options, parse_endpoint
 from ego4d_dl.engine import Engine, EngineSettings
+from ego4d_dl.etags import MAX_PARTS, VerifyLevel, etag_kind, multipart_count
 from ego4d_dl.events import Event, FileVerified, RunSummary
-from ego4d_dl.integrity import MAX_PARTS, VerifyLevel, etag_kind, multipart_count
 from ego4d_dl.journal import Journal, JournalView, journal_path
-from ego4d_dl.planner import build_plan
+from ego4d_dl.planning import build_plan
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
 from ego4d_dl.store import ListPage, ObjectHead, RangeBody, S3Store
 

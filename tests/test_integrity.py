@@ -8,17 +8,8 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ego4d_dl.integrity import (
-    VerifyLevel,
-    composite_etag,
-    etag_kind,
-    guess_layout,
-    merge_ranges,
-    missing_ranges,
-    multipart_count,
-    part_bounds,
-    plan_pieces,
-)
+from ego4d_dl.etags import VerifyLevel, composite_etag, etag_kind, guess_layout, multipart_count
+from ego4d_dl.ranges import merge_ranges, missing_ranges, part_bounds, plan_pieces
 
 ranges_st = st.lists(
     st.tuples(st.integers(0, 1000), st.integers(0, 1000)).map(lambda t: (min(t), max(t))),

@@ -37,9 +37,9 @@ from ego4d_dl.events import (
 )
 from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.plan import Action, DatasetPlan, Plan, PlannedFile
-from ego4d_dl.progress import JsonLinesSink, PlainProgressSink
-from ego4d_dl.report import confirmation_text
+from ego4d_dl.render import confirmation_text
 from ego4d_dl.sandbox import Sandbox, SeededRelease
+from ego4d_dl.sinks import JsonLinesSink, PlainProgressSink
 
 from .slowlink import (
     MiB,

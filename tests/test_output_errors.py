@@ -15,8 +15,8 @@ from typing import IO
 
 import pytest
 
-from ego4d_dl.progress import JsonLinesSink, PlainProgressSink
 from ego4d_dl.sandbox import Sandbox, SeededRelease
+from ego4d_dl.sinks import JsonLinesSink, PlainProgressSink
 
 from .faultproxy import Delay, FaultProxy, Match, Rule
 from .slowlink import MiB, SeededDataset, check_download, cli, cli_env, seed_dataset

@@ -12,7 +12,7 @@ from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.manifest import Selection, parse_manifest
 from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.plan import Action, DatasetSelection, PlannedFile, action_for, select_rows
-from ego4d_dl.planner import look_on_disk
+from ego4d_dl.planning import look_on_disk
 
 
 def select(text: str, dataset: str = "full_scale", **kw: frozenset[str]) -> DatasetSelection:

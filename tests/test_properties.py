@@ -15,17 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ego4d_dl.engine import EngineSettings
+from ego4d_dl.etags import composite_etag, guess_layout
 from ego4d_dl.files import part_path
-from ego4d_dl.integrity import (
-    composite_etag,
-    guess_layout,
-    merge_ranges,
-    missing_ranges,
-    part_bounds,
-    plan_pieces,
-)
 from ego4d_dl.journal import Journal, journal_path
 from ego4d_dl.ondisk import ObjectVersion
+from ego4d_dl.ranges import merge_ranges, missing_ranges, part_bounds, plan_pieces
 from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
 from tests.faultproxy import FaultProxy
 from tests.scenario import (

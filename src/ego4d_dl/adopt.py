@@ -26,13 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .check import Verdict, check_files, record_checks
+from .etags import Layout
 from .events import EventSink
 from .journal import Journal
-from .layout import Layout
 from .locks import lock_file, open_plain
 from .ondisk import JournalEntry, Origin, part_path
 from .plan import Action, Plan, PlannedFile
+from .readback import check_files, record_checks
+from .results import Verdict
 from .store import ObjectStore
 
 __all__ = [

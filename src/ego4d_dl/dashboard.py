@@ -54,9 +54,9 @@ from .events import (
     RunStarted,
     RunSummary,
 )
+from .formatting import eta_s, eta_text, human_bytes, human_duration, label
 from .plan import Plan
-from .progress import WARNINGS, Rate, Tally, eta_s, eta_text, label, warning_text
-from .report import human_bytes, human_duration
+from .sinks import WARNINGS, Rate, Tally, warning_text
 from .text import safe
 
 __all__ = ["CheckProgressSink", "Dashboard"]

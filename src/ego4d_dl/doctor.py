@@ -16,8 +16,6 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from .catalog import CONSORTIUM_BUCKET
@@ -32,7 +30,9 @@ from .errors import (
     PlanError,
 )
 from .events import discard
+from .formatting import human_bytes, plural
 from .plan import Action, Plan
+from .results import Blame, Diagnosis, Finding, Severity
 from .store import KeyInfo, S3Store, proxy_for, resolve_keys, usable_region
 
 __all__ = ["Blame", "Diagnosis", "Finding", "Severity", "diagnose", "mask_key_id"]
@@ -40,58 +40,6 @@ __all__ = ["Blame", "Diagnosis", "Finding", "Severity", "diagnose", "mask_key_id
 # S3 rejects a request signed more than 15 minutes away from its own clock.
 _SKEW_FAIL_S = 15 * 60
 _SKEW_WARN_S = 60
-
-
-class Severity(StrEnum):
-    """How a check came out."""
-
-    OK = "ok"
-    WARN = "warn"  # a download would start, but something deserves attention
-    FAIL = "fail"  # a download would not start, or not get far
-    SKIP = "skip"  # not checked, because an earlier check failed
-
-
-class Blame(StrEnum):
-    """What a failure is about, which decides the exit code."""
-
-    NONE = ""
-    CONFIG = "config"  # flags, profile, output directory (exit 2)
-    CREDENTIALS = "credentials"  # the keys or the clock they are signed with (exit 3)
-    NETWORK = "network"  # the endpoint or a bucket cannot be reached (exit 1)
-    ACCESS = "access"  # reachable, but files are denied or missing (exit 1)
-    DISK = "disk"  # not enough free space (exit 1)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Finding:
-    """The outcome of one check, in words a user can act on."""
-
-    check: str
-    severity: Severity
-    detail: str
-    blame: Blame = Blame.NONE
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Diagnosis:
-    """Every finding, and the plan when one could be made."""
-
-    findings: tuple[Finding, ...]
-    plan: Plan | None = None
-
-    @property
-    def would_start(self) -> bool:
-        """Whether a download with these options would start."""
-        return all(f.severity is not Severity.FAIL for f in self.findings)
-
-    @property
-    def blame(self) -> Blame:
-        """The most serious failure's kind: credentials, then configuration, then the rest."""
-        failed = {f.blame for f in self.findings if f.severity is Severity.FAIL}
-        for kind in (Blame.CREDENTIALS, Blame.CONFIG, Blame.NETWORK, Blame.ACCESS, Blame.DISK):
-            if kind in failed:
-                return kind
-        return Blame.NONE
 
 
 def mask_key_id(key_id: str) -> str:
@@ -110,14 +58,6 @@ _SOURCES = {
     "container-role": "the container's role",
     "process": "a credential_process",
 }
-
-
-def _size(n: float) -> str:
-    return f"{n / 1024**3:,.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:,.1f} MiB"
-
-
-def _files(n: int) -> str:
-    return f"{n:,} file" if n == 1 else f"{n:,} files"
 
 
 def _credentials_file() -> str:
@@ -270,7 +210,7 @@ async def _check_buckets(plan: Plan, store: S3Store) -> list[Finding]:
         denied, missing, failed = (
             actions[a] for a in (Action.DENIED, Action.MISSING, Action.FAILED)
         )
-        where = f"region {region}, {_files(total)}"
+        where = f"region {region}, {plural(total)}"
         if failed:
             found.append(
                 Finding(
@@ -317,21 +257,21 @@ def _check_space(plan: Plan | None, out: Path) -> Finding:
         return Finding(
             check="disk space",
             severity=Severity.SKIP,
-            detail=f"{_size(free)} free; the space needed is unknown without a plan",
+            detail=f"{human_bytes(free)} free; the space needed is unknown without a plan",
         )
     need = plan.totals.fetch_bytes
     if need > free:
         return Finding(
             check="disk space",
             severity=Severity.FAIL,
-            detail=f"the plan fetches {_size(need)} but only {_size(free)} are free in {out}: "
-            "free some space, choose a bigger disk, or narrow the selection",
+            detail=f"the plan fetches {human_bytes(need)} but only {human_bytes(free)} are free "
+            f"in {out}: free some space, choose a bigger disk, or narrow the selection",
             blame=Blame.DISK,
         )
     return Finding(
         check="disk space",
         severity=Severity.OK,
-        detail=f"the plan fetches {_size(need)}; {_size(free)} free",
+        detail=f"the plan fetches {human_bytes(need)}; {human_bytes(free)} free",
     )
 
 
@@ -435,7 +375,7 @@ async def diagnose(options: Options, *, now: Callable[[], float] = time.time) ->
                     check="keys",
                     severity=Severity.OK,
                     detail=f"accepted: read the manifests of {len(options.datasets)} dataset(s) "
-                    f"and looked up {_files(plan.totals.files)}",
+                    f"and looked up {plural(plan.totals.files)}",
                 )
             )
             findings.extend(await _check_buckets(plan, store))

@@ -31,6 +31,7 @@ from .engine import Engine, EngineSettings
 from .errors import ConfigError, DiskFullError
 from .events import EventSink, RunSummary
 from .files import ensure_dir, part_path
+from .formatting import bytes_exact
 from .journal import (
     JOURNAL_DIR,
     Journal,
@@ -41,7 +42,7 @@ from .journal import (
 )
 from .locks import DirectoryClaim, RunConflictError, open_plain
 from .plan import Plan, PlannedFile, dataset_dir
-from .planner import build_plan, fetch_manifest, refresh
+from .planning import build_plan, fetch_manifest, refresh
 from .store import ObjectStore, S3Store
 from .versionfile import update_version_files
 
@@ -109,14 +110,10 @@ def check_free_space(out: Path, need_bytes: int) -> None:
     free = free_bytes(out)
     if free is not None and need_bytes > free:
         raise DiskFullError(
-            f"not enough free space in {out}: {_size(need_bytes)} more needed, {_size(free)} "
-            "free (free some space, narrow the selection, or pass --no-space-check)"
+            f"not enough free space in {out}: {bytes_exact(need_bytes)} more needed, "
+            f"{bytes_exact(free)} free (free some space, narrow the selection, or pass "
+            "--no-space-check)"
         )
-
-
-def _size(n: int) -> str:
-    short = f"{n / 1024**3:,.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:,.1f} MiB"
-    return f"{short} ({n:,} bytes)"
 
 
 def default_jobs() -> int:

@@ -15,16 +15,12 @@ import random
 from collections.abc import Awaitable, Callable
 
 from .errors import IntegrityError, RemoteChangedError
-from .integrity import guess_layout, multipart_count
+from .etags import Layout, guess_layout, multipart_count
 from .retry import RetryPolicy, retry_call
 from .store import ObjectHead, ObjectStore
 
 __all__ = ["HeadRunner", "Layout", "exact_layout", "learn_layout", "retrying"]
 
-# Part sizes in bytes, and whether they are known (True) or a uniform guess (False). A layout
-# of one part for an ``-N`` ETag (N > 1) means the server ignores part numbers: the composite
-# ETag cannot be recomputed, only the size checked.
-Layout = tuple[tuple[int, ...], bool]
 
 # How a caller makes one HEAD: with its retry policy, its request limiter, its credentials
 # renewal. The engine and ``check`` each bring their own.

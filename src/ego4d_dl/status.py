@@ -17,10 +17,8 @@ from __future__ import annotations
 import io
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
 
 from .catalog import CONSORTIUM_BUCKET, major_version, metadata_key
 from .config import Options
@@ -29,6 +27,7 @@ from .journal import Journal, JournalEntry, find_journals
 from .manifest import Selection, parse_manifest
 from .ondisk import Classification, DiskState, ObjectVersion, OnDisk, Origin, classify, snapshot
 from .plan import dataset_dir, select_rows
+from .results import DatasetStatus, ShardStatus, Status, StatusCounts
 from .shard import Shard, shard_of
 
 __all__ = [
@@ -39,73 +38,6 @@ __all__ = [
     "collect_status",
     "find_journals",
 ]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StatusCounts:
-    """Files (and bytes, where known) of one shard, dataset or total, by state."""
-
-    files: int = 0
-    complete_files: int = 0
-    complete_bytes: int = 0
-    partial_files: int = 0
-    partial_done_bytes: int = 0  # already on disk and journaled
-    partial_size_bytes: int = 0
-    fetch_files: int = 0
-    fetch_known_bytes: int = 0  # bytes to fetch of files whose size a journal knows
-    fetch_unknown_files: int = 0  # files to fetch whose size no journal knows
-    # On disk at full name, in no journal: the next download adopts them (after a check).
-    unjournaled_files: int = 0
-    unjournaled_bytes: int = 0
-
-    @classmethod
-    def total(cls, parts: Iterable[StatusCounts]) -> Self:
-        """The field-wise sum of ``parts``."""
-        sums = dict.fromkeys((f.name for f in fields(cls)), 0)
-        for part in parts:
-            for name in sums:
-                sums[name] += getattr(part, name)
-        return cls(**sums)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DatasetStatus:
-    """One dataset within one shard (or within the whole directory)."""
-
-    name: str
-    counts: StatusCounts
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ShardStatus:
-    """One shard: its journal (``None``: never started) and its datasets."""
-
-    shard: Shard | None  # None: an unsharded directory
-    journal: Path | None
-    datasets: tuple[DatasetStatus, ...]
-
-    @property
-    def counts(self) -> StatusCounts:
-        """The shard's totals."""
-        return StatusCounts.total(d.counts for d in self.datasets)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Status:
-    """The directory: shards, datasets across shards, totals, and what to be wary of."""
-
-    output_directory: Path
-    version: str
-    shard_count: int | None
-    shards: tuple[ShardStatus, ...]
-    datasets: tuple[DatasetStatus, ...]
-    journals: tuple[Path, ...]
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def counts(self) -> StatusCounts:
-        """The directory's totals."""
-        return StatusCounts.total(d.counts for d in self.datasets)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

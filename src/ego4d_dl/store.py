@@ -47,7 +47,7 @@ from .errors import (
     RemoteChangedError,
     TransientError,
 )
-from .integrity import VerifyLevel, etag_kind
+from .etags import VerifyLevel, etag_kind
 from .signing import amz_date, sign_get
 
 __all__ = [

@@ -16,63 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-from .check import FileCheck, Verdict, check_files, record_checks
 from .config import Options
 from .download import check_free_space, make_engine
 from .engine import Engine, EngineSettings
-from .events import EventSink, RunSummary
+from .etags import Layout
+from .events import EventSink
 from .journal import Journal, JournalDamagedError, JournalView, journal_path, set_aside
-from .layout import Layout
 from .plan import Action, Plan, PlannedFile
-from .planner import build_plan
+from .planning import build_plan
+from .readback import check_files, record_checks
+from .results import FileCheck, Verdict, VerifyResult
 from .store import S3Store
 
 __all__ = ["VerifyResult", "run_verify"]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class VerifyResult:
-    """Every planned file's verdict and, with ``--repair``, what the repair run did."""
-
-    plan: Plan
-    checks: tuple[FileCheck, ...]
-    elapsed_s: float
-    repair: RunSummary | None = None
-    # A damaged journal that --repair set aside and rebuilt: where the old one now is.
-    rebuilt_from: Path | None = None
-
-    @property
-    def bad(self) -> tuple[FileCheck, ...]:
-        """The checks that found something wrong."""
-        return tuple(c for c in self.checks if c.verdict is not Verdict.OK)
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """How many files got each verdict."""
-        return dict(Counter(c.verdict.value for c in self.checks))
-
-    @property
-    def hashed_bytes(self) -> int:
-        """Bytes read back from disk and hashed."""
-        return sum(
-            c.planned.size_bytes
-            for c in self.checks
-            if c.verdict in (Verdict.OK, Verdict.CORRUPT) and c.level != "size"
-        )
-
-    @property
-    def ok(self) -> bool:
-        """Every file is good, or was bad in a way the repair run fixed."""
-        if not self.bad:
-            return True
-        if self.repair is None:
-            return False
-        return self.repair.ok and all(c.verdict.repairable for c in self.bad)
 
 
 def _triage(

@@ -31,7 +31,7 @@ from ..errors import (
     ManifestError,
     PlanError,
 )
-from ..progress import output_error_text
+from ..sinks import output_error_text
 from ..text import safe
 
 __all__ = [

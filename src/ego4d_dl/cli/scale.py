@@ -9,25 +9,20 @@ from typing import Annotated
 import typer
 
 from ..dashboard import CheckProgressSink
-from ..doctor import Blame, Diagnosis, diagnose
+from ..doctor import diagnose
 from ..download import default_jobs
 from ..errors import (
     ConfigError,
     Ego4dDLError,
 )
 from ..events import EventSink, discard
-from ..progress import Display
-from ..report import (
-    doctor_json,
-    render_doctor,
-    render_status,
-    render_verify,
-    status_json,
-    verify_json,
-)
+from ..jsonforms import doctor_json, status_json, verify_json
+from ..render import render_doctor, render_status, render_verify
+from ..results import Blame, Diagnosis, VerifyResult
 from ..shard import format_shard
+from ..sinks import Display
 from ..status import collect_status
-from ..verify import VerifyResult, run_verify
+from ..verify import run_verify
 from .app import (
     EXIT_CREDENTIALS,
     EXIT_FAILED,

@@ -38,18 +38,12 @@ from ..errors import (
     Ego4dDLError,
 )
 from ..events import Event, discard
+from ..formatting import human_bytes
+from ..jsonforms import plan_json
 from ..plan import Plan
-from ..planner import list_dataset_rows
-from ..progress import Display, JsonLinesSink, PlainProgressSink
-from ..report import (
-    confirmation_text,
-    human_bytes,
-    plan_json,
-    render_datasets,
-    render_plan,
-    render_summary,
-    shown,
-)
+from ..planning import list_dataset_rows
+from ..render import confirmation_text, render_datasets, render_plan, render_summary, shown
+from ..sinks import Display, JsonLinesSink, PlainProgressSink
 from ..store import S3Store
 from .app import (
     EXIT_CREDENTIALS,

@@ -36,6 +36,7 @@ from ..errors import (
     TransientError,
     leaves,
 )
+from ..etags import Layout, VerifyLevel, composite_etag, etag_kind, multipart_count
 from ..events import (
     BytesReceived,
     ConcurrencyChanged,
@@ -53,21 +54,12 @@ from ..events import (
     RunSummary,
 )
 from ..files import PartChangedError, PartFile, write_small_part
-from ..integrity import (
-    Piece,
-    VerifyLevel,
-    composite_etag,
-    etag_kind,
-    missing_ranges,
-    multipart_count,
-    part_bounds,
-    plan_pieces,
-)
 from ..journal import Journal, RangeRecord
-from ..layout import Layout, exact_layout, learn_layout
+from ..layout import exact_layout, learn_layout
 from ..limiter import AdaptiveLimiter
 from ..ondisk import OnDisk, classify, snapshot
 from ..plan import Action, PlannedFile
+from ..ranges import Piece, missing_ranges, part_bounds, plan_pieces
 from ..store import ObjectHead, ObjectStore, RangeBody
 from .checksums import checksum_fd
 from .committer import Committer

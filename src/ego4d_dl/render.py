@@ -1,40 +1,26 @@
-"""Static Rich renderings: the plan table, the dataset list, the confirmation, the summary,
-status, verify and doctor reports; their JSON forms; and the byte and duration formats every
-view shares.
+"""Static Rich renderings of values: the plan, the datasets, the summary, status, verify, doctor.
 
-One of the two modules (with ``dashboard``) that import rich. Functions take a ``Console`` so
-tests render into a recording console. Every string that came from outside (names, keys,
-server messages, paths) reaches Rich as ``Text`` after ``text.safe``: never parsed as markup
-or emoji codes, control characters escaped, whatever the console's own settings. Imports
-``plan``, ``events``, ``status``, ``verify``, ``doctor``, ``shard``, ``text`` and ``errors``.
+Takes a ``Console``; every untrusted string reaches Rich as ``Text`` after ``text.safe``, never
+as markup. Imports only values (``plan``, ``events``, ``results``) and ``formatting``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .doctor import Diagnosis, Severity
-from .events import Event, RunSummary
+from .events import RunSummary
+from .formatting import human_bytes, plural
 from .plan import Action, Plan, Totals
+from .results import Diagnosis, Severity, Status, StatusCounts, VerifyResult
 from .shard import format_shard
-from .status import Status, StatusCounts
 from .text import safe
-from .verify import VerifyResult
 
 __all__ = [
     "confirmation_text",
-    "doctor_json",
-    "event_json",
-    "human_bytes",
-    "human_duration",
-    "plan_json",
     "render_datasets",
     "render_doctor",
     "render_plan",
@@ -42,8 +28,6 @@ __all__ = [
     "render_summary",
     "render_verify",
     "shown",
-    "status_json",
-    "verify_json",
 ]
 
 
@@ -58,61 +42,40 @@ def _line(*parts: str | tuple[str, str]) -> Text:
     return Text.assemble(*((safe(p[0]), p[1]) if isinstance(p, tuple) else safe(p) for p in parts))
 
 
-def human_bytes(n: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``; binary units, as ``du -h`` and the original CLI's GB."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float) -> str:
-    """``83.4`` -> ``"0:01:23"``; hours grow past 24 (a full_scale download takes days)."""
-    total = max(0, int(seconds))
-    hours, rest = divmod(total, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
 def confirmation_text(plan: Plan, *, free_bytes: int | None) -> str:
     """What a download is about to do, for the prompt: size, file count, free space, what
     resumes and what is already complete (several lines, no trailing newline)."""
     t = plan.totals
     lines = [
         f"Ego4D {safe(plan.version)} -> {safe(str(plan.output_directory))}: "
-        f"{_files(t.fetch_files)} to fetch, "
+        f"{plural(t.fetch_files)} to fetch, "
         f"{human_bytes(t.fetch_bytes)}"
     ]
     resume = [f for f in plan.files if f.action is Action.RESUME]
     if resume:
         present = sum(f.present_bytes for f in resume)
         lines.append(
-            f"  resuming {_files(len(resume))} partly downloaded: {human_bytes(present)} on disk, "
+            f"  resuming {plural(len(resume))} partly downloaded: {human_bytes(present)} on disk, "
             f"{human_bytes(sum(f.bytes_to_fetch for f in resume))} to go"
         )
     if t.complete_files:
         lines.append(
-            f"  already complete, skipped: {_files(t.complete_files)} "
+            f"  already complete, skipped: {plural(t.complete_files)} "
             f"({human_bytes(t.complete_bytes)})"
         )
     if t.adopt_files:
         lines.append(
-            f"  on disk already, adopted after a check: {_files(t.adopt_files)} "
+            f"  on disk already, adopted after a check: {plural(t.adopt_files)} "
             f"({human_bytes(t.adopt_bytes)})"
         )
     if t.problem_files:
-        lines.append(f"  not available: {_files(t.problem_files)} (listed in the summary)")
+        lines.append(f"  not available: {plural(t.problem_files)} (listed in the summary)")
     if free_bytes is None:
         lines.append("  free space: unknown")
     else:
         verdict = "enough" if free_bytes >= t.fetch_bytes else "NOT enough"
         lines.append(f"  free space: {human_bytes(free_bytes)}, {verdict}")
     return "\n".join(lines)
-
-
-def _files(n: int) -> str:
-    return f"{n:,} file" if n == 1 else f"{n:,} files"
 
 
 def _totals_row(name: str, t: Totals) -> list[Text | str]:
@@ -156,55 +119,6 @@ def render_plan(console: Console, plan: Plan, *, free_bytes: int | None) -> None
         console.print(_line(f"... and {len(problems) - 50} more problem files (see --json)"))
 
 
-def plan_json(plan: Plan, *, free_bytes: int | None) -> dict[str, Any]:
-    """The plan as one JSON-ready document: every file with its action, and the totals."""
-
-    def totals(t: Totals) -> dict[str, int]:
-        return {
-            "files": t.files,
-            "size_bytes": t.size_bytes,
-            "complete_files": t.complete_files,
-            "complete_bytes": t.complete_bytes,
-            "fetch_files": t.fetch_files,
-            "fetch_bytes": t.fetch_bytes,
-            "resume_files": t.resume_files,
-            "adopt_files": t.adopt_files,
-            "adopt_bytes": t.adopt_bytes,
-            "problem_files": t.problem_files,
-        }
-
-    return {
-        "version": plan.version,
-        "output_directory": str(plan.output_directory),
-        "free_bytes": free_bytes,
-        "totals": totals(plan.totals),
-        "warnings": list(plan.warnings),
-        "datasets": [
-            {
-                "name": ds.name,
-                "totals": totals(ds.totals),
-                "malformed_rows": [{"line": m.line, "reason": m.reason} for m in ds.malformed],
-                "unknown_uids": list(ds.unknown_uids),
-                "files": [
-                    {
-                        "uid": f.uid,
-                        "bucket": f.bucket,
-                        "key": f.key,
-                        "destination": str(f.dest),
-                        "size_bytes": f.size_bytes,
-                        "etag": f.etag,
-                        "action": f.action.value,
-                        "present_bytes": f.present_bytes,
-                        "note": f.note,
-                    }
-                    for f in ds.files
-                ],
-            }
-            for ds in plan.datasets
-        ],
-    }
-
-
 def render_datasets(console: Console, version: str, rows: Sequence[tuple[str, str]]) -> None:
     """The release's datasets.csv as a table."""
     table = Table(title=_line(f"Ego4D {version} datasets"), title_justify="left")
@@ -213,27 +127,6 @@ def render_datasets(console: Console, version: str, rows: Sequence[tuple[str, st
     for name, description in rows:
         table.add_row(shown(name), shown(description))
     console.print(table)
-
-
-def event_json(event: Event) -> dict[str, Any]:
-    """An event as a JSON-ready dict with its type name under ``"event"``."""
-    doc: dict[str, Any] = {"event": type(event).__name__}
-    for f in dataclasses.fields(event):
-        value = getattr(event, f.name)
-        doc[f.name] = _jsonable(value)
-    return doc
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
 
 
 def render_summary(console: Console, summary: RunSummary) -> None:
@@ -328,32 +221,6 @@ def render_status(console: Console, status: Status) -> None:
         )
 
 
-def _counts_json(c: StatusCounts) -> dict[str, int]:
-    return {f.name: getattr(c, f.name) for f in dataclasses.fields(c)}
-
-
-def status_json(status: Status) -> dict[str, Any]:
-    """The status as one JSON-ready document."""
-    return {
-        "output_directory": str(status.output_directory),
-        "version": status.version,
-        "shard_count": status.shard_count,
-        "journals": [str(p) for p in status.journals],
-        "warnings": list(status.warnings),
-        "totals": _counts_json(status.counts),
-        "datasets": [{"name": d.name, **_counts_json(d.counts)} for d in status.datasets],
-        "shards": [
-            {
-                "shard": format_shard(s.shard) if s.shard else None,
-                "journal": str(s.journal) if s.journal else None,
-                "totals": _counts_json(s.counts),
-                "datasets": [{"name": d.name, **_counts_json(d.counts)} for d in s.datasets],
-            }
-            for s in status.shards
-        ],
-    }
-
-
 def render_verify(console: Console, result: VerifyResult) -> None:
     """Every file that is not right, then the counts and the repair run's summary."""
     out = result.plan.output_directory
@@ -377,31 +244,6 @@ def render_verify(console: Console, result: VerifyResult) -> None:
         console.print(_line("run again with --repair to fetch the damaged and missing files"))
 
 
-def verify_json(result: VerifyResult) -> dict[str, Any]:
-    """The verdicts (and the repair summary) as one JSON-ready document."""
-    out = result.plan.output_directory
-    return {
-        "output_directory": str(out),
-        "ok": result.ok,
-        "counts": result.counts,
-        "hashed_bytes": result.hashed_bytes,
-        "elapsed_s": result.elapsed_s,
-        "files": [
-            {
-                "dataset": c.planned.dataset,
-                "uid": c.planned.uid,
-                "key": c.planned.key,
-                "destination": str(c.planned.dest.relative_to(out)),
-                "verdict": c.verdict.value,
-                "level": c.level,
-                "reason": c.reason,
-            }
-            for c in result.checks
-        ],
-        "repair": _jsonable(result.repair) if result.repair is not None else None,
-    }
-
-
 _SEVERITY_STYLE = {
     Severity.OK: ("  ok", "green"),
     Severity.WARN: ("warn", "yellow"),
@@ -420,20 +262,3 @@ def render_doctor(console: Console, diagnosis: Diagnosis) -> None:
         console.print(
             _line(("A download would not start", "bold red"), ": fix the FAIL lines above.")
         )
-
-
-def doctor_json(diagnosis: Diagnosis) -> dict[str, Any]:
-    """The findings as one JSON-ready document."""
-    return {
-        "would_start": diagnosis.would_start,
-        "blame": diagnosis.blame.value or None,
-        "findings": [
-            {
-                "check": f.check,
-                "severity": f.severity.value,
-                "detail": f.detail,
-                "blame": f.blame.value or None,
-            }
-            for f in diagnosis.findings
-        ],
-    }

@@ -18,7 +18,6 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from pathlib import PurePosixPath
 from typing import Protocol, TextIO
 
 from .events import (
@@ -37,8 +36,9 @@ from .events import (
     RunStarted,
     RunSummary,
 )
+from .formatting import eta_s, eta_text, human_bytes, label
+from .jsonforms import event_json
 from .plan import Plan
-from .report import event_json, human_bytes, human_duration
 from .text import safe
 
 __all__ = [
@@ -120,25 +120,6 @@ class Rate:
             self.bytes_per_s += weight * (instant - self.bytes_per_s)
         self._t, self._count = now, count
         return self.bytes_per_s
-
-
-def eta_s(remaining_bytes: int, bytes_per_s: float | None) -> float | None:
-    """Seconds left at ``bytes_per_s``; None while the rate is unknown or nil."""
-    if remaining_bytes <= 0:
-        return 0.0
-    if bytes_per_s is None or bytes_per_s < 1.0:
-        return None
-    return remaining_bytes / bytes_per_s
-
-
-def eta_text(seconds: float | None) -> str:
-    """``"ETA 0:01:23"``, or dashes while unknown."""
-    return "ETA --:--:--" if seconds is None else f"ETA {human_duration(seconds)}"
-
-
-def label(dataset: str, key: str) -> str:
-    """A transfer's short name for display: ``dataset/<file name>``, made ``safe``."""
-    return safe(f"{dataset}/{PurePosixPath(key).name}")
 
 
 class Tally:

@@ -16,8 +16,6 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from .errors import (
@@ -26,12 +24,14 @@ from .errors import (
     RemoteChangedError,
     TransferError,
 )
+from .etags import Layout, VerifyLevel, composite_etag, etag_kind, multipart_count
 from .events import BytesHashed, CheckStarted, EventSink, FileChecked
 from .files import hash_range
-from .integrity import VerifyLevel, composite_etag, etag_kind, multipart_count, part_bounds
 from .journal import Journal
-from .layout import Layout, exact_layout, learn_layout, retrying
+from .layout import exact_layout, learn_layout, retrying
 from .plan import PlannedFile
+from .ranges import part_bounds
+from .results import FileCheck, Verdict
 from .retry import RetryPolicy
 from .store import ObjectStore
 
@@ -45,52 +45,6 @@ __all__ = [
 
 # Layout lookups are few and small; give up about as soon as planning does.
 CHECK_RETRY = RetryPolicy(max_attempts=5, base_delay_s=0.2, max_delay_s=4.0)
-
-
-class Verdict(StrEnum):
-    """What a check found."""
-
-    OK = "ok"  # the bytes match the ETag (or the size, where the ETag proves nothing more)
-    MISSING = "missing"  # not on disk
-    TRUNCATED = "truncated"  # shorter than the object
-    OVERSIZED = "oversized"  # longer than the object
-    CORRUPT = "corrupt"  # the right size, the wrong bytes
-    CHANGED = "changed"  # the object was replaced on the server since this copy was made
-    INCOMPLETE = "incomplete"  # a partial download that the next run resumes
-    UNAVAILABLE = "unavailable"  # the server has no such object, or denies it
-    UNCHECKED = "unchecked"  # the check itself failed (a layout lookup ran out of retries)
-    FOREIGN = "foreign"  # a link where the file should be: replaced on repair, never followed
-    BLOCKED = "blocked"  # a directory or special file in the way: never removed for us
-
-    @property
-    def repairable(self) -> bool:
-        """Whether fetching the object again would fix it."""
-        return self in _REPAIRABLE
-
-
-_REPAIRABLE = frozenset(
-    {
-        Verdict.MISSING,
-        Verdict.TRUNCATED,
-        Verdict.OVERSIZED,
-        Verdict.CORRUPT,
-        Verdict.CHANGED,
-        Verdict.INCOMPLETE,
-        Verdict.FOREIGN,
-    }
-)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FileCheck:
-    """The outcome of checking one planned file, and the layout learnt on the way."""
-
-    planned: PlannedFile
-    verdict: Verdict
-    level: str = ""  # a VerifyLevel value when the verdict is OK
-    reason: str = ""
-    layout: Layout | None = None
-    st: os.stat_result | None = None  # of the file as it was checked (OK verdicts)
 
 
 async def check_files(
