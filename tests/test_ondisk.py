@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.errors import PlanError
+from ego4d_dl.families.ego4d import select_rows
 from ego4d_dl.manifest import Selection, parse_manifest
 from ego4d_dl.ondisk import (
     DiskState,
@@ -24,7 +25,7 @@ from ego4d_dl.ondisk import (
     classify,
     snapshot,
 )
-from ego4d_dl.plan import Action, action_for, select_rows
+from ego4d_dl.plan import Action, action_for
 
 WANT = ObjectVersion(bucket="b", key="k", etag="e1", size_bytes=100)
 OLD = ObjectVersion(bucket="b", key="k", etag="e0", size_bytes=100)

@@ -113,7 +113,7 @@ def test_overlapping_runs_are_refused_and_the_first_ends_byte_exact(
     first run journaled is the object's bytes, and it finishes byte-exact."""
     out = tmp_path / "out"
     args = cli_args(out, dataset.name, sandbox.endpoint_url, "--json")
-    first = _start([*args, "--max-bandwidth", "1MB/s"], aws_env)
+    first = _start([*args, "--max-bandwidth", "200KB/s"], aws_env)
     try:
         _wait_for_part(dataset.dest(out, "big.bin"))
         for shard in ("1/1", "1/2"):
@@ -151,7 +151,7 @@ def test_same_n_shards_run_side_by_side_other_runs_wait(
         if run_cli([*args, "--shard", f"{k}/2", "--dry-run", "--json"], env=aws_env)
         .stdout.count("big.bin") > 0
     )  # fmt: skip
-    running = _start([*args, "--shard", f"{shard_of_big}/2", "--max-bandwidth", "1MB/s"], aws_env)
+    running = _start([*args, "--shard", f"{shard_of_big}/2", "--max-bandwidth", "200KB/s"], aws_env)
     try:
         _wait_for_part(dataset.dest(out, "big.bin"))
         refused = run_cli([*args, "--shard", f"{shard_of_big}/2"], env=aws_env)

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.errors import ConfigError, PlanError
+from ego4d_dl.families.ego4d import DatasetSelection, select_rows
 from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.manifest import Selection, parse_manifest
 from ego4d_dl.ondisk import ObjectVersion
-from ego4d_dl.plan import Action, DatasetSelection, PlannedFile, action_for, select_rows
+from ego4d_dl.plan import Action, PlannedFile, action_for
 from ego4d_dl.planning import look_on_disk
 
 

@@ -30,6 +30,7 @@ from .config import Options
 from .engine import Engine, EngineSettings
 from .errors import ConfigError, DiskFullError
 from .events import EventSink, RunSummary
+from .families.ego4d import fetch_manifest
 from .files import ensure_dir, part_path
 from .formatting import bytes_exact
 from .journal import (
@@ -41,8 +42,8 @@ from .journal import (
     journal_path,
 )
 from .locks import DirectoryClaim, RunConflictError, open_plain
-from .plan import Plan, PlannedFile, dataset_dir
-from .planning import build_plan, fetch_manifest, refresh
+from .plan import Plan, PlannedFile
+from .planning import build_plan, refresh
 from .store import ObjectStore, S3Store
 from .versionfile import update_version_files
 
@@ -170,11 +171,11 @@ def _write_atomic(dest: Path, data: bytes) -> None:
 
 
 def save_manifests(plan: Plan) -> list[Path]:
-    """Keep each dataset's manifest as ``<out>/<major>/<dataset>/manifest.csv`` (as the
-    original CLI does), written atomically."""
+    """Keep the release's manifests where the family says (Ego4D: ``<out>/<major>/<dataset>/
+    manifest.csv``, as the original CLI does), each written atomically."""
     written = []
-    for dataset, data in plan.manifests.items():
-        dest = dataset_dir(plan.output_directory, plan.version, dataset) / "manifest.csv"
+    for relative, data in plan.manifests.items():
+        dest = plan.output_directory / relative
         _write_atomic(dest, data)
         written.append(dest)
     return written
@@ -196,7 +197,6 @@ async def plan_readonly(
     store: S3Store,
     *,
     sink: EventSink,
-    manifest_override: Path | None = None,
     running_ok: bool = False,
 ) -> Plan:
     """The plan, made without changing anything on disk: the journal (if any) is read as an
@@ -234,7 +234,6 @@ async def plan_readonly(
             store,
             view=JournalView(out, journal, path),
             sink=sink,
-            manifest_override=manifest_override,
         )
     finally:
         if journal is not None:
@@ -249,7 +248,6 @@ async def run_download(
     confirm: Callable[[Plan], Awaitable[bool]],
     on_engine: Callable[[Engine], None] = lambda _: None,
     settings: EngineSettings | None = None,
-    manifest_override: Path | None = None,
     space_check: bool = True,
 ) -> DownloadResult:
     """Plan, ask ``confirm``, then claim the folder and transfer; nothing on disk changes
@@ -262,7 +260,7 @@ async def run_download(
         max_connections=options.concurrency,
         stall_timeout_s=options.stall_timeout_s,
     ) as store:
-        plan = await plan_readonly(options, store, sink=sink, manifest_override=manifest_override)
+        plan = await plan_readonly(options, store, sink=sink)
         if space_check:
             check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
         work = plan.totals.fetch_files + plan.totals.adopt_files

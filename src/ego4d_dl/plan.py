@@ -14,27 +14,20 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from .catalog import VIDEO_DATASETS, major_version
-from .errors import PlanError
-from .manifest import MalformedRow, ManifestHeader, ManifestRow, Selection
-from .ondisk import PART_SUFFIX, Classification, ObjectVersion, OnDisk
+from .catalog import major_version
+from .manifest import MalformedRow
+from .ondisk import Classification, ObjectVersion, OnDisk
 
 __all__ = [
-    "RESERVED_NAMES",
     "Action",
     "DatasetPlan",
-    "DatasetSelection",
     "Plan",
     "PlannedFile",
     "Totals",
     "action_for",
     "dataset_dir",
     "fold_name",
-    "select_rows",
 ]
-
-# Files the tool itself keeps in a dataset folder (the original CLI's names).
-RESERVED_NAMES = frozenset({"manifest.csv", "manifest.ver"})
 
 
 class Action(Enum):
@@ -147,17 +140,6 @@ class Totals:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DatasetSelection:
-    """The rows of one dataset that the user's filters admit, and what was left out and why."""
-
-    dataset: str
-    rows: tuple[ManifestRow, ...]
-    malformed: tuple[MalformedRow, ...]
-    unknown_uids: tuple[str, ...]
-    warnings: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class DatasetPlan:
     """One dataset of the plan."""
 
@@ -180,7 +162,9 @@ class Plan:
     output_directory: Path
     datasets: tuple[DatasetPlan, ...]
     warnings: tuple[str, ...] = ()
+    # The release's manifests to keep in the output folder: relative path -> bytes.
     manifests: Mapping[str, bytes] = field(default_factory=dict)
+    family: str = "Ego4D"
 
     @property
     def files(self) -> tuple[PlannedFile, ...]:
@@ -220,96 +204,3 @@ def fold_name(name: str) -> str:
 def dataset_dir(output_directory: Path, version: str, dataset: str) -> Path:
     """``<out>/<major version>/<dataset>``, the original CLI's layout."""
     return output_directory / major_version(version) / dataset
-
-
-_RESERVED_FOLDED = frozenset(fold_name(n) for n in RESERVED_NAMES)
-
-
-def _refuse_collision(dataset: str, folded: dict[str, ManifestRow], item: ManifestRow) -> None:
-    """Refuse two rows that would write one file, by exact name or by the rules of a
-    case-insensitive or normalising filesystem; remember ``item`` otherwise."""
-    key = fold_name(item.filename)
-    previous = folded.get(key)
-    if previous is None:
-        folded[key] = item
-        return
-    if previous.filename == item.filename:
-        names = f"{item.filename!r}"
-    else:
-        names = (
-            f"{previous.filename!r} and {item.filename!r}, one file on a case-insensitive or "
-            "normalising filesystem (exFAT, SMB, WSL /mnt/c, casefolded ext4)"
-        )
-    raise PlanError(
-        f"{dataset}: lines {previous.line} and {item.line} would both write {names} "
-        f"(s3://{previous.bucket}/{previous.key} and s3://{item.bucket}/{item.key}); "
-        "refusing to overwrite one with the other"
-    )
-
-
-def select_rows(
-    dataset: str,
-    header: ManifestHeader,
-    parsed: Iterable[ManifestRow | MalformedRow],
-    selection: Selection,
-) -> DatasetSelection:
-    """Apply the filters to one dataset's parsed rows.
-
-    As in the original CLI, UID filters apply to video datasets only and a benchmark filter
-    is ignored (with a warning) for a manifest without a benchmarks column. Requested UIDs
-    that the manifest lacks are reported, not fatal. Identical repeated rows collapse into one.
-    """
-    if selection.benchmarks and not header.has_benchmarks:
-        selection = Selection(universities=selection.universities, uids=selection.uids)
-        ignored_benchmarks = True
-    else:
-        ignored_benchmarks = False
-    rows: list[ManifestRow] = []
-    malformed: list[MalformedRow] = []
-    warnings: list[str] = []
-    seen: dict[str, ManifestRow] = {}
-    folded: dict[str, ManifestRow] = {}  # by the name a case-insensitive filesystem sees
-    present_uids: set[str] = set()
-    uid_filter = selection.uids if dataset in VIDEO_DATASETS else frozenset()
-    for item in parsed:
-        if isinstance(item, MalformedRow):
-            malformed.append(item)
-            continue
-        present_uids.add(item.uid)
-        if uid_filter and item.uid not in uid_filter:
-            continue
-        if not selection.admits(item):
-            continue
-        previous = seen.get(item.filename)
-        if previous is not None and (previous.bucket, previous.key) == (item.bucket, item.key):
-            warnings.append(
-                f"{dataset}: line {item.line} repeats line {previous.line}; downloaded once"
-            )
-            continue
-        if fold_name(item.filename) in _RESERVED_FOLDED:
-            raise PlanError(
-                f"{dataset}: line {item.line} would overwrite the tool's own {item.filename}"
-            )
-        _refuse_collision(dataset, folded, item)
-        seen[item.filename] = item
-        rows.append(item)
-    for row in rows:
-        if fold_name(row.filename).endswith(PART_SUFFIX):
-            base = folded.get(fold_name(row.filename)[: -len(PART_SUFFIX)])
-            if base is not None:
-                raise PlanError(
-                    f"{dataset}: {row.filename!r} (line {row.line}) would clash with the "
-                    f"temporary file of {base.filename!r} (line {base.line})"
-                )
-    if ignored_benchmarks:
-        warnings.append(f"{dataset}: the manifest has no benchmarks column; --benchmarks ignored")
-    if selection.uids and dataset not in VIDEO_DATASETS:
-        warnings.append(f"{dataset}: --video_uids applies to video datasets only; ignored here")
-    unknown = tuple(sorted(uid_filter - present_uids))
-    return DatasetSelection(
-        dataset=dataset,
-        rows=tuple(rows),
-        malformed=tuple(malformed),
-        unknown_uids=unknown,
-        warnings=tuple(warnings),
-    )

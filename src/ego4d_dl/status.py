@@ -14,19 +14,18 @@ shard has started; ``ego4d-dl plan`` asks S3 for the rest. What each file is, is
 
 from __future__ import annotations
 
-import io
 import sqlite3
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
-from .catalog import CONSORTIUM_BUCKET, major_version, metadata_key
+from .catalog import major_version
 from .config import Options
 from .errors import ConfigError, Ego4dDLError
+from .families import Family, Fetched, Wanted
+from .families.ego4d import Ego4D
 from .journal import Journal, JournalEntry, find_journals
-from .manifest import Selection, parse_manifest
 from .ondisk import Classification, DiskState, ObjectVersion, OnDisk, Origin, classify, snapshot
-from .plan import dataset_dir, select_rows
 from .results import DatasetStatus, ShardStatus, Status, StatusCounts
 from .shard import Shard, shard_of
 
@@ -38,14 +37,6 @@ __all__ = [
     "collect_status",
     "find_journals",
 ]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Wanted:
-    dataset: str
-    bucket: str
-    key: str
-    dest: Path
 
 
 def _read_journal(path: Path, known: dict[str, list[JournalEntry]]) -> str | None:
@@ -81,44 +72,24 @@ def _shard_count(
 
 
 def _wanted_files(
-    options: Options, datasets: tuple[str, ...], warnings: list[str]
-) -> list[_Wanted]:
-    out = options.output_directory
-    selection = Selection(
-        benchmarks=options.benchmarks, universities=options.universities, uids=options.video_uids
-    )
-    wanted: list[_Wanted] = []
-    if options.metadata:
-        key = metadata_key(options.version)
-        wanted.append(
-            _Wanted(dataset="metadata", bucket=CONSORTIUM_BUCKET, key=key, dest=out / "ego4d.json")
-        )
-    for ds in datasets:
-        folder = dataset_dir(out, options.version, ds)
-        source = folder / "manifest.csv"
+    family: Family, out: Path, datasets: Sequence[str] | None, warnings: list[str]
+) -> list[Wanted]:
+    """The files the saved manifests ask for (after the same filters as the download)."""
+    wanted = list(family.extras())
+    for ds, source in family.saved(out, datasets).items():
         try:
-            text = source.read_text(encoding="utf-8-sig")
+            data = source.read_bytes()
         except FileNotFoundError:
-            warnings.append(f"{ds}: no manifest saved in {folder}; run ego4d-dl download first")
+            warnings.append(
+                f"{ds}: no manifest saved in {source.parent}; run ego4d-dl download first"
+            )
             continue
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             warnings.append(f"{ds}: cannot read {source}: {exc}")
             continue
-        header, rows = parse_manifest(io.StringIO(text, newline=""), source=str(source))
-        chosen = select_rows(ds, header, rows, selection)
-        wanted.extend(
-            _Wanted(dataset=ds, bucket=r.bucket, key=r.key, dest=folder / r.filename)
-            for r in chosen.rows
-        )
+        fetched = Fetched(dataset=ds, data=data, source=str(source), keep_as=None)
+        wanted.extend(family.select(fetched).wanted)
     return wanted
-
-
-def _saved_datasets(options: Options) -> tuple[str, ...]:
-    """Datasets whose manifest a download saved under ``<out>/<major version>/``."""
-    root = options.output_directory / major_version(options.version)
-    if not root.is_dir():
-        return ()
-    return tuple(sorted(p.parent.name for p in root.glob("*/manifest.csv")))
 
 
 # Which of several journals' verdicts on one file tells most: done beats begun beats nothing.
@@ -133,7 +104,7 @@ _RANK = {
 }
 
 
-def _verdict(w: _Wanted, mine: list[JournalEntry], disk: DiskState) -> Classification:
+def _verdict(w: Wanted, mine: list[JournalEntry], disk: DiskState) -> Classification:
     """``classify`` with each journal's version of the object as the one wanted (offline, the
     server's current version is unknown); the most telling verdict wins."""
     if not mine:
@@ -143,11 +114,13 @@ def _verdict(w: _Wanted, mine: list[JournalEntry], disk: DiskState) -> Classific
     return min(verdicts, key=lambda c: (_RANK[c.verdict], -c.present_bytes))
 
 
-def _classify(w: _Wanted, out: Path, known: dict[str, list[JournalEntry]]) -> StatusCounts:
+def _classify(
+    w: Wanted, dest: Path, out: Path, known: dict[str, list[JournalEntry]]
+) -> StatusCounts:
     """One file's counts: complete, partial, to fetch, or on disk without a journal entry."""
-    rel = str(w.dest.relative_to(out))
+    rel = str(w.dest)
     mine = [e for e in known.get(rel, []) if (e.version.bucket, e.version.key) == (w.bucket, w.key)]
-    disk = snapshot(w.dest)
+    disk = snapshot(dest)
     found = _verdict(w, mine, disk)
     on_disk = disk.final.size_bytes if disk.final is not None else 0
     if found.verdict is OnDisk.COMPLETE or (
@@ -183,8 +156,9 @@ def collect_status(options: Options, *, datasets_given: bool) -> Status:
     warnings: list[str] = []
     if not out.is_dir():
         raise ConfigError(f"output directory {out} does not exist")
-    datasets = options.datasets if datasets_given else _saved_datasets(options)
-    if not datasets and not options.metadata:
+    family = Ego4D(options)
+    datasets = options.datasets if datasets_given else None
+    if not family.saved(out, datasets) and not options.metadata:
         raise ConfigError(f"no saved manifests under {out / major_version(options.version)}")
     plain, sharded = find_journals(out)
     journals = ([plain] if plain else []) + [sharded[s] for s in sorted(sharded)]
@@ -194,7 +168,7 @@ def collect_status(options: Options, *, datasets_given: bool) -> Status:
         if warning:
             warnings.append(warning)
     try:
-        wanted = _wanted_files(options, datasets, warnings)
+        wanted = _wanted_files(family, out, datasets, warnings)
     except Ego4dDLError as exc:
         raise ConfigError(f"cannot read a saved manifest: {exc}") from None
     count = _shard_count(options.shard, sharded, warnings)
@@ -205,7 +179,7 @@ def collect_status(options: Options, *, datasets_given: bool) -> Status:
         if w.dataset not in names:
             names.append(w.dataset)
         k = shard_of(w.key, count) if count else None
-        per[(k, w.dataset)].append(_classify(w, out, known))
+        per[(k, w.dataset)].append(_classify(w, out / w.dest, out, known))
 
     shard_ids: list[int | None] = list(range(1, count + 1)) if count else [None]
     if options.shard is not None:

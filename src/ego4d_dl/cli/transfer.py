@@ -38,10 +38,10 @@ from ..errors import (
     Ego4dDLError,
 )
 from ..events import Event, discard
+from ..families.ego4d import list_dataset_rows
 from ..formatting import human_bytes
 from ..jsonforms import plan_json
 from ..plan import Plan
-from ..planning import list_dataset_rows
 from ..render import confirmation_text, render_datasets, render_plan, render_summary, shown
 from ..sinks import Display, JsonLinesSink, PlainProgressSink
 from ..store import S3Store
@@ -183,7 +183,6 @@ def plan_command(
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
     print_warnings(warnings)
-    override = options.manifest_override
 
     async def go() -> Plan:
         async with S3Store(
@@ -192,9 +191,7 @@ def plan_command(
             max_connections=max(8, options.concurrency),
             stall_timeout_s=options.stall_timeout_s,
         ) as store:
-            return await plan_readonly(
-                options, store, sink=discard, manifest_override=override, running_ok=True
-            )
+            return await plan_readonly(options, store, sink=discard, running_ok=True)
 
     plan = run_async(go, credentials=options.credentials)
     print_warnings(plan.warnings)
@@ -525,7 +522,6 @@ def download_command(
                 sink=sink,
                 confirm=confirm,
                 on_engine=on_engine,
-                manifest_override=options.manifest_override,
                 space_check=not no_space_check,
             )
         finally:
