@@ -31,7 +31,7 @@ from ego4d_dl.events import (
     RunSummary,
 )
 from ego4d_dl.ondisk import ObjectVersion
-from ego4d_dl.plan import Action, DatasetPlan, Plan, PlannedFile
+from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile
 from ego4d_dl.sinks import Display, JsonLinesSink, PlainProgressSink
 
 MiB = 1 << 20

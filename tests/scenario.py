@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ego4d_dl.config import Endpoint, Options
-from ego4d_dl.download import DownloadResult, run_download
+from ego4d_dl.downloading import DownloadResult, run_download
 from ego4d_dl.engine import EngineSettings
 from ego4d_dl.events import Event
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, fake_bytes

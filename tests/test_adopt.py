@@ -19,7 +19,7 @@ import pytest
 from ego4d_dl.adopt import leftover_temp_files, read_version_file
 from ego4d_dl.journal import Journal, journal_path
 from ego4d_dl.ondisk import ObjectVersion
-from ego4d_dl.plan import Action, PlannedFile
+from ego4d_dl.planned import Action, PlannedFile
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.versionfile import read_entries
 

@@ -10,10 +10,10 @@ import pytest
 
 from ego4d_dl.bandwidth import TokenBucket, format_rate, parse_bandwidth
 from ego4d_dl.config import Credentials, Options, parse_endpoint
-from ego4d_dl.download import run_download
+from ego4d_dl.downloading import run_download
 from ego4d_dl.errors import ConfigError
 from ego4d_dl.events import BytesReceived, Event
-from ego4d_dl.plan import Plan
+from ego4d_dl.planned import Plan
 from ego4d_dl.sandbox import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Sandbox, SeededRelease
 
 MiB = 1024 * 1024

@@ -22,8 +22,8 @@ import typer
 
 from ego4d_dl.catalog import BUCKET_TO_UNIVERSITY
 from ego4d_dl.cli import app
-from ego4d_dl.cli.options import build_options, typed_values
-from ego4d_dl.config import Options
+from ego4d_dl.cli.options import typed_values
+from ego4d_dl.config import Options, build_options
 from ego4d_dl.errors import ConfigError
 from ego4d_dl.families.ego4d import select_rows
 from ego4d_dl.manifest import ManifestRow, Selection, parse_manifest, parse_s3_url

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from ego4d_dl.config import Credentials, Options, parse_endpoint
 from ego4d_dl.dashboard import Dashboard
-from ego4d_dl.download import run_download
+from ego4d_dl.downloading import run_download
 from ego4d_dl.events import (
     BytesReceived,
     ConcurrencyChanged,
@@ -25,6 +25,7 @@ from ego4d_dl.events import (
     FileRestarted,
     FileSkipped,
     FileStarted,
+    FileStatus,
     FileVerified,
     IntegrityFailed,
     ManifestLoaded,
@@ -37,7 +38,7 @@ from ego4d_dl.events import (
 )
 from ego4d_dl.formatting import human_bytes
 from ego4d_dl.ondisk import ObjectVersion
-from ego4d_dl.plan import Action, DatasetPlan, Plan, PlannedFile
+from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile
 from ego4d_dl.sandbox import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Sandbox, SeededRelease
 from ego4d_dl.sinks import Rate
 
@@ -181,7 +182,7 @@ def steady_run(width: int = 100) -> Harness:
             dataset="full_scale",
             key=V3.key,
             dest=V3.dest,
-            status="missing",
+            status=FileStatus.MISSING,
             reason="404 Not Found",
         ),
         started(B_JSON),

@@ -36,6 +36,7 @@ from ego4d_dl.events import (
     FileFailed,
     FileOutcome,
     FileStarted,
+    FileStatus,
     RangeRetried,
     RunStarted,
     RunSummary,
@@ -125,7 +126,7 @@ def _summary() -> RunSummary:
             uid=name,
             key=f"{PREFIX}/{name}.json",
             dest=Path("/data") / f"{i}.json",
-            status="missing",
+            status=FileStatus.MISSING,
             reason=f"s3://{CONSORTIUM_BUCKET}/{PREFIX}/{name}.json: no such object (404)",
         )
         for i, name in enumerate(HOSTILE)
@@ -188,7 +189,11 @@ def test_plain_lines_and_the_dashboard_escape_hostile_names() -> None:
         )
     )
     board(FileStarted(dataset=DATASET, key=key, dest=Path("/d/x"), size_bytes=10, present_bytes=0))
-    board(FileFailed(dataset=DATASET, key=key, dest=Path("/d/x"), status="failed", reason="[/x]"))
+    board(
+        FileFailed(
+            dataset=DATASET, key=key, dest=Path("/d/x"), status=FileStatus.FAILED, reason="[/x]"
+        )
+    )
     console.print(board.render())
     frame = console.export_text()
     assert "\x1b" not in frame and "new\\nline" in frame and "[/x]" in frame

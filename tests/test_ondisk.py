@@ -25,7 +25,7 @@ from ego4d_dl.ondisk import (
     classify,
     snapshot,
 )
-from ego4d_dl.plan import Action, action_for
+from ego4d_dl.planned import Action, action_for
 
 WANT = ObjectVersion(bucket="b", key="k", etag="e1", size_bytes=100)
 OLD = ObjectVersion(bucket="b", key="k", etag="e0", size_bytes=100)

@@ -28,6 +28,7 @@ from ego4d_dl.events import (
     FileFailed,
     FileSkipped,
     FileStarted,
+    FileStatus,
     ManifestLoaded,
     PlanBuilt,
     RangeRetried,
@@ -36,7 +37,7 @@ from ego4d_dl.events import (
     RunSummary,
 )
 from ego4d_dl.ondisk import ObjectVersion
-from ego4d_dl.plan import Action, DatasetPlan, Plan, PlannedFile
+from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile
 from ego4d_dl.render import confirmation_text
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.sinks import JsonLinesSink, PlainProgressSink
@@ -100,7 +101,8 @@ def _script(clock: FakeClock) -> Iterator[Event]:
     )
     yield FileSkipped(dataset="full_scale", key="k0", dest=DEST, size_bytes=MiB, reason="complete")
     yield FileFailed(  # the store names the object; the line does not say it twice
-        dataset="full_scale", key="public/v2/full_scale/v3.mp4", dest=DEST, status="missing",
+        dataset="full_scale", key="public/v2/full_scale/v3.mp4", dest=DEST,
+        status=FileStatus.MISSING,
         reason="s3://ego4d-cmu/public/v2/full_scale/v3.mp4: 404 Not Found",
     )  # fmt: skip
     yield FileStarted(

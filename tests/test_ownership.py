@@ -263,7 +263,7 @@ def test_a_part_replaced_while_it_is_written_is_never_renamed_into_place(
             swapped.append(True)
 
     from ego4d_dl.config import Endpoint, Options
-    from ego4d_dl.download import run_download
+    from ego4d_dl.downloading import run_download
     from ego4d_dl.engine import EngineSettings
 
     events: list[Event] = []
@@ -385,7 +385,7 @@ def test_in_process_decline_changes_nothing(
     before = tree_hash(out)
     import asyncio
 
-    from ego4d_dl.download import run_download
+    from ego4d_dl.downloading import run_download
     from tests.scenario import options_for
 
     async def no(_: object) -> bool:

@@ -12,7 +12,7 @@ from ego4d_dl.families.ego4d import DatasetSelection, select_rows
 from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.manifest import Selection, parse_manifest
 from ego4d_dl.ondisk import ObjectVersion
-from ego4d_dl.plan import Action, PlannedFile, action_for
+from ego4d_dl.planned import Action, PlannedFile, action_for
 from ego4d_dl.planning import look_on_disk
 
 

@@ -31,7 +31,7 @@ from .events import EventSink
 from .journal import Journal
 from .locks import lock_file, open_plain
 from .ondisk import JournalEntry, Origin, part_path
-from .plan import Action, Plan, PlannedFile
+from .planned import Action, Plan, PlannedFile
 from .readback import check_files, record_checks
 from .results import Verdict
 from .store import ObjectStore

@@ -55,7 +55,7 @@ from .events import (
     RunSummary,
 )
 from .formatting import eta_s, eta_text, human_bytes, human_duration, label
-from .plan import Plan
+from .planned import Plan
 from .sinks import WARNINGS, Rate, Tally, warning_text
 from .text import safe
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .catalog import CONSORTIUM_BUCKET
 from .config import Options
-from .download import free_bytes, plan_readonly
+from .downloading import free_bytes, plan_readonly
 from .errors import (
     ConfigError,
     CredentialsError,
@@ -31,8 +31,9 @@ from .errors import (
 )
 from .events import discard
 from .formatting import human_bytes, plural
-from .plan import Action, Plan
+from .planned import Action, Plan
 from .results import Blame, Diagnosis, Finding, Severity
+from .session import open_store
 from .store import KeyInfo, S3Store, proxy_for, resolve_keys, usable_region
 
 __all__ = ["Blame", "Diagnosis", "Finding", "Severity", "diagnose", "mask_key_id"]
@@ -323,12 +324,7 @@ async def diagnose(options: Options, *, now: Callable[[], float] = time.time) ->
         return Diagnosis(findings=tuple(findings))
 
     plan: Plan | None = None
-    async with S3Store(
-        credentials=options.credentials,
-        endpoint=options.endpoint,
-        max_connections=max(8, options.concurrency),
-        stall_timeout_s=options.stall_timeout_s,
-    ) as store:
+    async with open_store(options, lookups=True) as store:
         try:
             probe = await store.probe_bucket(CONSORTIUM_BUCKET)
         except NetworkError as exc:

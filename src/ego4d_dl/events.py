@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "FileRestarted",
     "FileSkipped",
     "FileStarted",
+    "FileStatus",
     "FileVerified",
     "IntegrityFailed",
     "ManifestLoaded",
@@ -34,8 +36,26 @@ __all__ = [
     "RunFinished",
     "RunStarted",
     "RunSummary",
+    "StopKind",
     "discard",
 ]
+
+
+class FileStatus(StrEnum):
+    """Why a file could not be had."""
+
+    MISSING = "missing"  # the server answered 404
+    DENIED = "denied"  # 403 for this object, although the keys are good
+    FAILED = "failed"  # anything else: retries ran out, integrity kept failing, disk error
+
+
+class StopKind(StrEnum):
+    """Why a run stopped before every file was tried."""
+
+    CREDENTIALS = "credentials"  # keys rejected or expired: renew them, run again
+    DISK = "disk"  # no space left (or the journal cannot be written)
+    NETWORK = "network"  # the endpoint stayed unreachable
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM, or output that could not be written
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,12 +181,12 @@ class FileSkipped:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FileFailed:
-    """A file could not be had: ``status`` is ``missing``, ``denied`` or ``failed``."""
+    """A file could not be had, and why."""
 
     dataset: str
     key: str
     dest: Path
-    status: str
+    status: FileStatus
     reason: str
 
 
@@ -186,7 +206,7 @@ class FileOutcome:
     uid: str
     key: str
     dest: Path
-    status: str
+    status: FileStatus
     reason: str
 
 
@@ -208,7 +228,26 @@ class RunSummary:
     levels: Mapping[str, int]
     problems: tuple[FileOutcome, ...]
     stopped_by: str | None = None
-    stop_kind: str | None = None  # "credentials", "disk", "interrupted", "network"
+    stop_kind: StopKind | None = None
+
+    @classmethod
+    def empty(cls) -> RunSummary:
+        """The summary of a run that had nothing to do."""
+        return cls(
+            files=0,
+            verified=0,
+            skipped=0,
+            failed=0,
+            missing=0,
+            denied=0,
+            bytes_fetched=0,
+            size_bytes=0,
+            elapsed_s=0.0,
+            retries=0,
+            restarts=0,
+            levels={},
+            problems=(),
+        )
 
     @property
     def ok(self) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .events import Event
-from .plan import Plan, Totals
+from .planned import Plan, Totals
 from .results import Diagnosis, Status, StatusCounts, VerifyResult
 from .shard import format_shard
 

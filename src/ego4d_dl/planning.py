@@ -28,7 +28,7 @@ from .families.ego4d import PLAN_RETRY, Ego4D
 from .journal import JournalView
 from .lookup import LookupResult, lookup_objects
 from .ondisk import Classification, ObjectVersion, OnDisk, Origin, classify, snapshot
-from .plan import (
+from .planned import (
     Action,
     DatasetPlan,
     Plan,

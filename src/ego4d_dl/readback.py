@@ -29,7 +29,7 @@ from .events import BytesHashed, CheckStarted, EventSink, FileChecked
 from .files import hash_range
 from .journal import Journal
 from .layout import exact_layout, learn_layout, retrying
-from .plan import PlannedFile
+from .planned import PlannedFile
 from .ranges import part_bounds
 from .results import FileCheck, Verdict
 from .retry import RetryPolicy

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from .events import RunSummary
 from .formatting import human_bytes, plural
-from .plan import Action, Plan, Totals
+from .planned import Action, Plan, Totals
 from .results import Diagnosis, Severity, Status, StatusCounts, VerifyResult
 from .shard import format_shard
 from .text import safe

@@ -17,7 +17,7 @@ from typing import Self
 
 from .etags import Layout
 from .events import RunSummary
-from .plan import Plan, PlannedFile
+from .planned import Plan, PlannedFile
 from .shard import Shard
 
 __all__ = [

@@ -38,7 +38,7 @@ from .events import (
 )
 from .formatting import eta_s, eta_text, human_bytes, label
 from .jsonforms import event_json
-from .plan import Plan
+from .planned import Plan
 from .text import safe
 
 __all__ = [

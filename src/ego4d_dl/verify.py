@@ -19,16 +19,16 @@ import time
 from collections.abc import Callable
 
 from .config import Options
-from .download import check_free_space, make_engine
+from .downloading import check_free_space, make_engine
 from .engine import Engine, EngineSettings
 from .etags import Layout
 from .events import EventSink
 from .journal import Journal, JournalDamagedError, JournalView, journal_path, set_aside
-from .plan import Action, Plan, PlannedFile
+from .planned import Action, Plan, PlannedFile
 from .planning import build_plan
 from .readback import check_files, record_checks
 from .results import FileCheck, Verdict, VerifyResult
-from .store import S3Store
+from .session import open_store
 
 __all__ = ["VerifyResult", "run_verify"]
 
@@ -89,12 +89,7 @@ async def run_verify(
     """Plan, check every file of this shard, record the verdicts; with ``repair``, refetch."""
     out = options.output_directory
     settings = EngineSettings(concurrency=options.concurrency, verify="etag")
-    async with S3Store(
-        credentials=options.credentials,
-        endpoint=options.endpoint,
-        max_connections=options.concurrency,
-        stall_timeout_s=options.stall_timeout_s,
-    ) as store:
+    async with open_store(options) as store:
         path = journal_path(out, options.shard)
         rebuilt_from = None
         journal = Journal(path)

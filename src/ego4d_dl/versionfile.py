@@ -33,7 +33,7 @@ from .adopt import VERSION_FILE
 from .errors import Ego4dDLError
 from .journal import JOURNAL_DIR, Journal
 from .locks import open_plain
-from .plan import Plan, PlannedFile, dataset_dir
+from .planned import Plan, PlannedFile, dataset_dir
 from .retry import RetryPolicy, retry_call
 from .store import ObjectStore
 

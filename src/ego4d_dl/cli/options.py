@@ -6,35 +6,21 @@ Every flag of the original CLI in both spellings; ``build_options`` turns what w
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from ..bandwidth import parse_bandwidth
 from ..catalog import (
-    DEFAULT_DATASETS,
     DEFAULT_VERSION,
-    UNIVERSITY_TO_BUCKET,
-    normalise_dataset,
-    normalise_university,
-    normalise_version,
 )
 from ..config import (
     DEFAULT_CONCURRENCY,
-    DEFAULT_STALL_TIMEOUT_S,
-    Credentials,
     Options,
+    build_options,
     load_config_file,
-    parse_endpoint,
-    read_uid_file,
 )
-from ..errors import (
-    ConfigError,
-)
-from ..shard import parse_shard
 from .app import warn
 
 __all__ = [
@@ -53,8 +39,6 @@ __all__ = [
     "Version",
     "VideoUidFile",
     "VideoUids",
-    "build_options",
-    "check_output_directory",
     "gather_options",
     "merge_config",
     "print_warnings",
@@ -73,99 +57,6 @@ def merge_config(ctx: typer.Context, values: dict[str, Any], config: Path | None
         if key in merged and (source is None or source.name in ("DEFAULT", "DEFAULT_MAP")):
             merged[key] = value
     return merged
-
-
-def check_output_directory(path: Path, *, create: bool) -> None:
-    """Refuse an output directory that is a file or that we could not write into."""
-    probe = path
-    while not probe.exists():
-        if probe == probe.parent:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise ConfigError(f"output directory {path}: {probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"output directory {path}: no permission to write in {probe}")
-    if create:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create output directory {path}: {exc.strerror}") from None
-
-
-def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
-    """Validate raw option values into ``Options``; also return warnings to show."""
-    warnings: list[str] = []
-    out_raw = values.get("output_directory")
-    if not out_raw:
-        raise ConfigError("missing --output_directory (where the dataset should go)")
-    output_directory = Path(str(out_raw)).expanduser().absolute()
-    version = normalise_version(str(values.get("version") or DEFAULT_VERSION))
-    datasets: list[str] = []
-    for name in values.get("datasets") or DEFAULT_DATASETS:
-        canon = normalise_dataset(name)
-        if canon != name.strip() and canon.replace("_", "-") != name.strip().lower():
-            warnings.append(f"dataset {name!r} read as {canon!r}")
-        if canon not in datasets:
-            datasets.append(canon)
-    uids_given = values.get("video_uids") or []
-    uid_file = values.get("video_uid_file")
-    if uids_given and uid_file:
-        raise ConfigError("--video_uids and --video_uid_file are mutually exclusive; use one")
-    uids = read_uid_file(Path(str(uid_file))) if uid_file else frozenset(uids_given)
-    upper = sorted(u for u in uids if u != u.lower())
-    if upper:
-        warnings.append(
-            f"Ego4D UIDs are lower case; read {len(upper)} as lower case: {', '.join(upper[:5])}"
-            + (" ..." if len(upper) > 5 else "")
-            + " (the original CLI stops on them)"
-        )
-        uids = frozenset(u.lower() for u in uids)
-    universities = frozenset(normalise_university(u) for u in values.get("universities") or [])
-    recased = sorted(u for u in values.get("universities") or [] if u not in UNIVERSITY_TO_BUCKET)
-    if recased:
-        # The original refuses these (argparse choices are case-sensitive).
-        warnings.append(
-            f"universities read as {', '.join(normalise_university(u) for u in recased)}"
-            " (the original CLI takes only the lower-case ids)"
-        )
-    benchmarks = frozenset(b.strip().lower() for b in values.get("benchmarks") or [] if b.strip())
-    raw_concurrency = values.get("concurrency")
-    concurrency = DEFAULT_CONCURRENCY if raw_concurrency is None else int(raw_concurrency)
-    if not 1 <= concurrency <= 1024:
-        raise ConfigError(f"--concurrency must be between 1 and 1024, not {concurrency}")
-    raw_stall = values.get("stall_timeout")
-    stall = DEFAULT_STALL_TIMEOUT_S if raw_stall is None else float(raw_stall)
-    if stall <= 0:
-        raise ConfigError(f"--stall-timeout must be positive, not {stall:g}")
-    verify = str(values.get("verify") or "etag")
-    if verify not in ("etag", "size"):
-        raise ConfigError(f"--verify must be 'etag' or 'size', not {verify!r}")
-    profile = values.get("aws_profile_name")
-    override = values.get("manifest_override_path")
-    endpoint = parse_endpoint(values.get("endpoint_url"))
-    shard = values.get("shard")
-    max_bandwidth = values.get("max_bandwidth")
-    options = Options(
-        output_directory=output_directory,
-        version=version,
-        datasets=tuple(datasets),
-        benchmarks=benchmarks,
-        universities=universities,
-        video_uids=uids,
-        credentials=Credentials(profile=str(profile) if profile else None),
-        endpoint=endpoint,
-        concurrency=concurrency,
-        stall_timeout_s=stall,
-        release_manifest=bool(values.get("manifest")),
-        manifest_override=Path(str(override)).expanduser() if override else None,
-        metadata=values.get("metadata", True) is not False,
-        assume_yes=bool(values.get("yes")),
-        verify=verify,  # type: ignore[arg-type]
-        shard=parse_shard(str(shard)) if shard else None,
-        max_bandwidth_bytes_s=parse_bandwidth(str(max_bandwidth)) if max_bandwidth else None,
-    )
-    return options, warnings
 
 
 # --- shared option declarations -----------------------------------------------------------

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
+from ..config import build_options
 from ..dashboard import CheckProgressSink
 from ..doctor import diagnose
-from ..download import default_jobs
+from ..downloading import default_jobs
 from ..errors import (
     ConfigError,
     Ego4dDLError,
@@ -51,7 +52,6 @@ from .options import (
     Version,
     VideoUidFile,
     VideoUids,
-    build_options,
     gather_options,
     print_warnings,
     typed_values,

@@ -28,11 +28,13 @@ from ..config import (
     DEFAULT_STALL_TIMEOUT_S,
     Credentials,
     Options,
+    build_options,
+    check_output_directory,
     parse_endpoint,
 )
 from ..dashboard import CheckProgressSink, Dashboard
 from ..demo import demo_release, mismatches
-from ..download import DownloadResult, free_bytes, plan_readonly, run_download
+from ..downloading import DownloadResult, free_bytes, plan_readonly, run_download
 from ..engine import Engine
 from ..errors import (
     Ego4dDLError,
@@ -41,8 +43,9 @@ from ..events import Event, discard
 from ..families.ego4d import list_dataset_rows
 from ..formatting import human_bytes
 from ..jsonforms import plan_json
-from ..plan import Plan
+from ..planned import Plan
 from ..render import confirmation_text, render_datasets, render_plan, render_summary, shown
+from ..session import open_store
 from ..sinks import Display, JsonLinesSink, PlainProgressSink
 from ..store import S3Store
 from .app import (
@@ -76,8 +79,6 @@ from .options import (
     Version,
     VideoUidFile,
     VideoUids,
-    build_options,
-    check_output_directory,
     gather_options,
     print_warnings,
     typed_values,
@@ -185,12 +186,7 @@ def plan_command(
     print_warnings(warnings)
 
     async def go() -> Plan:
-        async with S3Store(
-            credentials=options.credentials,
-            endpoint=options.endpoint,
-            max_connections=max(8, options.concurrency),
-            stall_timeout_s=options.stall_timeout_s,
-        ) as store:
+        async with open_store(options, lookups=True) as store:
             return await plan_readonly(options, store, sink=discard, running_ok=True)
 
     plan = run_async(go, credentials=options.credentials)

@@ -46,19 +46,21 @@ from ..events import (
     FileRestarted,
     FileSkipped,
     FileStarted,
+    FileStatus,
     FileVerified,
     IntegrityFailed,
     RangeRetried,
     RunFinished,
     RunStarted,
     RunSummary,
+    StopKind,
 )
 from ..files import PartChangedError, PartFile, write_small_part
 from ..journal import Journal, RangeRecord
 from ..layout import exact_layout, learn_layout
 from ..limiter import AdaptiveLimiter
 from ..ondisk import OnDisk, classify, snapshot
-from ..plan import Action, PlannedFile
+from ..planned import Action, PlannedFile
 from ..ranges import Piece, missing_ranges, part_bounds, plan_pieces
 from ..store import ObjectHead, ObjectStore, RangeBody
 from .checksums import checksum_fd
@@ -168,7 +170,7 @@ class Engine:
                     )
                 )
             elif f.action.is_problem:
-                self._fail(f, f.action.value, f.note)
+                self._fail(f, FileStatus(f.action.value), f.note)
 
         stop: RunStopped | None = None
         interrupted = False
@@ -189,7 +191,7 @@ class Engine:
                 await committer
             await asyncio.shield(self._shutdown())
         if interrupted:
-            stop = RunStopped("interrupted", InterruptedError("interrupted"))
+            stop = RunStopped(StopKind.INTERRUPTED, InterruptedError("interrupted"))
         return self._summary(files, started, stop, total_size)
 
     def stop(self) -> None:
@@ -224,16 +226,16 @@ class Engine:
     def _summary(
         self, files: Sequence[PlannedFile], started: float, stop: RunStopped | None, total: int
     ) -> RunSummary:
-        by_status = {"missing": 0, "denied": 0, "failed": 0}
+        by_status = dict.fromkeys(FileStatus, 0)
         for p in self._problems:
-            by_status[p.status] = by_status.get(p.status, 0) + 1
+            by_status[p.status] += 1
         summary = RunSummary(
             files=len(files),
             verified=self._verified,
             skipped=self._skipped,
-            failed=by_status["failed"],
-            missing=by_status["missing"],
-            denied=by_status["denied"],
+            failed=by_status[FileStatus.FAILED],
+            missing=by_status[FileStatus.MISSING],
+            denied=by_status[FileStatus.DENIED],
             bytes_fetched=self._bytes_fetched,
             size_bytes=total,
             elapsed_s=self._clock() - started,
@@ -247,7 +249,7 @@ class Engine:
         self._sink(RunFinished(summary=summary))
         return summary
 
-    def _fail(self, f: PlannedFile, status: str, reason: str) -> None:
+    def _fail(self, f: PlannedFile, status: FileStatus, reason: str) -> None:
         self._problems.append(
             FileOutcome(
                 dataset=f.dataset, uid=f.uid, key=f.key, dest=f.dest, status=status, reason=reason
@@ -279,19 +281,19 @@ class Engine:
             self._transferring -= 1
             await self._finish(obj, level, last=self._all_scheduled and self._transferring == 0)
         except CredentialsError as exc:
-            raise RunStopped("credentials", exc) from exc
+            raise RunStopped(StopKind.CREDENTIALS, exc) from exc
         except DiskFullError as exc:
-            raise RunStopped("disk", exc) from exc
+            raise RunStopped(StopKind.DISK, exc) from exc
         except NetworkError as exc:
-            raise RunStopped("network", exc) from exc
+            raise RunStopped(StopKind.NETWORK, exc) from exc
         except ObjectNotFoundError as exc:
-            self._fail(planned, "missing", str(exc))
+            self._fail(planned, FileStatus.MISSING, str(exc))
         except AccessDeniedError as exc:
-            self._fail(planned, "denied", str(exc))
+            self._fail(planned, FileStatus.DENIED, str(exc))
         except TransferError as exc:
-            self._fail(planned, "failed", str(exc))
+            self._fail(planned, FileStatus.FAILED, str(exc))
         except OSError as exc:
-            self._fail(planned, "failed", f"{planned.dest}: {exc.strerror or exc}")
+            self._fail(planned, FileStatus.FAILED, f"{planned.dest}: {exc.strerror or exc}")
         finally:
             self._close(obj)
             if holding_slot:

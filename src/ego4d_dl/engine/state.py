@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..events import StopKind
 from ..files import PartFile
 from ..ondisk import ObjectVersion
-from ..plan import PlannedFile
+from ..planned import PlannedFile
 from ..retry import RetryPolicy
 
 __all__ = ["EngineSettings", "RunStopped", "Transfer"]
@@ -37,7 +38,7 @@ class EngineSettings:
 class RunStopped(Exception):
     """Raised inside the run to stop scheduling: credentials, disk or network are gone."""
 
-    def __init__(self, kind: str, error: Exception) -> None:
+    def __init__(self, kind: StopKind, error: Exception) -> None:
         super().__init__(str(error))
         self.kind = kind
         self.error = error

@@ -44,7 +44,7 @@ from ..errors import (
 )
 from ..manifest import MalformedRow, ManifestHeader, ManifestRow, Selection, parse_manifest
 from ..ondisk import PART_SUFFIX
-from ..plan import fold_name
+from ..planned import fold_name
 from ..retry import RetryPolicy, retry_call
 from ..store import ObjectStore
 from . import Fetched, Selected, Wanted

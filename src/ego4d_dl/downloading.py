@@ -42,8 +42,9 @@ from .journal import (
     journal_path,
 )
 from .locks import DirectoryClaim, RunConflictError, open_plain
-from .plan import Plan, PlannedFile
+from .planned import Plan, PlannedFile
 from .planning import build_plan, refresh
+from .session import open_store
 from .store import ObjectStore, S3Store
 from .versionfile import update_version_files
 
@@ -254,12 +255,7 @@ async def run_download(
     before ``confirm`` says yes (it is not asked when there is nothing to do)."""
     settings = settings or EngineSettings(concurrency=options.concurrency, verify=options.verify)
     out = options.output_directory
-    async with S3Store(
-        credentials=options.credentials,
-        endpoint=options.endpoint,
-        max_connections=options.concurrency,
-        stall_timeout_s=options.stall_timeout_s,
-    ) as store:
+    async with open_store(options) as store:
         plan = await plan_readonly(options, store, sink=sink)
         if space_check:
             check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
