@@ -77,7 +77,7 @@ def test_the_async_api_runs_inside_an_event_loop(
     sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     async def notebook() -> tuple[int, bool]:
-        with pytest.raises(RuntimeError, match="await ego4d_dl.aplan"):
+        with pytest.raises(RuntimeError, match=r"await ego4d_dl\.aplan"):
             ego4d_dl.plan(tmp_path, datasets=["annotations"], endpoint_url=sandbox.endpoint_url)
         plan = await ego4d_dl.aplan(
             tmp_path, datasets=["annotations"], endpoint_url=sandbox.endpoint_url, metadata=False
@@ -95,7 +95,7 @@ def test_options_are_validated_as_on_the_command_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--concurrency must be between 1 and 1024"):
         ego4d_dl.plan(tmp_path, concurrency=0)
     with pytest.raises(ConfigError, match="must be a list of names"):
-        ego4d_dl.plan(tmp_path, datasets="annotations")  # type: ignore[arg-type]
+        ego4d_dl.plan(tmp_path, datasets="annotations")
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"datasets": ["clips"], "concurrency": 0}))
     with pytest.raises(ConfigError, match="--concurrency"):

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.catalog import release_names
-from ego4d_dl.cli.app import credentials_note, seed_args
+from ego4d_dl.cli.console import credentials_note
 from ego4d_dl.cli.prompt import LineReader
+from ego4d_dl.cli.seed import seed_args
 from ego4d_dl.config import Credentials, profile_key_id
 from ego4d_dl.versionfile import VersionEntry, format_entries, merge_entries, read_entries
 

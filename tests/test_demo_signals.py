@@ -75,7 +75,7 @@ def test_the_second_signal_handler_stops_the_demo_sandbox(tmp_path: Path) -> Non
         f"""
         import asyncio, sys
         from pathlib import Path
-        from ego4d_dl.cli.transfer import on_signals
+        from ego4d_dl.cli.signals import on_signals
         from ego4d_dl.demo import demo_release
 
         async def main():

@@ -226,7 +226,7 @@ def test_a_second_ctrl_c_leaves_at_once_and_loses_nothing_journaled(
 
 _WAITS_FOR_SIGNALS = """
 import asyncio, os, signal, sys
-from ego4d_dl.cli.transfer import on_signals
+from ego4d_dl.cli.signals import on_signals
 
 async def main():
     stopped = asyncio.Event()

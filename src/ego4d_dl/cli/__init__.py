@@ -1,8 +1,10 @@
 """The ``ego4d-dl`` command line: Typer front end, seed-compatible flags, exit codes.
 
-The only package that imports typer and the only one that exits; ``ls`` is its map:
-``app`` (parsing, errors to exit codes), ``options`` (flags, config file, validation),
-``transfer`` (plan, download, datasets, demo), ``scale`` (verify, status, doctor).
+The only package that imports typer and the only one that exits; ``ls`` is its map: ``app``
+(the Typer application, commands registered), one module per command (``download`` holds
+``plan`` too), ``options`` (flag declarations), ``seed`` (the original CLI's argparse habits),
+``console``, ``display``, ``prompt`` and ``signals`` (what a run shows and asks), ``outcome``
+(exit codes).
 
 It accepts the original ``ego4d`` CLI's flags in both spellings (``--output_directory`` and
 ``--output-directory``), its list form (``--datasets full_scale annotations``) and its JSON
@@ -21,8 +23,9 @@ import os
 import sys
 from typing import NoReturn
 
-from . import scale, transfer  # noqa: F401  (importing them registers their commands)
-from .app import app
+from .app import app, register_commands
+
+register_commands()
 
 __all__ = ["app", "main"]
 

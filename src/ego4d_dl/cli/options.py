@@ -6,7 +6,6 @@ Every flag of the original CLI in both spellings; ``build_options`` turns what w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +20,6 @@ from ..config import (
     build_options,
     load_config_file,
 )
-from .app import warn
 
 __all__ = [
     "Benchmarks",
@@ -41,7 +39,6 @@ __all__ = [
     "VideoUids",
     "gather_options",
     "merge_config",
-    "print_warnings",
     "typed_values",
 ]
 
@@ -219,8 +216,3 @@ def typed_values(ctx: typer.Context) -> dict[str, Any]:
 def gather_options(ctx: typer.Context) -> tuple[Options, list[str]]:
     """Validated ``Options`` from what the command was given, and warnings to show."""
     return build_options(typed_values(ctx))
-
-
-def print_warnings(warnings: Sequence[str]) -> None:
-    for w in warnings:
-        warn(w)

@@ -16,7 +16,13 @@ import stat
 import sys
 from typing import TextIO
 
+from rich.text import Text
+
+from ..downloading import free_bytes
 from ..errors import NoAnswerError
+from ..planned import Plan
+from ..render import confirmation_text
+from .console import stderr_console
 
 __all__ = ["LineReader", "ask_yes_no"]
 
@@ -115,3 +121,17 @@ async def ask_yes_no(question: str, *, stdin: TextIO | None = None) -> bool:
             return True
         if answer in ("n", "no"):
             return False
+
+
+async def confirm_download(plan: Plan, *, assume_yes: bool, quiet: bool) -> bool:
+    """Show what will happen (size, file count, free space, what resumes); ask unless --yes.
+
+    The answer may come from a terminal or a pipe (``yes | ego4d-dl ...``), as with the
+    original CLI; end of input is ``NoAnswerError`` (exit 1).
+    """
+    text = confirmation_text(plan, free_bytes=free_bytes(plan.output_directory))
+    if assume_yes:
+        if not quiet:
+            stderr_console.print(Text(text + "\nStarting (--yes)."))
+        return True
+    return await ask_yes_no(text + "\nStart the download? [Y/n] ")
