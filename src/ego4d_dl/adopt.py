@@ -174,20 +174,45 @@ async def adopt(
     Records adopted files in the journal (the caller commits) and returns the plan with each
     of them a ``SKIP`` whose note says how it was adopted, and each rejected one a refetch.
     """
-    out = plan.output_directory
     removed, removed_bytes = await asyncio.to_thread(_remove_leftovers, plan.files)
     candidates = [f for f in plan.files if f.action is Action.ADOPT]
     if not candidates:
         return Adoption(plan=plan, leftovers_removed=removed, leftover_bytes=removed_bytes)
     folders = sorted({f.dest.parent for f in plan.files})
-    original = any((folder / VERSION_FILE).is_file() for folder in folders)
     listed: dict[str, str] = {}
     for folder in folders:
         listed.update(read_version_file(folder))
+    decided, to_check = _take_vouched(plan.output_directory, candidates, journal, listed)
+    from_journals = len(decided)
+    if verify and to_check:
+        rejected = await _read_back(plan.output_directory, to_check, store, journal, jobs, sink)
+        decided.update(rejected)
+    else:
+        decided.update(_take_at_size(plan.output_directory, to_check, journal))
+    for f in decided.values():
+        if f.action is Action.SKIP:
+            await asyncio.to_thread(_remove_part_of, f.dest)
+    adopted = [decided[f.dest] for f in candidates if decided[f.dest].action is Action.SKIP]
+    return Adoption(
+        plan=_replaced(plan, decided),
+        adopted_files=len(adopted),
+        adopted_bytes=sum(f.size_bytes for f in adopted),
+        checked_files=len(to_check) if verify else 0,
+        from_journals=from_journals,
+        rejected_files=sum(f.action in (Action.REFETCH, Action.FAILED) for f in decided.values()),
+        original_cli=any((folder / VERSION_FILE).is_file() for folder in folders),
+        leftovers_removed=removed,
+        leftover_bytes=removed_bytes,
+    )
 
+
+def _take_vouched(
+    out: Path, candidates: Sequence[PlannedFile], journal: Journal, listed: dict[str, str]
+) -> tuple[dict[Path, PlannedFile], list[PlannedFile]]:
+    """Files another journal vouches for, recorded at its word; the others, to be checked,
+    each with a note saying where it came from."""
     decided: dict[Path, PlannedFile] = {}
     to_check: list[PlannedFile] = []
-    from_journals = 0
     for f in candidates:
         found = f.found
         rel = str(f.dest.relative_to(out))
@@ -196,7 +221,6 @@ async def adopt(
             and found.voucher is not None
             and _record_voucher(journal, rel, f, found.voucher)
         ):
-            from_journals += 1
             decided[f.dest] = dataclasses.replace(f, action=Action.SKIP)
             continue
         origin = found.origin if found is not None else Origin.UNJOURNALED
@@ -205,58 +229,65 @@ async def adopt(
         else:
             note = _ADOPTED.get(origin, "adopted an unjournaled copy")
         to_check.append(dataclasses.replace(f, note=note))
-    rejected = 0
-    if verify and to_check:
-        checks = await check_files(
-            store,
-            [(f, _layout_of(journal.get(str(f.dest.relative_to(out))), f)) for f in to_check],
-            jobs=jobs,
-            sink=sink,
-        )
-        record_checks(journal, out, checks)
-        for c in checks:
-            base = c.planned
-            if c.verdict is Verdict.OK:
-                decided[base.dest] = dataclasses.replace(
-                    base, action=Action.SKIP, note=f"{base.note} ({c.level})"
-                )
-            else:
-                rejected += 1
-                decided[base.dest] = dataclasses.replace(
-                    base,
-                    action=Action.REFETCH if c.verdict.repairable else Action.FAILED,
-                    note=f"found on disk, but {c.verdict.value}: {c.reason}",
-                )
-    else:
-        for f in to_check:
-            try:
-                st = f.dest.lstat()
-            except OSError:
-                decided[f.dest] = dataclasses.replace(f, action=Action.FETCH, note="gone")
-                continue
-            journal.record_complete(
-                dest=str(f.dest.relative_to(out)), version=f.version, verify_level="size", st=st
+    return decided, to_check
+
+
+async def _read_back(
+    out: Path,
+    to_check: Sequence[PlannedFile],
+    store: ObjectStore,
+    journal: Journal,
+    jobs: int,
+    sink: EventSink,
+) -> dict[Path, PlannedFile]:
+    """``--verify etag``: read each back against its ETag; good ones kept, others refetched
+    (or failed, when the check itself could not be made)."""
+    checks = await check_files(
+        store,
+        [(f, _layout_of(journal.get(str(f.dest.relative_to(out))), f)) for f in to_check],
+        jobs=jobs,
+        sink=sink,
+    )
+    record_checks(journal, out, checks)
+    decided: dict[Path, PlannedFile] = {}
+    for c in checks:
+        base = c.planned
+        if c.verdict is Verdict.OK:
+            decided[base.dest] = dataclasses.replace(
+                base, action=Action.SKIP, note=f"{base.note} ({c.level})"
             )
-            decided[f.dest] = dataclasses.replace(f, action=Action.SKIP, note=f"{f.note} (size)")
-    for f in decided.values():
-        if f.action is Action.SKIP:
-            await asyncio.to_thread(_remove_part_of, f.dest)
-    new_plan = dataclasses.replace(
+        else:
+            decided[base.dest] = dataclasses.replace(
+                base,
+                action=Action.REFETCH if c.verdict.repairable else Action.FAILED,
+                note=f"found on disk, but {c.verdict.value}: {c.reason}",
+            )
+    return decided
+
+
+def _take_at_size(
+    out: Path, to_check: Sequence[PlannedFile], journal: Journal
+) -> dict[Path, PlannedFile]:
+    """``--verify size``: the right size is enough (``verify`` can check them later)."""
+    decided: dict[Path, PlannedFile] = {}
+    for f in to_check:
+        try:
+            st = f.dest.lstat()
+        except OSError:
+            decided[f.dest] = dataclasses.replace(f, action=Action.FETCH, note="gone")
+            continue
+        journal.record_complete(
+            dest=str(f.dest.relative_to(out)), version=f.version, verify_level="size", st=st
+        )
+        decided[f.dest] = dataclasses.replace(f, action=Action.SKIP, note=f"{f.note} (size)")
+    return decided
+
+
+def _replaced(plan: Plan, decided: dict[Path, PlannedFile]) -> Plan:
+    return dataclasses.replace(
         plan,
         datasets=tuple(
             dataclasses.replace(d, files=tuple(decided.get(f.dest, f) for f in d.files))
             for d in plan.datasets
         ),
-    )
-    adopted = [decided[f.dest] for f in candidates if decided[f.dest].action is Action.SKIP]
-    return Adoption(
-        plan=new_plan,
-        adopted_files=len(adopted),
-        adopted_bytes=sum(f.size_bytes for f in adopted),
-        checked_files=len(to_check) if verify else 0,
-        from_journals=from_journals,
-        rejected_files=rejected,
-        original_cli=original,
-        leftovers_removed=removed,
-        leftover_bytes=removed_bytes,
     )

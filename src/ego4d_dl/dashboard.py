@@ -11,109 +11,37 @@ remove entries. Names reach Rich as ``Text`` made ``safe`` (never markup). Impor
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TextIO
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.spinner import Spinner
 from rich.text import Text
 
+from . import panels
 from .events import (
-    BytesHashed,
     BytesReceived,
-    CheckStarted,
-    ConcurrencyChanged,
     Event,
-    FileChecked,
     FileFailed,
-    FileRestarted,
     FileSkipped,
     FileStarted,
     FileVerified,
-    IntegrityFailed,
     ManifestLoaded,
     ObjectsLookedUp,
     PlanBuilt,
     RangeRetried,
     RunFinished,
     RunStarted,
-    RunSummary,
 )
-from .formatting import eta_s, eta_text, human_bytes, human_duration, label
+from .formatting import label
 from .planned import Plan
-from .sinks import WARNINGS, Rate, Tally, warning_text
+from .sinks import WARNINGS, Rate, Tally
 from .text import safe
 
-__all__ = ["CheckProgressSink", "Dashboard"]
-
-# A transfer with no new byte for this long is shown as stalled (the engine's own stall
-# timeout, 60 s by default, then retries it on a fresh connection).
-_IDLE_SHOWN_S = 5.0
-
-
-_WARNING_STYLE = {
-    RangeRetried: "yellow",
-    FileRestarted: "magenta",
-    IntegrityFailed: "red",
-    FileFailed: "red",
-    ConcurrencyChanged: "cyan",
-}
-
-
-@dataclass(slots=True, kw_only=True)
-class _DatasetRow:
-    """A dataset's line: totals from the plan (``planned``), else grown from the events."""
-
-    name: str
-    size_bytes: int = 0
-    files: int = 0
-    done_bytes: int = 0
-    files_done: int = 0
-    files_failed: int = 0
-    planned: bool = False
-
-
-@dataclass(slots=True, kw_only=True)
-class _Transfer:
-    """A file in flight; ``seen_bytes`` and ``idle_since`` are the drawing thread's own."""
-
-    label: str
-    row: _DatasetRow
-    size_bytes: int
-    done_bytes: int
-    retries: int = 0
-    retrying: bool = False
-    rate: Rate = field(default_factory=lambda: Rate(3.0))
-    seen_bytes: int = -1
-    idle_since: float = 0.0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Shown:
-    """One active transfer as drawn (copied under the lock)."""
-
-    label: str
-    size_bytes: int
-    done_bytes: int
-    bytes_per_s: float | None
-    idle_s: float
-    retries: int
-    retrying: bool
+__all__ = ["Dashboard"]
 
 
 class Dashboard:
@@ -147,8 +75,8 @@ class Dashboard:
         self._lock = threading.Lock()
         self._tally = Tally()
         self._rate = Rate(5.0)
-        self._datasets: dict[str, _DatasetRow] = {}
-        self._active: dict[tuple[str, str], _Transfer] = {}
+        self._datasets: dict[str, panels.DatasetRow] = {}
+        self._active: dict[tuple[str, str], panels.TransferRow] = {}
         self._retrying = 0
         self._warnings: deque[tuple[float, Event]] = deque(maxlen=max_warnings)
         self._warning_count = 0
@@ -219,10 +147,10 @@ class Dashboard:
     def close(self) -> None:
         self._stop_live()
 
-    def _row(self, name: str) -> _DatasetRow:
+    def _row(self, name: str) -> panels.DatasetRow:
         row = self._datasets.get(name)
         if row is None:
-            row = self._datasets[name] = _DatasetRow(name=safe(name))
+            row = self._datasets[name] = panels.DatasetRow(name=safe(name))
         return row
 
     def _started(self, event: FileStarted) -> None:
@@ -234,7 +162,7 @@ class Dashboard:
                 if not row.planned:
                     row.size_bytes += event.size_bytes
                     row.files += 1
-                t = self._active[key] = _Transfer(
+                t = self._active[key] = panels.TransferRow(
                     label=label(event.dataset, event.key),
                     row=row,
                     size_bytes=event.size_bytes,
@@ -321,20 +249,23 @@ class Dashboard:
         # transfers in flight; benchmarks/dashboard_sink_cost.py).
         plain = self._console.no_color or self._console.color_system is None
         top = [
-            _header(self._title, summary, tally.concurrency, now - tally.started_at, width),
-            _overall(tally, rate, summary, width, plain),
+            panels.header(self._title, summary, tally.concurrency, now - tally.started_at, width),
+            panels.overall(tally, rate, summary, width, plain),
         ]
-        bottom = [Text(""), _counters(tally, self._retrying)]
+        bottom = [Text(""), panels.counters(tally, self._retrying)]
         if warnings:
-            bottom += _warnings_box(warnings, warning_count, tally.started_at, width)
+            bottom += panels.warnings_box(warnings, warning_count, tally.started_at, width)
         datasets_height = len(self._datasets) + 1
         room = height - len(top) - len(bottom) - datasets_height - 3
         rows, shown, in_flight = self._snapshot(now, max(1, min(self._max_transfers, room)))
         lines = top
         if rows:
-            lines += [Text(""), *_datasets(rows, width, plain)]
+            lines += [Text(""), *panels.datasets(rows, width, plain)]
         if in_flight:
-            lines += [Text(""), *_transfers(shown, in_flight, summary is not None, width, plain)]
+            lines += [
+                Text(""),
+                *panels.transfers(shown, in_flight, summary is not None, width, plain),
+            ]
         frame = Text("\n").join(lines + bottom)
         frame.no_wrap, frame.overflow = True, "ellipsis"
         # In a Group, because Console.print re-joins bare Texts and drops no_wrap.
@@ -351,11 +282,13 @@ class Dashboard:
             text += f"; looked up {done:,} of {total:,} objects"
         return Spinner("dots", text=Text(text))
 
-    def _snapshot(self, now: float, limit: int) -> tuple[list[_DatasetRow], list[_Shown], int]:
+    def _snapshot(
+        self, now: float, limit: int
+    ) -> tuple[list[panels.DatasetRow], list[panels.Shown], int]:
         """Copies of what the frame shows, and the number of transfers in flight."""
         with self._lock:
             rows = [
-                _DatasetRow(
+                panels.DatasetRow(
                     name=r.name,
                     size_bytes=r.size_bytes,
                     files=r.files,
@@ -373,7 +306,7 @@ class Dashboard:
             if done != t.seen_bytes:
                 t.seen_bytes, t.idle_since = done, now
             shown.append(
-                _Shown(
+                panels.Shown(
                     label=t.label,
                     size_bytes=t.size_bytes,
                     done_bytes=done,
@@ -385,263 +318,3 @@ class Dashboard:
             )
         shown.sort(key=lambda s: (-s.size_bytes, s.label))
         return rows, shown[:limit], len(active)
-
-
-def _bar(done: float, total: float, width: int, plain: bool) -> Text:
-    """A progress bar as text, drawn as Rich's ``ProgressBar`` is: half-cell resolution, the
-    rest dimmed (or blank when the terminal has no colour, where dimming would not show)."""
-    fraction = min(1.0, done / total) if total > 0 else 1.0
-    full, half = divmod(int(width * 2 * fraction), 2)
-    style = "bar.finished" if fraction >= 1.0 else "bar.complete"
-    bar = Text("━" * full, style=style)
-    if half:
-        bar.append("╸", style=style)
-    rest = width - full - half
-    if plain:
-        bar.append(" " * rest)
-    elif rest:
-        if full and not half:
-            bar.append("╺", style="bar.back")
-            rest -= 1
-        bar.append("━" * rest, style="bar.back")
-    return bar
-
-
-def _fit(text: str, width: int) -> str:
-    """``text`` cut to ``width`` cells with an ellipsis, or padded to it."""
-    if len(text) > width:
-        return text[: max(0, width - 1)] + "…"
-    return text.ljust(width)
-
-
-def _header(
-    title: str, summary: RunSummary | None, concurrency: int, elapsed: float, width: int
-) -> Text:
-    if summary is None:
-        state, style = "downloading", "bold cyan"
-    elif summary.stop_kind == "interrupted":
-        state, style = "interrupted", "bold yellow"
-    elif summary.stopped_by:
-        state, style = "stopped", "bold red"
-    elif summary.ok:
-        state, style = "finished", "bold green"
-    else:
-        state, style = "finished with problems", "bold red"
-    if summary is not None:
-        elapsed = summary.elapsed_s
-    right = f"  {human_duration(elapsed)}  concurrency {concurrency}"
-    left = _fit(f"ego4d-dl  {title}", max(8, width - len(state) - len(right) - 1))
-    line = Text(left)
-    line.stylize("bold", 0, 8)
-    line.append(" ")
-    line.append(state, style=style)
-    line.append(right)
-    return line
-
-
-def _overall(
-    tally: Tally, rate: float | None, summary: RunSummary | None, width: int, plain: bool
-) -> Text:
-    remaining = tally.total_bytes - tally.done_bytes
-    if summary is None:
-        eta = eta_text(eta_s(remaining, rate))
-    else:
-        eta = "stopped" if summary.stopped_by else "done"
-    speed = "--" if rate is None else f"{human_bytes(rate)}/s"
-    figures = Text.assemble(
-        (f"{tally.percent:5.1f}%", "bold"),
-        f"  {human_bytes(tally.done_bytes)} / {human_bytes(tally.total_bytes)}",
-        f"  {speed}  ",
-        (eta, "bold"),
-    )
-    bar = _bar(tally.done_bytes, tally.total_bytes, max(5, width - len(figures) - 1), plain)
-    return Text.assemble(bar, " ", figures)
-
-
-def _datasets(rows: list[_DatasetRow], width: int, plain: bool) -> list[Text]:
-    cells = []
-    for r in rows:
-        if r.size_bytes:
-            pct = 100.0 * r.done_bytes / r.size_bytes
-        elif r.files:  # only empty (or failed) files: count them instead
-            pct = 100.0 * (r.files_done + r.files_failed) / r.files
-        else:
-            pct = 100.0
-        files = f"{r.files_done:,}/{r.files:,} files"
-        if r.files_failed:
-            files += f" ({r.files_failed:,} failed)"
-        amount = f"{human_bytes(r.done_bytes)} / {human_bytes(r.size_bytes)}"
-        cells.append((r, min(100.0, pct), amount, files))
-    name_w = min(24, max(len(r.name) for r in rows))
-    amount_w = max(len(c[2]) for c in cells)
-    files_w = max(len(c[3]) for c in cells)
-    bar_w = max(10, min(40, width - name_w - amount_w - files_w - 10))
-    lines = []
-    for r, pct, amount, files in cells:
-        line = Text(_fit(r.name, name_w) + " ")
-        line.append(_bar(pct, 100.0, bar_w, plain))
-        line.append(f" {pct:5.1f}% {amount.rjust(amount_w)} ")
-        line.append(files, style="red" if r.files_failed else "")
-        lines.append(line)
-    return lines
-
-
-def _transfers(
-    shown: list[_Shown], in_flight: int, stopped: bool, width: int, plain: bool
-) -> list[Text]:
-    title = f"{in_flight:,} transfers " + (
-        "cut short (they resume next time)" if stopped else "in flight"
-    )
-    if in_flight > len(shown):
-        title += f", the largest {len(shown)}"
-    # file, bar, then done (6), size (9), rate (12) and retries (7), a space between each.
-    free = max(10, width - 6 - 9 - 12 - 7 - 5)
-    bar_w = max(5, free * 2 // 5)
-    label_w = free - bar_w
-    header = f"{'file'.ljust(label_w)} {''.ljust(bar_w)} {'done':>6} {'size':>9} "
-    lines = [Text(title, style="bold"), Text(header + f"{'rate':>12} {'retries':>7}", "dim")]
-    for s in shown:
-        pct = 100.0 * s.done_bytes / s.size_bytes if s.size_bytes else 100.0
-        if s.retrying:
-            rate = Text(f"{'retrying':>12}", style="yellow")
-        elif s.idle_s >= _IDLE_SHOWN_S and s.done_bytes < s.size_bytes:
-            rate = Text(f"{f'stalled {s.idle_s:.0f}s':>12}", style="bold red")
-        else:
-            speed = "--" if s.bytes_per_s is None else f"{human_bytes(s.bytes_per_s)}/s"
-            rate = Text(f"{speed:>12}")
-        line = Text(_fit(s.label, label_w) + " ")
-        line.append(_bar(s.done_bytes, s.size_bytes, bar_w, plain))
-        line.append(f" {min(100.0, pct):5.1f}% {human_bytes(s.size_bytes):>9} ")
-        line.append(rate)
-        line.append(f" {s.retries:>7}", style="yellow" if s.retries else "dim")
-        lines.append(line)
-    return lines
-
-
-def _counters(tally: Tally, retrying: int) -> Text:
-    text = Text(f"files {tally.files_done:,}/{tally.files:,}:", style="bold")
-    parts = [
-        ("verified", tally.verified, "green"),
-        ("skipped", tally.skipped, "cyan"),
-        ("failed", tally.failed, "red"),
-        ("missing", tally.missing, "red"),
-        ("denied", tally.denied, "red"),
-        ("retrying", retrying, "yellow"),
-    ]
-    for name, n, style in parts:
-        if n or name != "denied":  # denied is rare: shown only when it happens
-            text.append(f"  {n:,} {name}", style=style if n else "dim")
-    totals = [
-        f"{n:,} {name}"
-        for n, name in ((tally.retries, "retries"), (tally.restarts, "restarts"))
-        if n
-    ]
-    if totals:
-        text.append(f"  ({', '.join(totals)})", style="yellow")
-    return text
-
-
-def _warnings_box(
-    warnings: list[tuple[float, Event]], count: int, started: float, width: int
-) -> list[Text]:
-    title = "latest warnings" if count <= len(warnings) else f"latest warnings ({count:,} in all)"
-    inner = max(10, width - 4)
-    lines = [Text(f"╭─ {title} " + "─" * max(0, inner - len(title) - 1) + "╮", "yellow")]
-    for at, event in warnings:
-        line = Text("│ ", "yellow")
-        stamp = f"+{human_duration(at - started)} "
-        line.append(stamp, style="dim")
-        line.append(
-            _fit(warning_text(event), inner - len(stamp)),
-            style=_WARNING_STYLE.get(type(event), ""),
-        )
-        line.append(" │", "yellow")
-        lines.append(line)
-    lines.append(Text("╰" + "─" * (inner + 2) + "╯", "yellow"))
-    return lines
-
-
-class CheckProgressSink:
-    """Progress of reading files back (``verify``, adoption): a bar on a terminal, periodic
-    lines elsewhere; with ``list_damaged``, a file found damaged is reported at once. Ignores
-    every other event."""
-
-    def __init__(
-        self,
-        stream: TextIO,
-        *,
-        interval_s: float = 10.0,
-        bar: bool | None = None,
-        quiet: bool = False,
-        list_damaged: bool = True,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._stream = stream
-        self._list_damaged = list_damaged
-        self._interval_s = interval_s
-        self._quiet = quiet
-        self._clock = clock
-        self._bar = (stream.isatty() if bar is None else bar) and not quiet
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
-        self._started = self._last = clock()
-        self._total = self._done = 0
-        self._files = self._finished = 0
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, CheckStarted):
-            self._started = self._last = self._clock()
-            self._total, self._done = event.size_bytes, 0
-            self._files, self._finished = event.files, 0
-            if self._bar and event.files:
-                self._progress = Progress(
-                    TextColumn("checking"),
-                    BarColumn(),
-                    DownloadColumn(binary_units=True),
-                    TransferSpeedColumn(),
-                    TextColumn("{task.fields[files]}"),
-                    TimeRemainingColumn(),
-                    console=Console(file=self._stream),
-                    transient=True,
-                )
-                self._task = self._progress.add_task("", total=event.size_bytes, files="")
-                self._progress.start()
-        elif isinstance(event, BytesHashed):
-            self._done += event.count
-        elif isinstance(event, FileChecked):
-            self._finished += 1
-            if event.verdict != "ok" and self._list_damaged:
-                self._write(safe(f"{event.verdict}: {event.dest}: {event.reason}"))
-        else:
-            return
-        if self._progress is not None and self._task is not None:
-            files = f"{self._finished:,}/{self._files:,} files"
-            self._progress.update(self._task, completed=self._done, files=files)
-            if self._finished >= self._files:
-                self.close()
-            return
-        now = self._clock()
-        if not self._quiet and (now - self._last >= self._interval_s):
-            self._last = now
-            rate = self._done / max(now - self._started, 1e-9)
-            pct = 100.0 * self._done / self._total if self._total else 100.0
-            self._write(
-                f"checking: {human_bytes(self._done)} of {human_bytes(self._total)} read back "
-                f"({pct:.1f}%), {human_bytes(rate)}/s, files {self._finished:,}/{self._files:,}"
-            )
-
-    def _write(self, text: str) -> None:
-        if self._progress is not None:
-            self._progress.console.print(Text(text))
-            return
-        # A stream that cannot be written is the progress sink's to report, not this one's.
-        with contextlib.suppress(OSError, ValueError):
-            self._stream.write(text + "\n")
-            self._stream.flush()
-
-    def close(self) -> None:
-        """Take the bar off the screen (idempotent)."""
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None
-            self._task = None

@@ -280,100 +280,74 @@ def _skipped(*checks: str, why: str) -> list[Finding]:
     return [Finding(check=c, severity=Severity.SKIP, detail=why) for c in checks]
 
 
+def _fail(check: str, detail: str, blame: Blame) -> Finding:
+    return Finding(check=check, severity=Severity.FAIL, detail=detail, blame=blame)
+
+
+async def _check_keys(options: Options) -> tuple[list[Finding], KeyInfo | None]:
+    """Which keys the AWS chain finds, and where from (no request)."""
+    try:
+        keys = await resolve_keys(options.credentials)
+    except ConfigError as exc:
+        return [_fail("credentials", str(exc), Blame.CONFIG)], None
+    except CredentialsError as exc:
+        return [_fail("credentials", str(exc), Blame.CREDENTIALS)], None
+    if keys is None:
+        detail = (
+            "no AWS keys found (not in AWS_ACCESS_KEY_ID, AWS_PROFILE or "
+            f"{_credentials_file()}); add the keys from your Ego4D licence e-mail with "
+            "`aws configure --profile ego4d` and pass --aws_profile_name ego4d"
+        )
+        return [_fail("credentials", detail, Blame.CREDENTIALS)], None
+    return _describe_keys(keys, options), keys
+
+
+async def _plan_findings(
+    options: Options, store: S3Store, keys: KeyInfo
+) -> tuple[list[Finding], Plan | None]:
+    """The keys against the manifests (a plan made as a download would), then the buckets."""
+    try:
+        plan = await _plan(options, store)
+    except CredentialsError as exc:
+        return [_explain_credentials(exc, keys.access_key_id)], None
+    except (ConfigError, ManifestError, PlanError) as exc:
+        return [_fail("selection", str(exc), Blame.CONFIG)], None
+    except Ego4dDLError as exc:  # network trouble and the like
+        return [_fail("keys", str(exc), Blame.NETWORK)], None
+    accepted = Finding(
+        check="keys",
+        severity=Severity.OK,
+        detail=f"accepted: read the manifests of {len(options.datasets)} dataset(s) and looked "
+        f"up {plural(plan.totals.files)}",
+    )
+    return [accepted, *await _check_buckets(plan, store)], plan
+
+
 async def diagnose(options: Options, *, now: Callable[[], float] = time.time) -> Diagnosis:
     """Run every check that applies; later checks are skipped when an earlier one fails."""
     out = options.output_directory
     findings = [_check_output(out)]
-    try:
-        keys = await resolve_keys(options.credentials)
-    except ConfigError as exc:
-        findings.append(
-            Finding(
-                check="credentials", severity=Severity.FAIL, detail=str(exc), blame=Blame.CONFIG
-            )
-        )
-        keys = None
-    except CredentialsError as exc:
-        findings.append(
-            Finding(
-                check="credentials",
-                severity=Severity.FAIL,
-                detail=str(exc),
-                blame=Blame.CREDENTIALS,
-            )
-        )
-        keys = None
-    else:
-        if keys is None:
-            findings.append(
-                Finding(
-                    check="credentials",
-                    severity=Severity.FAIL,
-                    detail="no AWS keys found (not in AWS_ACCESS_KEY_ID, AWS_PROFILE or "
-                    f"{_credentials_file()}); add the keys from your Ego4D licence e-mail with "
-                    "`aws configure --profile ego4d` and pass --aws_profile_name ego4d",
-                    blame=Blame.CREDENTIALS,
-                )
-            )
-        else:
-            findings.extend(_describe_keys(keys, options))
+    key_findings, keys = await _check_keys(options)
+    findings.extend(key_findings)
     findings.append(_check_proxy(options))
     if keys is None:
         findings.extend(_skipped("endpoint", "clock", "keys", why="needs working credentials"))
         findings.append(_check_space(None, out))
         return Diagnosis(findings=tuple(findings))
-
     plan: Plan | None = None
     async with open_store(options, lookups=True) as store:
         try:
             probe = await store.probe_bucket(CONSORTIUM_BUCKET)
         except NetworkError as exc:
-            findings.append(
-                Finding(
-                    check="endpoint",
-                    severity=Severity.FAIL,
-                    detail=f"{exc}; check the network, the proxy settings or --endpoint-url",
-                    blame=Blame.NETWORK,
-                )
-            )
+            detail = f"{exc}; check the network, the proxy settings or --endpoint-url"
+            findings.append(_fail("endpoint", detail, Blame.NETWORK))
             findings.extend(_skipped("clock", "keys", why="needs the endpoint"))
             findings.append(_check_space(None, out))
             return Diagnosis(findings=tuple(findings))
-        findings.append(
-            Finding(
-                check="endpoint",
-                severity=Severity.OK,
-                detail=f"{store.endpoint_label} answered (HTTP {probe.status})",
-            )
-        )
+        answered = f"{store.endpoint_label} answered (HTTP {probe.status})"
+        findings.append(Finding(check="endpoint", severity=Severity.OK, detail=answered))
         findings.append(_check_clock(probe.server_date, now()))
-        try:
-            plan = await _plan(options, store)
-        except CredentialsError as exc:
-            findings.append(_explain_credentials(exc, keys.access_key_id))
-        except NetworkError as exc:
-            findings.append(
-                Finding(check="keys", severity=Severity.FAIL, detail=str(exc), blame=Blame.NETWORK)
-            )
-        except (ConfigError, ManifestError, PlanError) as exc:
-            findings.append(
-                Finding(
-                    check="selection", severity=Severity.FAIL, detail=str(exc), blame=Blame.CONFIG
-                )
-            )
-        except Ego4dDLError as exc:
-            findings.append(
-                Finding(check="keys", severity=Severity.FAIL, detail=str(exc), blame=Blame.NETWORK)
-            )
-        if plan is not None:
-            findings.append(
-                Finding(
-                    check="keys",
-                    severity=Severity.OK,
-                    detail=f"accepted: read the manifests of {len(options.datasets)} dataset(s) "
-                    f"and looked up {plural(plan.totals.files)}",
-                )
-            )
-            findings.extend(await _check_buckets(plan, store))
+        plan_findings, plan = await _plan_findings(options, store, keys)
+        findings.extend(plan_findings)
     findings.append(_check_space(plan, out))
     return Diagnosis(findings=tuple(findings), plan=plan)

@@ -15,13 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import socket
 import sqlite3
-import stat
-import sys
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +24,20 @@ from types import TracebackType
 from typing import Self
 
 from .errors import ConfigError
-from .locks import DirectoryClaim, Running, open_plain
+from .journal_setup import (
+    JOURNAL_DIR,
+    JournalDamagedError,
+    find_journals,
+    is_plain,
+    journal_path,
+    open_readonly,
+    prepare_files,
+    set_aside,
+    set_up,
+    shard_of_path,
+    table_columns,
+)
+from .locks import DirectoryClaim, Running
 from .ondisk import JournalEntry, ObjectVersion
 from .shard import Shard, format_shard
 
@@ -48,97 +56,6 @@ __all__ = [
     "set_aside",
 ]
 
-JOURNAL_DIR = ".ego4d-dl"
-_SCHEMA_VERSION = 2
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS objects (
-    id INTEGER PRIMARY KEY,
-    dest TEXT NOT NULL UNIQUE,          -- relative to the output directory
-    bucket TEXT NOT NULL,
-    key TEXT NOT NULL,
-    etag TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    layout TEXT,                        -- JSON list of part sizes; NULL until known
-    layout_exact INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL,                -- 'partial', 'complete' or 'damaged' (by verify)
-    verify_level TEXT,
-    file_size INTEGER,
-    file_mtime_ns INTEGER,
-    updated REAL NOT NULL,
-    file_ino INTEGER,                   -- schema 2: the verified file's inode and device
-    file_dev INTEGER,
-    part_ino INTEGER                    -- schema 2: the .part the ranges were written to
-);
-CREATE TABLE IF NOT EXISTS ranges (
-    object_id INTEGER NOT NULL REFERENCES objects(id) ON DELETE CASCADE,
-    start INTEGER NOT NULL,
-    stop INTEGER NOT NULL,
-    md5 BLOB,                           -- MD5 of the bytes as received, when streamed whole
-    PRIMARY KEY (object_id, start)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS runs (       -- who wrote this journal, for "what is running"
-    id INTEGER PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
-    command TEXT NOT NULL
-);
-"""
-# Schema 1 journals gain the columns of schema 2; their complete entries have no inode.
-_MIGRATIONS = (
-    "ALTER TABLE objects ADD COLUMN file_ino INTEGER",
-    "ALTER TABLE objects ADD COLUMN file_dev INTEGER",
-    "ALTER TABLE objects ADD COLUMN part_ino INTEGER",
-)
-_SHARD_JOURNAL_RE = re.compile(r"^journal-shard-(\d+)-of-(\d+)\.sqlite$")
-_SIDECARS = ("", "-wal", "-shm", "-journal")
-
-
-class JournalDamagedError(ConfigError):
-    """The journal cannot be read (truncated, garbage, a newer schema); it can be rebuilt."""
-
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(
-            f"the journal {path} {problem}; rebuild it from the files on disk with "
-            "`ego4d-dl verify --repair` (same options as the download; the old journal is "
-            "kept beside it), or move it away to start over"
-        )
-        self.path = path
-
-
-def is_plain(path: Path) -> bool:
-    """Whether ``path`` is a regular file with one name (not a link to something else)."""
-    try:
-        st = path.lstat()
-    except OSError:
-        return False
-    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
-
-
-def journal_path(output_directory: Path, shard: Shard | None = None) -> Path:
-    """Where a run's journal lives; each shard ``K/N`` has its own file."""
-    name = "journal.sqlite" if shard is None else f"journal-shard-{shard[0]}-of-{shard[1]}.sqlite"
-    return output_directory / JOURNAL_DIR / name
-
-
-def _shard_of_path(path: Path) -> Shard | None:
-    match = _SHARD_JOURNAL_RE.match(path.name)
-    return (int(match[1]), int(match[2])) if match else None
-
-
-def find_journals(output_directory: Path) -> tuple[Path | None, dict[Shard, Path]]:
-    """The unsharded journal (if any) and every shard's, by ``(K, N)``."""
-    folder = output_directory / JOURNAL_DIR
-    plain = folder / "journal.sqlite"
-    sharded: dict[Shard, Path] = {}
-    if folder.is_dir():
-        for path in folder.iterdir():
-            shard = _shard_of_path(path)
-            if shard is not None:
-                sharded[shard] = path
-    return (plain if plain.is_file() else None), sharded
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RangeRecord:
@@ -147,20 +64,6 @@ class RangeRecord:
     start: int
     stop: int
     md5: bytes | None
-
-
-def _command() -> str:
-    return " ".join(["ego4d-dl", *sys.argv[1:]])[:500]
-
-
-def set_aside(path: Path) -> Path:
-    """Move a damaged journal (and its WAL files) beside itself; return the new name."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    aside = path.with_name(f"{path.name}.damaged-{stamp}")
-    for suffix in _SIDECARS:
-        with contextlib.suppress(FileNotFoundError):
-            path.with_name(path.name + suffix).rename(aside.with_name(aside.name + suffix))
-    return aside
 
 
 def describe_running(output_directory: Path) -> Callable[[Running], str]:
@@ -179,7 +82,7 @@ def describe_running(output_directory: Path) -> Callable[[Running], str]:
         for path in paths:
             with contextlib.suppress(ConfigError, sqlite3.Error), Journal(path, snapshot=True) as j:
                 rows.extend(
-                    (started, host, pid, _shard_of_path(path))
+                    (started, host, pid, shard_of_path(path))
                     for host, pid, started in j.db.execute(
                         "SELECT host, pid, started FROM runs WHERE ended IS NULL"
                     )
@@ -228,12 +131,13 @@ class Journal:
     @property
     def shard(self) -> Shard | None:
         """The shard this journal belongs to (``None``: an unsharded run's)."""
-        return _shard_of_path(self.path)
+        return shard_of_path(self.path)
 
     def open(self) -> None:
         """Open the journal; a writer first claims the output folder, then creates the file."""
         if self.readonly:
-            self._open_readonly()
+            self._db = open_readonly(self.path, snapshot=self.snapshot)
+            self._columns = table_columns(self._db)
             return
         folder = self.path.parent
         try:
@@ -250,7 +154,7 @@ class Journal:
                     f"the filesystem of {folder} has no file locks: ego4d-dl cannot stop two "
                     "runs from writing into it at once; make sure only one does"
                 )
-            self._prepare_files()
+            prepare_files(self.path, self.notes)
             db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             self._release()
@@ -260,7 +164,8 @@ class Journal:
             raise
         try:
             self._db = db
-            self._set_up(db)
+            self._run_id = set_up(db, self.path)
+            self._columns = table_columns(db)
         except JournalDamagedError:
             self._db = None
             db.close()
@@ -271,77 +176,6 @@ class Journal:
             db.close()
             self._release()
             raise JournalDamagedError(self.path, f"is damaged ({exc})") from None
-
-    def _prepare_files(self) -> None:
-        """The journal's files are ours: a link at one of their names is removed, never
-        followed (SQLite itself would follow it)."""
-        for suffix in _SIDECARS:
-            path = self.path.with_name(self.path.name + suffix)
-            try:
-                st = path.lstat()
-            except FileNotFoundError:
-                continue
-            if path.is_symlink() or st.st_nlink > 1:
-                kind = "symbolic link" if path.is_symlink() else "hard link"
-                path.unlink()
-                self.notes.append(f"{path} was a {kind}; replaced by a file of ego4d-dl's own")
-        if not self.path.exists():
-            os.close(open_plain(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL))
-
-    def _set_up(self, db: sqlite3.Connection) -> None:
-        db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a crash never corrupts, a power loss may drop the last commits,
-        # which only means re-fetching a little.
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > _SCHEMA_VERSION:
-            raise JournalDamagedError(
-                self.path, f"was written by a newer ego4d-dl (schema {version}); upgrade, or"
-            )
-        problem = db.execute("PRAGMA quick_check").fetchone()[0]
-        if problem != "ok":
-            raise JournalDamagedError(self.path, f"is damaged ({problem})")
-        if version == 1:
-            for statement in _MIGRATIONS:
-                db.execute(statement)
-        db.executescript(_SCHEMA)
-        db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-        cur = db.execute(
-            "INSERT INTO runs (host, pid, started, command) VALUES (?, ?, ?, ?)",
-            (socket.gethostname(), os.getpid(), time.time(), _command()),
-        )
-        self._run_id = cur.lastrowid
-        db.commit()
-        # Readers of snapshots (another run explaining why it is refused, ``status`` on a
-        # login node) see only what is checkpointed.
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._columns = self._table_columns(db)
-
-    def _open_readonly(self) -> None:
-        if not is_plain(self.path):
-            raise ConfigError(f"{self.path} is not a journal of ego4d-dl's own (a link?)")
-        try:
-            immutable = "&immutable=1" if self.snapshot else ""
-            # Quoted: a '?', '#' or '%' in the output directory would end the URI's path.
-            uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro{immutable}"
-            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise JournalDamagedError(
-                    self.path, f"was written by a newer ego4d-dl (schema {version}); upgrade, or"
-                )
-            self._db.execute("SELECT count(*) FROM objects").fetchone()
-            self._columns = self._table_columns(self._db)
-        except sqlite3.Error as exc:
-            self.close()
-            if "no such table" in str(exc):
-                raise ConfigError(f"cannot read the journal {self.path}: {exc}") from None
-            raise JournalDamagedError(self.path, f"cannot be read ({exc})") from None
-
-    @staticmethod
-    def _table_columns(db: sqlite3.Connection) -> tuple[str, ...]:
-        return tuple(str(row[1]) for row in db.execute("PRAGMA table_info(objects)"))
 
     def _release(self) -> None:
         if self._claim is not None:

@@ -68,84 +68,111 @@ async def lookup_objects(
     for bucket, key in wanted:
         folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
         groups[(bucket, folder)].add(key)
-    results: dict[tuple[str, str], LookupResult] = {}
-    gate = asyncio.Semaphore(concurrency)
-    rng = random.Random()
-    counters = {"heads": 0, "pages": 0}
+    run = _Lookups(store, concurrency, policy, sleep, on_progress, span_keys)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for (bucket, folder), keys in groups.items():
+                tg.create_task(run.resolve_group(bucket, folder, keys))
+    except BaseExceptionGroup as group:
+        raise most_relevant(group) from None
+    return run.results, Lookup(heads=run.heads, list_pages=run.pages)
 
-    def progress(n: int) -> None:
-        if on_progress is not None and n:
-            on_progress(n)
 
-    async def head_one(bucket: str, key: str) -> None:
+class _Lookups:
+    """The state of one ``lookup_objects``: results so far, a gate on requests, counters."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        concurrency: int,
+        policy: RetryPolicy,
+        sleep: Callable[[float], Awaitable[object]],
+        on_progress: Callable[[int], None] | None,
+        span_keys: int,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.sleep = sleep
+        self.on_progress = on_progress
+        self.span_keys = span_keys
+        self.results: dict[tuple[str, str], LookupResult] = {}
+        self.gate = asyncio.Semaphore(concurrency)
+        self.rng = random.Random()
+        self.heads = 0
+        self.pages = 0
+
+    def _progress(self, n: int) -> None:
+        if self.on_progress is not None and n:
+            self.on_progress(n)
+
+    async def head_one(self, bucket: str, key: str) -> None:
         """HEAD one key; the caller holds a ``gate`` slot, released here."""
         try:
-            counters["heads"] += 1
-            results[(bucket, key)] = await retry_call(
-                lambda: store.head(bucket, key), policy=policy, sleep=sleep, rng=rng
+            self.heads += 1
+            self.results[(bucket, key)] = await retry_call(
+                lambda: self.store.head(bucket, key),
+                policy=self.policy,
+                sleep=self.sleep,
+                rng=self.rng,
             )
         except (CredentialsError, NetworkError):
             raise
         except TransferError as exc:
-            results[(bucket, key)] = exc
+            self.results[(bucket, key)] = exc
         finally:
-            gate.release()
-        progress(1)
+            self.gate.release()
+        self._progress(1)
 
-    async def list_span(bucket: str, folder: str, span: list[str], keys: set[str]) -> None:
+    async def list_span(self, bucket: str, folder: str, span: list[str], keys: set[str]) -> None:
         """List from just before ``span[0]`` until past ``span[-1]``; record wanted keys seen."""
         budget = len(span) * _LIST_OVERSHOOT
         seen = 0
         token: str | None = None
 
         async def one_page(token: str | None) -> ListPage:
-            return await store.list_page(
+            return await self.store.list_page(
                 bucket, prefix=folder, start_after=span[0][:-1], token=token
             )
 
         while True:
-            async with gate:
-                counters["pages"] += 1
+            async with self.gate:
+                self.pages += 1
                 page = await retry_call(
-                    functools.partial(one_page, token), policy=policy, sleep=sleep, rng=rng
+                    functools.partial(one_page, token),
+                    policy=self.policy,
+                    sleep=self.sleep,
+                    rng=self.rng,
                 )
             seen += len(page.items)
             fresh = 0
             for item in page.items:
-                if item.key in keys and (bucket, item.key) not in results:
-                    results[(bucket, item.key)] = item
+                if item.key in keys and (bucket, item.key) not in self.results:
+                    self.results[(bucket, item.key)] = item
                     fresh += 1
-            progress(fresh)
+            self._progress(fresh)
             token = page.next_token
             past_last = bool(page.items) and page.items[-1].key >= span[-1]
             if token is None or past_last or seen > budget:
                 return
 
-    async def resolve_group(bucket: str, folder: str, keys: set[str]) -> None:
+    async def resolve_group(self, bucket: str, folder: str, keys: set[str]) -> None:
         ordered = sorted(keys)
         if len(keys) >= LIST_MIN_KEYS:
             # Continuation tokens make one listing sequential; StartAfter lets us list
             # several spans of the folder at once, one page-sized span of wanted keys each.
-            spans = [ordered[i : i + span_keys] for i in range(0, len(ordered), span_keys)]
+            size = self.span_keys
+            spans = [ordered[i : i + size] for i in range(0, len(ordered), size)]
             try:
                 async with asyncio.TaskGroup() as tg:
                     for span in spans:
-                        tg.create_task(list_span(bucket, folder, span, keys))
+                        tg.create_task(self.list_span(bucket, folder, span, keys))
             except BaseExceptionGroup as group:
                 if not all(isinstance(e, AccessDeniedError) for e in leaves(group)):
                     raise
                 # Listing is not allowed everywhere; HEAD each key instead.
-        todo = [k for k in ordered if (bucket, k) not in results]
+        todo = [k for k in ordered if (bucket, k) not in self.results]
         async with asyncio.TaskGroup() as tg:
             for key in todo:
                 # Take the slot before creating the task, so pending work stays bounded.
-                await gate.acquire()
-                tg.create_task(head_one(bucket, key))
-
-    try:
-        async with asyncio.TaskGroup() as tg:
-            for (bucket, folder), keys in groups.items():
-                tg.create_task(resolve_group(bucket, folder, keys))
-    except BaseExceptionGroup as group:
-        raise most_relevant(group) from None
-    return results, Lookup(heads=counters["heads"], list_pages=counters["pages"])
+                await self.gate.acquire()
+                tg.create_task(self.head_one(bucket, key))

@@ -118,17 +118,8 @@ async def _check_one(
         os.close(fd)
 
 
-async def _check_open(
-    store: ObjectStore,
-    f: PlannedFile,
-    fd: int,
-    layout: Layout | None,
-    hash_slots: asyncio.Semaphore,
-    sink: EventSink,
-    policy: RetryPolicy,
-) -> FileCheck:
-    """Check the file open at ``fd`` (opened without following a link)."""
-    st = os.fstat(fd)
+def _shape(f: PlannedFile, st: os.stat_result) -> FileCheck | None:
+    """A verdict from the ``fstat`` alone: not ours, or not the object's size."""
     if not stat.S_ISREG(st.st_mode):
         return FileCheck(
             planned=f, verdict=Verdict.BLOCKED, reason="not a regular file; move it away"
@@ -146,7 +137,24 @@ async def _check_open(
             verdict=verdict,
             reason=f"{st.st_size:,} bytes on disk, the object has {f.size_bytes:,}",
         )
+    return None
+
+
+async def _check_open(
+    store: ObjectStore,
+    f: PlannedFile,
+    fd: int,
+    layout: Layout | None,
+    hash_slots: asyncio.Semaphore,
+    sink: EventSink,
+    policy: RetryPolicy,
+) -> FileCheck:
+    """Check the file open at ``fd`` (opened without following a link)."""
+    st = os.fstat(fd)
     kind = etag_kind(f.etag)
+    early = _shape(f, st)
+    if early is not None:
+        return early
     if kind is VerifyLevel.SIZE:
         return FileCheck(
             planned=f,
@@ -160,35 +168,20 @@ async def _check_open(
             layout = await learn_layout(
                 store, f.bucket, f.key, etag=f.etag, size_bytes=f.size_bytes, run=retrying(policy)
             )
-        if (
-            kind is VerifyLevel.COMPOSITE
-            and layout is not None
-            and len(layout[0]) != multipart_count(f.etag)
-        ):
-            return FileCheck(
-                planned=f,
-                verdict=Verdict.OK,
-                level=VerifyLevel.SIZE.value,
-                reason="the server does not tell upload parts apart, so only the size was checked",
-                st=st,
-                layout=layout,
-            )
-        if kind is VerifyLevel.MD5:
-            got = (await _hash(fd, f, 0, f.size_bytes, hash_slots, sink)).hex()
-        else:
-            assert layout is not None
-            got = await _composite(fd, f, layout[0], hash_slots, sink)
-            if got != f.etag and not layout[1]:
-                # The uniform guess was wrong; the bytes may be fine. Learn the real layout.
-                layout = await exact_layout(
-                    store,
-                    f.bucket,
-                    f.key,
-                    etag=f.etag,
-                    size_bytes=f.size_bytes,
-                    run=retrying(policy),
+        if kind is VerifyLevel.COMPOSITE and layout is not None:
+            if len(layout[0]) != multipart_count(f.etag):
+                return FileCheck(
+                    planned=f,
+                    verdict=Verdict.OK,
+                    level=VerifyLevel.SIZE.value,
+                    reason="the server does not tell upload parts apart, so only the size "
+                    "was checked",
+                    st=st,
+                    layout=layout,
                 )
-                got = await _composite(fd, f, layout[0], hash_slots, sink)
+            got, layout = await _composite_checked(store, fd, f, layout, hash_slots, sink, policy)
+        else:
+            got = (await _hash(fd, f, 0, f.size_bytes, hash_slots, sink)).hex()
     except RemoteChangedError as exc:
         return FileCheck(planned=f, verdict=Verdict.CHANGED, reason=str(exc))
     except (ObjectNotFoundError, AccessDeniedError) as exc:
@@ -196,18 +189,34 @@ async def _check_open(
     except TransferError as exc:
         return FileCheck(planned=f, verdict=Verdict.UNCHECKED, reason=str(exc))
     except OSError as exc:
-        return FileCheck(
-            planned=f, verdict=Verdict.UNCHECKED, reason=f"cannot read it: {exc.strerror or exc}"
-        )
+        reason = f"cannot read it: {exc.strerror or exc}"
+        return FileCheck(planned=f, verdict=Verdict.UNCHECKED, reason=reason)
     if got != f.etag:
         what = "composite MD5" if kind is VerifyLevel.COMPOSITE else "MD5"
-        return FileCheck(
-            planned=f,
-            verdict=Verdict.CORRUPT,
-            reason=f"{what} {got} != ETag {f.etag}",
-            layout=layout,
-        )
+        reason = f"{what} {got} != ETag {f.etag}"
+        return FileCheck(planned=f, verdict=Verdict.CORRUPT, reason=reason, layout=layout)
     return FileCheck(planned=f, verdict=Verdict.OK, level=kind.value, layout=layout, st=st)
+
+
+async def _composite_checked(
+    store: ObjectStore,
+    fd: int,
+    f: PlannedFile,
+    layout: Layout,
+    hash_slots: asyncio.Semaphore,
+    sink: EventSink,
+    policy: RetryPolicy,
+) -> tuple[str, Layout]:
+    """The composite ETag of the bytes under ``layout``; a uniform guess that does not match
+    is replaced by the exact layout (one HEAD per part) and tried again."""
+    got = await _composite(fd, f, layout[0], hash_slots, sink)
+    if got != f.etag and not layout[1]:
+        # The uniform guess was wrong; the bytes may be fine. Learn the real layout.
+        layout = await exact_layout(
+            store, f.bucket, f.key, etag=f.etag, size_bytes=f.size_bytes, run=retrying(policy)
+        )
+        got = await _composite(fd, f, layout[0], hash_slots, sink)
+    return got, layout
 
 
 async def _hash(

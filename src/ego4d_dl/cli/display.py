@@ -10,10 +10,11 @@ from collections.abc import Callable
 from rich.console import Console
 
 from ..adopt import Adoption
-from ..dashboard import CheckProgressSink, Dashboard
+from ..dashboard import Dashboard
 from ..events import Event
 from ..formatting import human_bytes
 from ..planned import Plan
+from ..readback_view import CheckProgressSink
 from ..sinks import Display, JsonLinesSink, PlainProgressSink
 from .console import stderr_console, stdout_console, warn
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Any
 
 import typer
 
-from ..config import DEFAULT_STALL_TIMEOUT_S, build_options, check_output_directory
-from ..dashboard import CheckProgressSink
+from ..config import DEFAULT_STALL_TIMEOUT_S, Options, build_options, check_output_directory
 from ..downloading import DownloadResult, free_bytes, plan_readonly, run_download
-from ..engine.core import Engine
+from ..engine import Engine
 from ..errors import Ego4dDLError
-from ..events import StopKind, discard
+from ..events import RunSummary, StopKind, discard
 from ..jsonforms import plan_json
 from ..planned import Plan
+from ..readback_view import CheckProgressSink
 from ..render import render_plan, render_summary
 from ..session import open_store
 from .console import fail, print_warnings, run_async, stderr_console, stdout_console, write_stdout
@@ -23,20 +23,32 @@ from .datasets import datasets_command
 from .display import OutputGuard, WithChecks, make_display, print_adoption
 from .options import (
     Benchmarks,
+    BypassExisting,
     Concurrency,
     ConfigPath,
     Datasets,
+    DryRun,
     EndpointUrl,
     JsonOut,
+    ListDatasets,
     ManifestOverride,
     MaxBandwidth,
+    Metadata,
+    NoSpaceCheck,
     OutputDirectory,
     Profile,
+    ProgressInterval,
+    Quiet,
+    ReleaseManifest,
     ShardOption,
+    SkipS3Checks,
+    StallTimeout,
     Universities,
+    VerifyMode,
     Version,
     VideoUidFile,
     VideoUids,
+    Yes,
     gather_options,
     typed_values,
 )
@@ -44,7 +56,7 @@ from .outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, download_exit_code, exit_
 from .prompt import confirm_download
 from .signals import stop_engine_on_signals, stop_planning_on_signals
 
-__all__ = ["download_command", "plan_command"]
+__all__ = ["DOWNLOAD_EPILOG", "download_command", "plan_command"]
 
 
 # "\b" keeps click from rewrapping the examples; each fits in 80 columns.
@@ -76,10 +88,7 @@ def plan_command(
     concurrency: Concurrency = None,
     manifest_override_path: ManifestOverride = None,
     json_out: JsonOut = False,
-    dry_run: Annotated[
-        bool,
-        typer.Option("--dry-run", help="Accepted for clarity: plan never downloads [default: on]."),
-    ] = True,
+    dry_run: DryRun = True,
     shard: ShardOption = None,
 ) -> None:
     """Show what a download would fetch: files, sizes, what is already on disk, free space."""
@@ -103,12 +112,6 @@ def plan_command(
         render_plan(stdout_console, plan, free_bytes=free)
 
 
-Yes = Annotated[
-    bool,
-    typer.Option("--yes", "-y", help="Start without the confirmation prompt [default: ask]."),
-]
-
-
 def download_command(
     ctx: typer.Context,
     output_directory: OutputDirectory = None,
@@ -124,61 +127,18 @@ def download_command(
     concurrency: Concurrency = None,
     manifest_override_path: ManifestOverride = None,
     yes: Yes = False,
-    manifest: Annotated[
-        bool,
-        typer.Option(
-            "--manifest",
-            help="Also keep the release's full_scale manifest as DIR/manifest.csv, as the "
-            "original CLI; the download goes on [default: off].",
-        ),
-    ] = False,
-    metadata: Annotated[
-        bool,
-        typer.Option("--metadata/--no-metadata", help="Also fetch the release's ego4d.json."),
-    ] = True,
-    verify: Annotated[
-        str,
-        typer.Option(
-            "--verify",
-            metavar="etag|size",
-            help="etag: check every file's MD5 or multipart ETag; size: sizes only.",
-        ),
-    ] = "etag",
-    stall_timeout: Annotated[
-        float,
-        typer.Option(
-            "--stall-timeout",
-            metavar="SECONDS",
-            help="Seconds without a byte before a request is retried.",
-        ),
-    ] = DEFAULT_STALL_TIMEOUT_S,
-    no_space_check: Annotated[
-        bool,
-        typer.Option(
-            "--no-space-check", help="Start even if free space looks too small [default: check]."
-        ),
-    ] = False,
-    dry_run: Annotated[
-        bool,
-        typer.Option("--dry-run", help="Only show the plan, as `ego4d-dl plan` [default: off]."),
-    ] = False,
-    # The original CLI's own switches, accepted so that its command lines keep working.
-    skip_s3_checks: Annotated[bool, typer.Option("--skip-s3-checks", hidden=True)] = False,
-    bypass_existing: Annotated[bool, typer.Option("--bypass-existing", hidden=True)] = False,
-    list_datasets: Annotated[bool, typer.Option("--list-datasets", hidden=True)] = False,
+    manifest: ReleaseManifest = False,
+    metadata: Metadata = True,
+    verify: VerifyMode = "etag",
+    stall_timeout: StallTimeout = DEFAULT_STALL_TIMEOUT_S,
+    no_space_check: NoSpaceCheck = False,
+    dry_run: DryRun = False,
+    skip_s3_checks: SkipS3Checks = False,
+    bypass_existing: BypassExisting = False,
+    list_datasets: ListDatasets = False,
     json_out: JsonOut = False,
-    quiet: Annotated[
-        bool,
-        typer.Option("--quiet", "-q", help="Only errors, warnings and the summary [default: off]."),
-    ] = False,
-    progress_interval: Annotated[
-        float,
-        typer.Option(
-            "--progress-interval",
-            metavar="SECONDS",
-            help="Seconds between progress lines in logs and pipes (and --json).",
-        ),
-    ] = 10.0,
+    quiet: Quiet = False,
+    progress_interval: ProgressInterval = 10.0,
     shard: ShardOption = None,
     max_bandwidth: MaxBandwidth = None,
 ) -> None:
@@ -189,40 +149,11 @@ def download_command(
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
     if values.get("list_datasets"):
-        ctx.invoke(
-            datasets_command,
-            ctx=ctx,
-            version=values.get("version"),
-            aws_profile_name=values.get("aws_profile_name"),
-            endpoint_url=values.get("endpoint_url"),
-            json_out=json_out,
-        )
+        _invoke_with(ctx, datasets_command, values, "version", "aws_profile_name", "endpoint_url")
         return
-    if values.get("skip_s3_checks"):
-        print_warnings(["--skip-s3-checks is ignored: objects are always looked up, by listing"])
-    if values.get("bypass_existing"):
-        print_warnings(
-            ["--bypass-existing is ignored: complete files are skipped by journal or size"]
-        )
+    _note_ignored_switches(values)
     if dry_run:
-        ctx.invoke(
-            plan_command,
-            ctx=ctx,
-            output_directory=output_directory,
-            datasets=datasets,
-            benchmarks=benchmarks,
-            version=version,
-            aws_profile_name=aws_profile_name,
-            video_uids=video_uids,
-            video_uid_file=video_uid_file,
-            universities=universities,
-            config=config,
-            endpoint_url=endpoint_url,
-            concurrency=concurrency,
-            manifest_override_path=manifest_override_path,
-            json_out=json_out,
-            shard=shard,
-        )
+        _invoke_with(ctx, plan_command, ctx.params, *_PLAN_PARAMS)
         return
     try:
         options, warnings = build_options(values)
@@ -233,89 +164,145 @@ def download_command(
     print_warnings(warnings)
     if progress_interval <= 0:
         fail(f"--progress-interval must be positive, not {progress_interval:g}", EXIT_USAGE)
-    guard = OutputGuard()
-    sink = make_display(
-        json_out=json_out, quiet=quiet, interval_s=progress_interval, on_output_error=guard
+    run = _DownloadRun(
+        options,
+        json_out=json_out,
+        quiet=quiet,
+        interval_s=progress_interval,
+        space_check=not no_space_check,
     )
-    if not json_out:
-        checks = CheckProgressSink(sys.stderr, interval_s=progress_interval, quiet=quiet)
-        sink = WithChecks(sink, checks)
+    raise typer.Exit(run.report(run.execute()))
 
-    warned = False
 
-    async def confirm(plan: Plan) -> bool:
-        nonlocal warned
+_PLAN_PARAMS = (
+    "output_directory",
+    "datasets",
+    "benchmarks",
+    "version",
+    "aws_profile_name",
+    "video_uids",
+    "video_uid_file",
+    "universities",
+    "config",
+    "endpoint_url",
+    "concurrency",
+    "manifest_override_path",
+    "shard",
+)
+
+
+def _invoke_with(ctx: typer.Context, command: Any, values: dict[str, Any], *names: str) -> None:
+    """Run another command with the named parameters of this one (``--dry-run``: ``plan``)."""
+    ctx.invoke(command, ctx=ctx, **{n: values.get(n) for n in names}, json_out=values["json_out"])
+
+
+def _note_ignored_switches(values: dict[str, Any]) -> None:
+    if values.get("skip_s3_checks"):
+        print_warnings(["--skip-s3-checks is ignored: objects are always looked up, by listing"])
+    if values.get("bypass_existing"):
+        print_warnings(
+            ["--bypass-existing is ignored: complete files are skipped by journal or size"]
+        )
+
+
+class _DownloadRun:
+    """One download as the command line runs it: its display, question, signals and output
+    guard around ``downloading.run_download``, then what it tells the user and its exit code."""
+
+    def __init__(
+        self, options: Options, *, json_out: bool, quiet: bool, interval_s: float, space_check: bool
+    ) -> None:
+        self.options = options
+        self.json_out, self.quiet, self.space_check = json_out, quiet, space_check
+        self.guard = OutputGuard()
+        sink = make_display(
+            json_out=json_out, quiet=quiet, interval_s=interval_s, on_output_error=self.guard
+        )
+        if not json_out:
+            checks = CheckProgressSink(sys.stderr, interval_s=interval_s, quiet=quiet)
+            sink = WithChecks(sink, checks)
+        self.sink = sink
+        self.warned = False
+        self._on_signal = stop_engine_on_signals(sink)
+
+    async def confirm(self, plan: Plan) -> bool:
         # Skipped rows and unknown UIDs belong before the question, not under the summary.
         print_warnings(plan.warnings)
-        warned = True
-        sink.expect(plan)
-        if guard.error is not None:
+        self.warned = True
+        self.sink.expect(plan)
+        if self.guard.error is not None:
             return False  # the output broke while planning: do not begin unseen
-        return await confirm_download(plan, assume_yes=options.assume_yes, quiet=quiet)
+        return await confirm_download(plan, assume_yes=self.options.assume_yes, quiet=self.quiet)
 
-    on_signal = stop_engine_on_signals(sink)
+    def on_engine(self, engine: Engine) -> None:
+        self._on_signal(engine)
+        self.guard.arm(engine.stop)
 
-    def on_engine(engine: Engine) -> None:
-        on_signal(engine)
-        guard.arm(engine.stop)
-
-    async def go() -> DownloadResult:
-        stop_planning_on_signals(sink)
+    async def go(self) -> DownloadResult:
+        stop_planning_on_signals(self.sink)
         try:
             return await run_download(
-                options,
-                sink=sink,
-                confirm=confirm,
-                on_engine=on_engine,
-                space_check=not no_space_check,
+                self.options,
+                sink=self.sink,
+                confirm=self.confirm,
+                on_engine=self.on_engine,
+                space_check=self.space_check,
             )
         finally:
-            sink.close()
+            self.sink.close()
 
-    result = run_async(go, credentials=options.credentials)
-    if guard.error is not None:
-        done = result.summary.verified + result.summary.skipped if result.summary else 0
-        fail(
-            f"{guard.error}; the download stopped ({done:,} files complete): run the same "
-            "command to resume",
-            EXIT_FAILED,
-        )
-    if not warned:
-        print_warnings(result.plan.warnings)
-    print_warnings(result.notes)
-    if result.adoption is not None and not (json_out or quiet):
-        print_adoption(result.adoption)
-    summary = result.summary
-    if result.release_manifest is not None and not quiet:
-        stderr_console.print(f"Manifest downloaded: {result.release_manifest}", markup=False)
-    if result.declined:
-        stderr_console.print("Aborting the download operation.")
-    elif summary is not None and not json_out:
-        render_summary(stdout_console, summary)
-    code = download_exit_code(result)
-    if summary is not None and summary.stopped_by:
+    def execute(self) -> DownloadResult:
+        return run_async(self.go, credentials=self.options.credentials)
+
+    def report(self, result: DownloadResult) -> int:
+        """Tell how the run ended (stdout: the summary; stderr: the rest); the exit code."""
+        summary = result.summary
+        if self.guard.error is not None:
+            done = summary.verified + summary.skipped if summary else 0
+            fail(
+                f"{self.guard.error}; the download stopped ({done:,} files complete): run the "
+                "same command to resume",
+                EXIT_FAILED,
+            )
+        if not self.warned:
+            print_warnings(result.plan.warnings)
+        print_warnings(result.notes)
+        if result.adoption is not None and not (self.json_out or self.quiet):
+            print_adoption(result.adoption)
+        if result.release_manifest is not None and not self.quiet:
+            stderr_console.print(f"Manifest downloaded: {result.release_manifest}", markup=False)
+        if result.declined:
+            stderr_console.print("Aborting the download operation.")
+        elif summary is not None and not self.json_out:
+            render_summary(stdout_console, summary)
+        code = download_exit_code(result)
+        if summary is not None and summary.stopped_by:
+            self._stopped(summary, code)
+        malformed = sum(len(d.malformed) for d in result.plan.datasets)
+        if summary is not None and malformed and code == EXIT_OK:
+            # Requested rows that could not even be planned are files not downloaded: the exit
+            # code must not say "all complete" (users' scripts check it, not the warnings).
+            fail(
+                f"{malformed:,} manifest rows were skipped as malformed (see the warning "
+                "above); everything else is complete",
+                EXIT_FAILED,
+            )
+        return code
+
+    def _stopped(self, summary: RunSummary, code: int) -> None:
         if summary.stop_kind is StopKind.INTERRUPTED:
             stderr_console.print(
                 f"interrupted: {summary.verified + summary.skipped:,} files complete, "
                 "resume with the same command"
             )
-        elif summary.stop_kind is StopKind.CREDENTIALS:
+            return
+        stopped_by = summary.stopped_by or ""
+        if summary.stop_kind is StopKind.CREDENTIALS:
             fail(
-                f"{summary.stopped_by} (using {options.credentials.label}). Ego4D keys expire "
+                f"{stopped_by} (using {self.options.credentials.label}). Ego4D keys expire "
                 "after 14 days; renew them and run the same command to resume.",
                 code,
             )
-        else:
-            # Disk-full messages already say how to resume; say it once.
-            hint = "" if "resume" in summary.stopped_by else "; run the same command to resume"
-            fail(f"{summary.stopped_by}{hint}", code)
-    malformed = sum(len(d.malformed) for d in result.plan.datasets)
-    if summary is not None and malformed and code == EXIT_OK:
-        # Requested rows that could not even be planned are files not downloaded: the exit
-        # code must not say "all complete" (users' scripts check it, not the warnings).
-        fail(
-            f"{malformed:,} manifest rows were skipped as malformed (see the warning above); "
-            "everything else is complete",
-            EXIT_FAILED,
-        )
-    raise typer.Exit(code)
+        # Disk-full messages already say how to resume; say it once.
+        hint = "" if "resume" in stopped_by else "; run the same command to resume"
+        fail(f"{stopped_by}{hint}", code)

@@ -23,20 +23,32 @@ from ..config import (
 
 __all__ = [
     "Benchmarks",
+    "BypassExisting",
     "Concurrency",
     "ConfigPath",
     "Datasets",
+    "DryRun",
     "EndpointUrl",
     "JsonOut",
+    "ListDatasets",
     "ManifestOverride",
     "MaxBandwidth",
+    "Metadata",
+    "NoSpaceCheck",
     "OutputDirectory",
     "Profile",
+    "ProgressInterval",
+    "Quiet",
+    "ReleaseManifest",
     "ShardOption",
+    "SkipS3Checks",
+    "StallTimeout",
     "Universities",
+    "VerifyMode",
     "Version",
     "VideoUidFile",
     "VideoUids",
+    "Yes",
     "gather_options",
     "merge_config",
     "typed_values",
@@ -216,3 +228,65 @@ def typed_values(ctx: typer.Context) -> dict[str, Any]:
 def gather_options(ctx: typer.Context) -> tuple[Options, list[str]]:
     """Validated ``Options`` from what the command was given, and warnings to show."""
     return build_options(typed_values(ctx))
+
+
+# --- options of the download command --------------------------------------------------------
+
+Yes = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Start without the confirmation prompt [default: ask]."),
+]
+ReleaseManifest = Annotated[
+    bool,
+    typer.Option(
+        "--manifest",
+        help="Also keep the release's full_scale manifest as DIR/manifest.csv, as the "
+        "original CLI; the download goes on [default: off].",
+    ),
+]
+Metadata = Annotated[
+    bool,
+    typer.Option("--metadata/--no-metadata", help="Also fetch the release's ego4d.json."),
+]
+VerifyMode = Annotated[
+    str,
+    typer.Option(
+        "--verify",
+        metavar="etag|size",
+        help="etag: check every file's MD5 or multipart ETag; size: sizes only.",
+    ),
+]
+StallTimeout = Annotated[
+    float,
+    typer.Option(
+        "--stall-timeout",
+        metavar="SECONDS",
+        help="Seconds without a byte before a request is retried.",
+    ),
+]
+NoSpaceCheck = Annotated[
+    bool,
+    typer.Option(
+        "--no-space-check", help="Start even if free space looks too small [default: check]."
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Only show the plan, as `ego4d-dl plan` [default: off]."),
+]
+# The original CLI's own switches, accepted so that its command lines keep working.
+SkipS3Checks = Annotated[bool, typer.Option("--skip-s3-checks", hidden=True)]
+BypassExisting = Annotated[bool, typer.Option("--bypass-existing", hidden=True)]
+ListDatasets = Annotated[bool, typer.Option("--list-datasets", hidden=True)]
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Only errors, warnings and the summary [default: off]."),
+]
+ProgressInterval = Annotated[
+    float,
+    typer.Option(
+        "--progress-interval",
+        metavar="SECONDS",
+        help="Seconds between progress lines in logs and pipes (and --json).",
+    ),
+]

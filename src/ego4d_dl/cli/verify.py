@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from ..dashboard import CheckProgressSink
 from ..downloading import default_jobs
 from ..errors import ConfigError, Ego4dDLError
-from ..events import EventSink, discard
+from ..events import discard
 from ..jsonforms import verify_json
+from ..readback_view import CheckProgressSink
 from ..render import render_verify
 from ..results import VerifyResult
 from ..sinks import Display
@@ -63,6 +63,25 @@ Jobs = Annotated[
 ]
 
 
+CheckMetadata = Annotated[
+    bool,
+    typer.Option("--metadata/--no-metadata", help="Also check the release's ego4d.json."),
+]
+RepairSpaceCheck = Annotated[
+    bool,
+    typer.Option(
+        "--no-space-check", help="Repair even if free space looks too small [default: off]."
+    ),
+]
+QuietChecks = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Print only problems and the summary [default: off]."),
+]
+Interval = Annotated[
+    float, typer.Option("--progress-interval", help="Seconds between progress lines.")
+]
+
+
 def verify_command(
     ctx: typer.Context,
     output_directory: OutputDirectory = None,
@@ -80,24 +99,11 @@ def verify_command(
     repair: Repair = False,
     jobs: Jobs = None,
     max_bandwidth: MaxBandwidth = None,
-    metadata: Annotated[
-        bool,
-        typer.Option("--metadata/--no-metadata", help="Also check the release's ego4d.json."),
-    ] = True,
-    no_space_check: Annotated[
-        bool,
-        typer.Option(
-            "--no-space-check", help="Repair even if free space looks too small [default: off]."
-        ),
-    ] = False,
+    metadata: CheckMetadata = True,
+    no_space_check: RepairSpaceCheck = False,
     json_out: JsonOut = False,
-    quiet: Annotated[
-        bool,
-        typer.Option("--quiet", "-q", help="Print only problems and the summary [default: off]."),
-    ] = False,
-    progress_interval: Annotated[
-        float, typer.Option("--progress-interval", help="Seconds between progress lines.")
-    ] = 10.0,
+    quiet: QuietChecks = False,
+    progress_interval: Interval = 10.0,
 ) -> None:
     """Read every downloaded file back and check it against its ETag; --repair refetches.
 
@@ -113,26 +119,13 @@ def verify_command(
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
     print_warnings(warnings)
-    checks = (
-        None
-        if json_out
-        else CheckProgressSink(
-            sys.stderr, interval_s=progress_interval, quiet=quiet, list_damaged=False
-        )
-    )
     # --json prints one document at the end, as `plan --json` does: no progress events.
-    sink: EventSink = discard
-    display: Display | None = None
-    if checks is not None:
-        display = WithChecks(
-            make_display(json_out=False, quiet=quiet, interval_s=progress_interval), checks
-        )
-        sink = display
+    display = None if json_out else _display(quiet=quiet, interval_s=progress_interval)
 
     async def go() -> VerifyResult:
         return await run_verify(
             options,
-            sink=sink,
+            sink=display if display is not None else discard,
             repair=repair,
             jobs=jobs or default_jobs(),
             on_engine=stop_engine_on_signals(display) if display else lambda _: None,
@@ -144,6 +137,16 @@ def verify_command(
     finally:
         if display is not None:
             display.close()
+    _report(result, json_out=json_out)
+    raise typer.Exit(verify_exit_code(result))
+
+
+def _display(*, quiet: bool, interval_s: float) -> Display:
+    checks = CheckProgressSink(sys.stderr, interval_s=interval_s, quiet=quiet, list_damaged=False)
+    return WithChecks(make_display(json_out=False, quiet=quiet, interval_s=interval_s), checks)
+
+
+def _report(result: VerifyResult, *, json_out: bool) -> None:
     print_warnings(result.plan.warnings)
     if result.rebuilt_from is not None:
         print_warnings(
@@ -156,4 +159,3 @@ def verify_command(
         write_stdout(json.dumps(verify_json(result), indent=1) + "\n")
     else:
         render_verify(stdout_console, result)
-    raise typer.Exit(verify_exit_code(result))
