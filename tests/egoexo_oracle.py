@@ -52,6 +52,7 @@ __all__ = [
     "OriginalPlan",
     "OriginalRun",
     "original_filter",
+    "original_manifest_loads",
     "original_plan",
     "ours",
     "run_original",
@@ -148,14 +149,19 @@ def _original_args(flags: Flags, out_dir: str = "unused") -> argparse.Namespace:
     return args
 
 
+def original_manifest_loads(manifest_json: str) -> list[Any]:
+    """The original's ``manifest_loads``: its ``ManifestEntry`` values (or its exception)."""
+    manifest = _original("ego4d.internal.download.manifest")
+    with _quiet():
+        return list(manifest.manifest_loads(manifest_json))
+
+
 def original_filter(manifest_json: str, flags: Flags) -> list[tuple[str, str]]:
     """``(source_path, relative_path)`` of every path the original's ``_manifest_ok`` and
     ``_path_ok`` admit in one manifest, in its order."""
     module = _original(_MODULE)
-    manifest = _original("ego4d.internal.download.manifest")
     args = _original_args(flags)
-    with _quiet():
-        entries = manifest.manifest_loads(manifest_json)
+    entries = original_manifest_loads(manifest_json)
     return [
         (p.source_path, p.relative_path)
         for m in entries

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .errors import ManifestError
 from .manifest import parse_s3_url
@@ -245,20 +245,26 @@ def relative_path_problem(path: str) -> str | None:
         return "empty relative_path"
     if has_control(path):
         return "relative_path holds control characters"
-    if path.startswith("/"):
+    if path[0] == "/":
         return "absolute relative_path"
     if "\\" in path:
         return "relative_path holds a backslash (a folder separator on Windows)"
     segments = path.split("/")
-    if any(seg == ".." for seg in segments):
-        return "relative_path leaves the output directory ('..')"
-    if any(seg in ("", ".") for seg in segments):
-        return "relative_path has an empty or '.' segment"
+    for seg in segments:
+        if seg == "..":
+            return "relative_path leaves the output directory ('..')"
+        if seg in ("", "."):
+            return "relative_path has an empty or '.' segment"
+        # Only a segment of more than 63 characters can exceed 255 bytes of UTF-8.
+        if len(seg) > _MAX_SEGMENT_BYTES // 4 and _utf8_len(seg) > _MAX_SEGMENT_BYTES:
+            return f"relative_path has a name longer than {_MAX_SEGMENT_BYTES} bytes"
     if segments[0].casefold() == RESERVED_TOP:
         return f"relative_path is inside ego4d-dl's own folder {RESERVED_TOP}"
-    if any(len(seg.encode("utf-8", "surrogatepass")) > _MAX_SEGMENT_BYTES for seg in segments):
-        return f"relative_path has a name longer than {_MAX_SEGMENT_BYTES} bytes"
     return None
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def destination(output_directory: Path, row: EgoExoRow) -> Path:
@@ -289,11 +295,17 @@ class _Labels:
     def read(self, value: Any, what: str) -> tuple[str, ...] | None:
         if value is None:
             return None
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list):
             raise _Bad(f"{what} is not a list of strings")
         labels = tuple(value)
-        kept = self._seen.get(labels)
+        try:
+            # A hit is valid: no JSON value but a string equals a string.
+            kept = self._seen.get(labels)
+        except TypeError:  # a list or object among the labels
+            raise _Bad(f"{what} is not a list of strings") from None
         if kept is None:
+            if not all(isinstance(v, str) for v in labels):
+                raise _Bad(f"{what} is not a list of strings")
             if any(has_control(v) for v in labels):
                 raise _Bad(f"{what} holds control characters")
             kept = self._seen[labels] = tuple(sys.intern(v) for v in labels)
@@ -303,7 +315,7 @@ class _Labels:
 def _key_problem(key: str) -> str | None:
     # As for Ego4D's locations: such keys are not what S3 stores, and HTTP layers normalise
     # "/../" away, fetching another object than the one named.
-    if key.startswith("/") or any(seg in (".", "..") for seg in key.split("/")):
+    if key[0] == "/" or ("/." in f"/{key}" and any(s in (".", "..") for s in key.split("/"))):
         return "source_path key has a '.' or '..' segment or starts with '/'"
     return None
 
@@ -317,7 +329,7 @@ def _size(value: Any) -> int | None:
     return value
 
 
-def _row(raw: Any, entry: Entry, path_no: int, labels: _Labels) -> EgoExoRow:
+def _row(raw: Any, entry: _Head, path_no: int, labels: _Labels) -> EgoExoRow:
     if not isinstance(raw, dict):
         raise _Bad("a path is not a JSON object")
     source = _text(raw.get("source_path"), "source_path")
@@ -348,6 +360,15 @@ def _row(raw: Any, entry: Entry, path_no: int, labels: _Labels) -> EgoExoRow:
     )
 
 
+class _Head(NamedTuple):
+    """An entry's own fields, handed to each of its paths."""
+
+    entry_no: int
+    uid: str
+    benchmarks: tuple[str, ...] | None
+    splits: tuple[str, ...] | None
+
+
 def _entry(entry_no: int, raw: Any, labels: _Labels) -> Entry | MalformedPath:
     uid = ""
     try:
@@ -357,13 +378,11 @@ def _entry(entry_no: int, raw: Any, labels: _Labels) -> Entry | MalformedPath:
         paths = raw.get("paths")
         if not isinstance(paths, list):
             raise _Bad("paths is missing" if paths is None else "paths is not a list")
-        head = Entry(
-            entry_no=entry_no,
-            uid=uid,
-            benchmarks=labels.read(raw.get("benchmarks"), "benchmarks"),
-            splits=labels.read(raw.get("splits"), "splits"),
-            rows=(),
-            malformed=(),
+        head = _Head(
+            entry_no,
+            uid,
+            labels.read(raw.get("benchmarks"), "benchmarks"),
+            labels.read(raw.get("splits"), "splits"),
         )
     except _Bad as exc:
         return MalformedPath(entry_no=entry_no, path_no=0, uid=uid, reason=str(exc))

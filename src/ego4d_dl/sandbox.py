@@ -61,6 +61,7 @@ __all__ = [
     "default_release_spec",
     "egoexo_manifest_json",
     "egoexo_release_spec",
+    "egoexo_scale_manifest",
     "fake_bytes",
     "later_release_spec",
 ]
@@ -741,6 +742,49 @@ def egoexo_release_spec(release: str = "v2") -> EgoExoReleaseSpec:
         release=release,
         parts=tuple((part, tuple(build.parts.get(part, ()))) for part in _EGOEXO_PARTS),
     )
+
+
+def egoexo_scale_manifest(
+    entries: int, paths_per_entry: int, *, release: str = "v2", seed: str = "scale"
+) -> Iterator[str]:
+    """A large takes-like manifest.json, as text pieces of one entry each (``"".join`` them):
+    ``entries`` takes of ``paths_per_entry`` videos, every field filled as the original's
+    generator fills it, sizes included. For scale tests and benchmarks: no object is behind it.
+    """
+    rng = random.Random(seed)
+    universities = tuple(_EGOEXO_BUCKETS)
+    splits = ("train", "val", "test")
+    benchmarks: tuple[list[str], ...] = (
+        ["keystep"],
+        ["proficiency_demonstrator", "proficiency"],
+        ["egopose"],
+        [],
+    )
+    yield "["
+    for n in range(entries):
+        univ = universities[n % len(universities)]
+        name = f"{univ}_scale_{n:06d}_{rng.randrange(10)}"
+        here = f"takes/{name}/frame_aligned_videos"
+        paths = [
+            {
+                "source_path": f"s3://{_EGOEXO_BUCKETS[univ]}/egoexo-public/{release}/{here}/cam{i:02d}.mp4",
+                "relative_path": f"{here}/cam{i:02d}.mp4",
+                "views": ["ego" if i == 0 else "exo"],
+                "universities": [univ],
+                "file_type": "mp4",
+                "size": rng.randrange(1 << 20, 1 << 30),
+                "checksum": None,
+            }
+            for i in range(paths_per_entry)
+        ]
+        entry = {
+            "uid": _uid(f"egoexo/{seed}/{n}"),
+            "paths": paths,
+            "splits": [splits[n % 3]],
+            "benchmarks": benchmarks[n % len(benchmarks)],
+        }
+        yield ("" if n == 0 else ", ") + json.dumps(entry)
+    yield "]"
 
 
 class Sandbox:
