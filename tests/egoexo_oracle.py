@@ -284,7 +284,8 @@ def _patched(module: Any) -> Iterator[Callable[[str, Any], None]]:
 @dataclass(frozen=True)
 class OriginalCommand:
     """A command line for the original, and what to put in its output directory first:
-    ``before`` maps relative paths to file contents (``None``: a symlink to a file outside)."""
+    ``before`` maps relative paths to file contents (``None``: a symlink to ``outside.txt``,
+    beside the output directory)."""
 
     flags: Flags
     extra: tuple[str, ...] = ("-y",)
@@ -295,12 +296,13 @@ class OriginalCommand:
 @dataclass(frozen=True)
 class OriginalRun:
     """What one run of the original left: its exit code, what it printed (stdout then
-    stderr), and ``tree``: ``{relative path: md5}`` of every regular file in its output
-    directory afterwards (symlinks as ``"-> target"``)."""
+    stderr), its output directory ``out`` and ``tree``: ``{relative path: md5}`` of every
+    regular file there afterwards (symlinks as ``"-> target"``)."""
 
     command: OriginalCommand
     returncode: int
     output: str
+    out: Path
     tree: dict[str, str]
 
 
@@ -395,6 +397,7 @@ def run_original(
         command=command,
         returncode=done.returncode,
         output=done.stdout + done.stderr,
+        out=out,
         tree=_tree(out),
     )
 
