@@ -251,6 +251,7 @@ def _path(**changes: Any) -> dict[str, Any]:
         (_path(relative_path=".ego4d-dl/journal.sqlite"), "ego4d-dl's own folder"),
         (_path(relative_path=".EGO4D-DL/x"), "ego4d-dl's own folder"),
         (_path(relative_path="a/" + "é" * 128), "longer than 255 bytes"),
+        (_path(relative_path="/" + "x" * 10_000), "absolute relative_path: '/xxxxx"),
         (_path(size=-1), "size -1 is not a byte count"),
         (_path(size="12"), "size '12' is not a byte count"),
         (_path(size=1.5), "size 1.5 is not a byte count"),
@@ -280,6 +281,7 @@ def test_an_unusable_path_is_a_malformed_row_and_its_neighbours_stay(
     assert reason in bad[0].reason
     assert bad[0].where == "entry 1 (uid 't1'), path 2"
     assert "\x1b" not in bad[0].reason and "\n" not in bad[0].reason
+    assert len(bad[0].reason) < 200
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ class MalformedPath:
     @property
     def where(self) -> str:
         """``entry 12 (uid ...), path 3`` for messages; the uid is shown as a Python literal."""
-        uid = f" (uid {self.uid!r})" if self.uid else ""
+        uid = f" (uid {_shown(self.uid)})" if self.uid else ""
         path = f", path {self.path_no}" if self.path_no else ""
         return f"entry {self.entry_no}{uid}{path}"
 
@@ -111,6 +111,13 @@ class Entry:
     def path_count(self) -> int:
         """Every path the entry names, usable or not (the original's count)."""
         return len(self.rows) + len(self.malformed)
+
+
+def _shown(value: Any) -> str:
+    """A manifest value for a message: a Python literal (control characters escaped), cut
+    to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 100 else f"{text[:97]}..."
 
 
 class _Bad(Exception):
@@ -281,7 +288,7 @@ def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise _Bad(f"{what} is missing" if value is None else f"{what} is not a string")
     if has_control(value):
-        raise _Bad(f"{what} {value!r} holds control characters")
+        raise _Bad(f"{what} {_shown(value)} holds control characters")
     return value
 
 
@@ -325,7 +332,7 @@ def _size(value: Any) -> int | None:
         return None
     # bool is an int to Python, not to JSON.
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Bad(f"size {value!r} is not a byte count")
+        raise _Bad(f"size {_shown(value)} is not a byte count")
     return value
 
 
@@ -335,15 +342,15 @@ def _row(raw: Any, entry: _Head, path_no: int, labels: _Labels) -> EgoExoRow:
     source = _text(raw.get("source_path"), "source_path")
     parsed = parse_s3_url(source)
     if parsed is None:
-        raise _Bad(f"source_path {source!r} is not an s3://bucket/key URL")
+        raise _Bad(f"source_path {_shown(source)} is not an s3://bucket/key URL")
     bucket, key = parsed
     problem = _key_problem(key)
     if problem:
-        raise _Bad(f"{problem}: {source!r}")
+        raise _Bad(f"{problem}: {_shown(source)}")
     relative = _text(raw.get("relative_path"), "relative_path")
     problem = relative_path_problem(relative)
     if problem:
-        raise _Bad(f"{problem}: {relative!r}")
+        raise _Bad(f"{problem}: {_shown(relative)}")
     return EgoExoRow(
         entry_no=entry.entry_no,
         path_no=path_no,
