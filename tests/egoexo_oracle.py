@@ -326,6 +326,10 @@ ORIGINAL_COMMANDS: dict[str, Callable[[EgoExoSeededRelease], OriginalCommand]] =
         flags=Flags(parts=("default", "take_vrs"), benchmarks=("bogus", "relations"))
     ),
     "unknown_part": lambda r: OriginalCommand(flags=Flags(parts=("takes", "bogus_part"))),
+    # Keys the server refuses (403 on every manifest): the original reads that as "missing".
+    "refused_keys": lambda r: OriginalCommand(
+        flags=Flags(parts=("takes",)), extra=("-y", "--s3_profile", "refused")
+    ),
     # --delete with -dy: the original still asks (its answer is ignored), so stdin answers.
     "delete": lambda r: OriginalCommand(
         flags=Flags(parts=("annotations",)),
@@ -343,14 +347,20 @@ ORIGINAL_COMMANDS: dict[str, Callable[[EgoExoSeededRelease], OriginalCommand]] =
 
 
 def write_profile(home: Path) -> None:
-    """A ``[default]`` profile with the sandbox's keys, as ``aws configure`` writes it."""
+    """A ``[default]`` profile with the sandbox's keys, as ``aws configure`` writes it, and a
+    ``[refused]`` one whose secret is wrong."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "credentials").write_text(
         f"[default]\naws_access_key_id = {ACCESS_KEY_ID}\n"
-        f"aws_secret_access_key = {SECRET_ACCESS_KEY}\n",
+        f"aws_secret_access_key = {SECRET_ACCESS_KEY}\n"
+        f"[refused]\naws_access_key_id = {ACCESS_KEY_ID}\n"
+        "aws_secret_access_key = not-the-secret\n",
         encoding="utf-8",
     )
-    (home / "config").write_text("[default]\nregion = us-east-1\n", encoding="utf-8")
+    (home / "config").write_text(
+        "[default]\nregion = us-east-1\n[profile refused]\nregion = us-east-1\n",
+        encoding="utf-8",
+    )
 
 
 def _tree(root: Path) -> dict[str, str]:

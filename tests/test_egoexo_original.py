@@ -132,6 +132,18 @@ def test_an_unknown_part_stops_the_original_after_reading_the_others(
     assert run.tree == {}
 
 
+def test_refused_keys_read_as_parts_that_do_not_exist(runs: dict[str, OriginalRun]) -> None:
+    # Its S3 path manager answers "no such object" to any error but Bad Request: a 403 on
+    # every manifest (keys for Ego4D only, expired, mistyped) ends in "nothing to download"
+    # (with two parts of which one is refused, "some supplied parts do not exist").
+    run = runs["refused_keys"]
+    assert run.returncode == 1
+    assert "ERROR: could not get manifests for all parts (nothing to download)" in run.output
+    assert "Did you supply the right parts?" in run.output
+    assert "403" not in run.output and "SignatureDoesNotMatch" not in run.output
+    assert run.tree == {}
+
+
 def test_the_originals_delete_removes_every_file_no_selected_manifest_names(
     runs: dict[str, OriginalRun], egoexo_release: EgoExoSeededRelease
 ) -> None:
