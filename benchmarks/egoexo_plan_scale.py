@@ -25,7 +25,6 @@ import importlib.util
 import io
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -77,27 +76,41 @@ def plan_once(endpoint_url: str, out: Path) -> dict[str, Any]:
         "get_s": got - started,
         "parse_filter_s": parsed - got,
         "lstat_s": done - parsed,
-        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
-def _run(cmd: list[str], env: dict[str, str], stdin: str) -> tuple[float, int, str]:
-    """Wall time, peak RSS (KiB) and stdout of ``cmd``; fails loudly on a non-zero exit."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=out, stderr=err)
-        assert proc.stdin is not None
-        proc.stdin.write(stdin.encode())
-        proc.stdin.close()
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[:4]} failed ({proc.returncode}):\n{stdout[-1500:]}{stderr[-1500:]}")
-    return elapsed, usage.ru_maxrss, stdout
+def _run(cmd: list[str], env: dict[str, str], stdin: str) -> tuple[float, float, str]:
+    """Wall time, peak RSS (MiB) and stdout of ``cmd``; fails loudly on a non-zero exit.
+
+    ``cmd`` runs under a small Python of its own (``--rss-of``) that reports its peak RSS:
+    Linux carries a process's RSS high-water mark across fork and exec, so a child of this
+    process, which holds the manifest, would report at least this process's peak.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file = Path(tmp) / "rss"
+        out, err = Path(tmp) / "out", Path(tmp) / "err"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            started = time.perf_counter()
+            ran = subprocess.run(
+                [sys.executable, __file__, "--rss-of", str(rss_file), "--", *cmd],
+                env=env, input=stdin.encode(), stdout=stdout, stderr=stderr, check=False,
+            )  # fmt: skip
+            elapsed = time.perf_counter() - started
+        text = out.read_text()
+        if ran.returncode != 0:
+            raise SystemExit(
+                f"{cmd[:4]} failed ({ran.returncode}):\n{text[-1500:]}{err.read_text()[-1500:]}"
+            )
+        return elapsed, int(rss_file.read_text()) / 1024, text
+
+
+def _rss_of(rss_file: Path, cmd: list[str]) -> int:
+    """Run ``cmd`` with this process's standard streams; write its peak RSS (KiB)."""
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    rss_file.write_text(str(usage.ru_maxrss))
+    return proc.returncode
 
 
 class _Slices:
@@ -146,7 +159,11 @@ def main() -> None:
     parser.add_argument("--no-original", action="store_true", help="time ego4d-dl only")
     parser.add_argument("--memory", action="store_true", help="also print tracemalloc peaks")
     parser.add_argument("--plan-once", nargs=2, metavar=("ENDPOINT", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--rss-of", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("command", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_of:
+        raise SystemExit(_rss_of(args.rss_of, args.command))
     if args.plan_once:
         print(json.dumps(plan_once(args.plan_once[0], Path(args.plan_once[1]))))
         return
@@ -192,7 +209,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--plan-once", sandbox.endpoint_url, str(out)]
             elapsed, max_rss, stdout = _run(cmd, env, "")
             times["ego4d-dl (process)"].append(elapsed)
-            rss["ego4d-dl (process)"].append(max_rss / 1024)
+            rss["ego4d-dl (process)"].append(max_rss)
             phases.append(json.loads(stdout))
             if args.no_original:
                 continue
@@ -203,7 +220,7 @@ def main() -> None:
             if "Do you want to start the download?" not in stdout:
                 raise SystemExit(f"the original did not reach its prompt:\n{stdout[-2000:]}")
             times["original to prompt"].append(elapsed)
-            rss["original to prompt"].append(max_rss / 1024)
+            rss["original to prompt"].append(max_rss)
         first = phases[0]
         print(f"selected {first['selected']} of {first['paths']} paths ({' '.join(FLAGS)})")
         for name in ("get_s", "parse_filter_s", "lstat_s"):
