@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from ego4d_dl.sandbox import Sandbox, SeededRelease
+from ego4d_dl.sandbox import EgoExoSeededRelease, Sandbox, SeededRelease
 
-__all__ = ["NonLoopbackConnectionError", "aws_env", "release", "sandbox"]
+__all__ = ["NonLoopbackConnectionError", "aws_env", "egoexo_release", "release", "sandbox"]
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
@@ -62,6 +62,12 @@ def sandbox() -> Iterator[Sandbox]:
 def release(sandbox: Sandbox) -> SeededRelease:
     """The default fake release, seeded once into the session's sandbox."""
     return sandbox.seed_release()
+
+
+@pytest.fixture(scope="session")
+def egoexo_release(sandbox: Sandbox) -> EgoExoSeededRelease:
+    """The fake Ego-Exo4D release, seeded into the session's sandbox only if a test asks."""
+    return sandbox.seed_egoexo_release()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import boto3
 from botocore.config import Config
@@ -41,10 +41,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 __all__ = [
     "ACCESS_KEY_ID",
     "CONSORTIUM_BUCKET",
+    "EGOEXO_BASE_DIR",
     "REGION",
     "RESTRICTED_BUCKET",
     "SECRET_ACCESS_KEY",
     "DatasetSpec",
+    "EgoExoEntrySpec",
+    "EgoExoPathSpec",
+    "EgoExoReleaseSpec",
+    "EgoExoSeededFile",
+    "EgoExoSeededRelease",
     "ReleaseSpec",
     "RowSpec",
     "Sandbox",
@@ -53,6 +59,9 @@ __all__ = [
     "SeededObject",
     "SeededRelease",
     "default_release_spec",
+    "egoexo_manifest_json",
+    "egoexo_release_spec",
+    "egoexo_scale_manifest",
     "fake_bytes",
     "later_release_spec",
 ]
@@ -316,6 +325,468 @@ def later_release_spec(version: str = "v3_1") -> ReleaseSpec:
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Ego-Exo4D: a small fake release in the layout of egoexo-public/v2 (the original ``egoexo``
+# downloader's), seeded only when a test, demo or benchmark asks for it.
+
+EGOEXO_BASE_DIR = f"s3://{CONSORTIUM_BUCKET}/egoexo-public/"
+# The universities of the fake takes and the buckets that hold their data.
+_EGOEXO_BUCKETS = {"cmu": "ego4d-cmu", "iiith": "ego4d-iiith", "upenn": "ego4d-penn"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EgoExoPathSpec:
+    """One path of an Ego-Exo4D manifest entry: its object, where it lands and its labels.
+
+    ``size_in_manifest`` False leaves ``size`` null in the manifest (the original then asks S3
+    with a HEAD); label tuples of ``None`` are null (or left out, see ``EgoExoEntrySpec``).
+    """
+
+    bucket: str
+    key: str
+    relative_path: str
+    size_bytes: int
+    part_sizes_bytes: tuple[int, ...] = ()
+    size_in_manifest: bool = True
+    views: tuple[str, ...] | None = None
+    universities: tuple[str, ...] | None = None
+    file_type: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.size_bytes < 0:
+            raise ValueError(f"negative size for {self.key!r}")
+        _check_part_sizes(self.part_sizes_bytes, self.size_bytes)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EgoExoEntrySpec:
+    """One manifest entry. ``omit_absent`` leaves ``None`` fields out of the JSON instead of
+    writing them as null (the original reads both as "absent")."""
+
+    uid: str
+    paths: tuple[EgoExoPathSpec, ...]
+    splits: tuple[str, ...] | None = None
+    benchmarks: tuple[str, ...] | None = None
+    omit_absent: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EgoExoReleaseSpec:
+    """A fake Ego-Exo4D release: its name and its parts' entries, in manifest order."""
+
+    release: str
+    parts: tuple[tuple[str, tuple[EgoExoEntrySpec, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EgoExoSeededFile:
+    """One manifest path of the fake release, with its object and its labels."""
+
+    part: str
+    uid: str
+    obj: SeededObject
+    relative_path: str
+    size_in_manifest: bool
+    views: tuple[str, ...] | None
+    universities: tuple[str, ...] | None
+    benchmarks: tuple[str, ...] | None
+    splits: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EgoExoSeededRelease:
+    """Everything a seeded Ego-Exo4D release holds: its manifests (objects and bytes) and its
+    files, part by part in manifest order."""
+
+    release: str
+    base_dir: str
+    manifests: Mapping[str, SeededObject]
+    manifest_json: Mapping[str, bytes]
+    files: tuple[EgoExoSeededFile, ...]
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts that have a manifest, in seeding order."""
+        return tuple(self.manifests)
+
+    def for_part(self, part: str) -> tuple[EgoExoSeededFile, ...]:
+        """The files of one part, in manifest order."""
+        return tuple(f for f in self.files if f.part == part)
+
+
+# Takes: name, university, split (None: the take has no split), benchmarks (None: absent;
+# () an empty list, which no --benchmarks filter admits), whether it has Aria MPS data.
+_EGOEXO_TAKES: tuple[tuple[str, str, str | None, tuple[str, ...] | None, bool], ...] = (
+    ("cmu_bike01_2", "cmu", "train", ("keystep",), True),
+    ("cmu_bike01_5", "cmu", "val", ("keystep", "egopose"), True),
+    ("iiith_soccer_012_6", "iiith", "train", ("proficiency_demonstrator", "proficiency"), True),
+    ("iiith_cooking_45_2", "iiith", "test", (), True),
+    ("upenn_0711_Dance_2_3", "upenn", None, None, False),
+    ("upenn_0712_Guitar_1_2", "upenn", "train", ("relations", "translation"), True),
+)
+_EGOEXO_CAMERAS = (("aria01_214-1", "ego"), ("cam01", "exo"), ("cam02", "exo"))
+# (take, file name) -> part sizes: the multipart objects of the fake release.
+_EGOEXO_MULTIPART = {
+    ("cmu_bike01_2", "cam01.mp4"): (5 * _MIB, 64 * _KIB),
+    ("iiith_soccer_012_6", "aria01_noimagestreams.vrs"): (5 * _MIB, 1),
+}
+_EGOEXO_EXPERTS = ("expert_a", "José_Ramírez")
+_VIEWLESS_CAMERA = ("iiith_cooking_45_2", "aria01_214-1")
+_SIZELESS_VIDEO = ("upenn_0711_Dance_2_3", "cam02")
+_SIZELESS_CAPTURE = "upenn_0711_Dance_2"
+_LARGE_TRAJECTORY = ("cmu_bike01_5", "closed_loop_trajectory.csv")
+_SILENT_TAKE = "upenn_0712_Guitar_1_2"
+# Every part of the original's "all", in the order of its --parts help text.
+_EGOEXO_PARTS = (
+    "metadata", "annotations", "takes", "take_vrs_noimagestream", "take_trajectory",
+    "take_eye_gaze", "take_point_cloud", "take_vrs", "take_audio", "take_transcription",
+    "captures", "capture_trajectory", "capture_eye_gaze", "capture_point_cloud",
+    "downscaled_takes/448", "features/omnivore_video", "features/maws_clip_2b",
+    "ego_pose_pseudo_gt", "expert_commentary",
+)  # fmt: skip
+_EGOPOSE_BENCHMARKS = ("egopose", "ego_pose", "body_pose", "ego_body_pose", "bodypose")
+
+
+class _EntryLabels(TypedDict):
+    splits: tuple[str, ...] | None
+    benchmarks: tuple[str, ...] | None
+
+
+def _small(label: str, low_bytes: int, high_bytes: int) -> int:
+    return random.Random(label).randint(low_bytes, high_bytes)
+
+
+class _EgoExoBuilder:
+    """Builds the fake release's entries part by part (see ``egoexo_release_spec``)."""
+
+    def __init__(self, release: str) -> None:
+        self.root = f"egoexo-public/{release}/"
+        self.parts: dict[str, list[EgoExoEntrySpec]] = {}
+
+    def add(
+        self,
+        part: str,
+        uid: str,
+        paths: Sequence[EgoExoPathSpec],
+        *,
+        splits: tuple[str, ...] | None = None,
+        benchmarks: tuple[str, ...] | None = None,
+        omit_absent: bool = False,
+    ) -> None:
+        entry = EgoExoEntrySpec(
+            uid=uid,
+            paths=tuple(paths),
+            splits=splits,
+            benchmarks=benchmarks,
+            omit_absent=omit_absent,
+        )
+        self.parts.setdefault(part, []).append(entry)
+
+    def path(
+        self, bucket: str, key_folder: str, relative_path: str, size_bytes: int, **labels: Any
+    ) -> EgoExoPathSpec:
+        """A path whose object is ``<root><key_folder>/<file name>`` in ``bucket``."""
+        name = relative_path.rsplit("/", 1)[-1]
+        folder = f"{key_folder}/" if key_folder else ""
+        return EgoExoPathSpec(
+            bucket=bucket,
+            key=f"{self.root}{folder}{name}",
+            relative_path=relative_path,
+            size_bytes=size_bytes,
+            **labels,
+        )
+
+    def release_files(self) -> None:
+        """metadata, the top-level annotations and the features' configs."""
+        metadata = (
+            ("takes", 512 * _KIB),
+            ("captures", 64 * _KIB),
+            ("participants", None),
+            ("physical_setting", None),
+            ("visual_objects", None),
+            ("metadata", None),
+        )
+        for name, size in metadata:
+            path = self.path(
+                CONSORTIUM_BUCKET,
+                "",
+                f"{name}.json",
+                size or _small(f"metadata/{name}", 1 * _KIB, 8 * _KIB),
+                size_in_manifest=name != "participants",
+            )
+            self.add("metadata", name, [path], omit_absent=name == "metadata")
+        for base, size in (
+            ("keystep_train.json", _MIB),
+            ("keystep_val.json", None),
+            ("keystep_test_unannotated.json", 0),
+            ("proficiency_demonstrator_train.json", None),
+            ("relations_train.json", None),
+            ("atomic_descriptions_train.json", None),
+            ("splits.json", None),
+        ):
+            # The original's generator: the benchmark is the name up to its last "_".
+            stem = "_".join(base.split("_")[:-1])
+            benchmarks = (stem, "proficiency") if "proficiency" in stem else (stem,)
+            path = self.path(
+                CONSORTIUM_BUCKET,
+                "annotations",
+                f"annotations/{base}",
+                _small(f"annotations/{base}", 2 * _KIB, 24 * _KIB) if size is None else size,
+                size_in_manifest=base != "splits.json",
+            )
+            self.add("annotations", stem, [path], benchmarks=benchmarks if stem else None)
+        for feature in ("omnivore_video", "maws_clip_2b"):
+            folder = f"features/{feature}"
+            config = self.path(CONSORTIUM_BUCKET, folder, f"{folder}/config.yaml", 700)
+            # The original's generator names both configs "omnivore_video_config".
+            self.add(folder, "omnivore_video_config", [config], omit_absent=True)
+
+    def take(
+        self,
+        name: str,
+        univ: str,
+        split: str | None,
+        benchmarks: tuple[str, ...] | None,
+        mps: bool,
+    ) -> None:
+        """A take's videos, downscaled videos, features, MPS data and annotations."""
+        uid, bucket, here = _uid(f"egoexo/take/{name}"), _EGOEXO_BUCKETS[univ], f"takes/{name}"
+        labels = _EntryLabels(splits=(split,) if split else None, benchmarks=benchmarks)
+        videos, small = [], []
+        for cam, view in _EGOEXO_CAMERAS:
+            parts = _EGOEXO_MULTIPART.get((name, f"{cam}.mp4"), ())
+            videos.append(
+                self.path(
+                    bucket,
+                    f"{here}/frame_aligned_videos",
+                    f"{here}/frame_aligned_videos/{cam}.mp4",
+                    sum(parts) or _small(f"{name}/{cam}", 16 * _KIB, 48 * _KIB),
+                    part_sizes_bytes=parts,
+                    # A camera the captures do not describe has no view, as in the real data.
+                    views=None if (name, cam) == _VIEWLESS_CAMERA else (view,),
+                    universities=(univ,),
+                    file_type="mp4",
+                    size_in_manifest=(name, cam) != _SIZELESS_VIDEO,
+                )
+            )
+            small.append(
+                self.path(
+                    bucket,
+                    f"downscaled_takes/448/{name}",
+                    f"{here}/frame_aligned_videos/downscaled/448/{cam}.mp4",
+                    _small(f"{name}/448/{cam}", 4 * _KIB, 12 * _KIB),
+                    file_type="mp4",
+                )
+            )
+        self.add("takes", uid, videos, **labels)
+        self.add("downscaled_takes/448", uid, small, **labels)
+        for feature in ("omnivore_video", "maws_clip_2b"):
+            folder = f"features/{feature}"
+            paths = [
+                self.path(
+                    CONSORTIUM_BUCKET,
+                    folder,
+                    f"{folder}/{uid}_{cam}_0.pt",
+                    _small(f"{feature}/{uid}/{cam}", 2 * _KIB, 6 * _KIB),
+                    views=(view,),
+                    universities=(univ,),
+                    file_type="pt",
+                )
+                for cam, view in _EGOEXO_CAMERAS
+            ]
+            self.add(folder, uid, paths, **labels)
+        if mps:
+            self._mps(name, uid, bucket, univ, labels)
+        if split is not None:
+            self._take_annotations(name, uid, split)
+
+    def _mps(self, name: str, uid: str, bucket: str, univ: str, labels: _EntryLabels) -> None:
+        """The take's Aria data: trajectory, eye gaze, point cloud, VRS, audio."""
+        here = f"takes/{name}"
+
+        def file(
+            sub: str, base: str, low_bytes: int, high_bytes: int, **more: Any
+        ) -> EgoExoPathSpec:
+            parts = _EGOEXO_MULTIPART.get((name, base), ())
+            size = sum(parts) or _small(f"{name}/{sub}/{base}", low_bytes, high_bytes)
+            if (name, base) == _LARGE_TRAJECTORY:
+                size = 256 * _KIB
+            folder = f"{here}/{sub}" if sub else here
+            return self.path(
+                bucket, folder, f"{folder}/{base}", size, part_sizes_bytes=parts, **more
+            )
+
+        def csv(sub: str, *bases: str) -> list[EgoExoPathSpec]:
+            return [
+                file(sub, b, 1 * _KIB, 8 * _KIB, universities=(univ,), file_type=b.split(".")[-1])
+                for b in bases
+            ]
+
+        trajectory = ("closed_loop_trajectory.csv", "online_calibration.jsonl", "summary.json")
+        self.add("take_trajectory", uid, csv("trajectory", *trajectory), **labels)
+        gaze = ("general_eye_gaze.csv", "personalized_eye_gaze.csv")
+        self.add("take_eye_gaze", uid, csv("eye_gaze", *gaze), **labels)
+        points = ("semidense_points.csv.gz", "semidense_observations.csv.gz")
+        self.add("take_point_cloud", uid, csv("trajectory", *points), **labels)
+        ego = {"views": ("ego",), "universities": (univ,), "file_type": "vrs"}
+        vrs = file("", "aria01_noimagestreams.vrs", 8 * _KIB, 24 * _KIB, **ego)
+        self.add("take_vrs_noimagestream", uid, [vrs], **labels)
+        self.add("take_vrs", uid, [file("", "aria01.vrs", 24 * _KIB, 48 * _KIB, **ego)], **labels)
+        if name == _SILENT_TAKE:
+            # No audio: entries without paths, whose benchmarks still count as valid names.
+            self.add("take_audio", uid, [], **labels)
+            self.add("take_transcription", uid, [], **labels)
+            return
+        wav = file("audio", "aria01_214-1.wav", 8 * _KIB, 16 * _KIB)
+        self.add("take_audio", uid, [wav], **labels)
+        text = file("audio", "transcriptions.json", 1 * _KIB, 3 * _KIB)
+        self.add("take_transcription", uid, [text], **labels)
+
+    def _take_annotations(self, name: str, uid: str, split: str) -> None:
+        """Ego pose annotations and pseudo ground truth, camera poses, expert commentary."""
+        for body in ("body", "hand"):
+            if split == "test" or (body == "hand" and name != "cmu_bike01_5"):
+                continue
+            for part, sub in (("annotations", "annotation"), ("ego_pose_pseudo_gt", "automatic")):
+                folder = f"annotations/ego_pose/{split}/{body}/{sub}"
+                size = _small(f"{folder}/{uid}", 2 * _KIB, 6 * _KIB)
+                path = self.path(CONSORTIUM_BUCKET, folder, f"{folder}/{uid}.json", size)
+                self.add(part, uid, [path], splits=(split,), benchmarks=_EGOPOSE_BENCHMARKS)
+        folder = f"annotations/ego_pose/{split}/camera_pose"
+        camera = self.path(CONSORTIUM_BUCKET, folder, f"{folder}/{uid}.json", 3 * _KIB)
+        self.add(
+            "annotations", uid, [camera], splits=(split,), benchmarks=("egopose", "camera_pose")
+        )
+        for expert in _EGOEXO_EXPERTS[: 1 if split == "test" else 2]:
+            folder = f"annotations/expert_commentary/{name}/{expert}"
+            files = [
+                self.path(
+                    CONSORTIUM_BUCKET,
+                    folder,
+                    f"{folder}/{base}",
+                    _small(f"{folder}/{base}", 1 * _KIB, 4 * _KIB),
+                )
+                for base in ("recording_0.json", "recording_1.json")
+            ]
+            self.add(
+                "expert_commentary",
+                f"{uid}_{expert}",
+                files,
+                splits=(split,),
+                benchmarks=("expert_commentary",),
+            )
+
+    def capture(self, name: str, univ: str, splits: tuple[str, ...]) -> None:
+        """A capture's timesync and surveys, trajectory, eye gaze and point cloud."""
+        uid, bucket, here = (
+            _uid(f"egoexo/capture/{name}"),
+            _EGOEXO_BUCKETS[univ],
+            f"captures/{name}",
+        )
+
+        def files(part: str, *rels: str) -> None:
+            paths = []
+            for rel in rels:
+                folder = f"{here}/{rel}".rsplit("/", 1)[0]
+                # Empty, and no size in the manifest: the original's HEAD says 0, and it skips it.
+                empty = rel.endswith("sync_notes.csv")
+                size = 0 if empty else _small(f"{name}/{rel}", 1 * _KIB, 12 * _KIB)
+                paths.append(
+                    self.path(
+                        bucket,
+                        folder,
+                        f"{here}/{rel}",
+                        size,
+                        size_in_manifest=not empty,
+                        universities=(univ,),
+                        file_type=rel.rsplit(".", 1)[-1],
+                    )
+                )
+            # As in the real manifests: captures carry an empty benchmark list.
+            self.add(part, uid, paths, splits=splits, benchmarks=())
+
+        sync = ["timesync.csv", "post_surveys.csv"]
+        if name == _SIZELESS_CAPTURE:
+            sync.append("timesync/sync_notes.csv")
+        files("captures", *sync)
+        trajectory = (
+            "trajectory/closed_loop_trajectory.csv",
+            "trajectory/online_calibration.jsonl",
+        )
+        files("capture_trajectory", *trajectory)
+        files("capture_eye_gaze", "eye_gaze/general_eye_gaze.csv")
+        files("capture_point_cloud", "trajectory/semidense_points.csv.gz")
+
+
+def egoexo_release_spec(release: str = "v2") -> EgoExoReleaseSpec:
+    """The fake Ego-Exo4D release: every part of the original's ``all``, about 13 MiB in
+    ~230 files over four buckets.
+
+    Six takes of three universities (one without Aria MPS data, one without a split, one with
+    an empty benchmark list), five captures; ego and exo views; train, val and test splits;
+    benchmark lists, some absent, some empty (as the real captures'); paths without a size in
+    the manifest, empty files (one of size 0, one without a size), entries without paths, a
+    non-ASCII name; two multipart objects, a few files of 256 KiB to 1 MiB and many small
+    JSON and CSV files. UIDs are stable uuid5s.
+    """
+    build = _EgoExoBuilder(release)
+    build.release_files()
+    captures: dict[str, tuple[str, set[str]]] = {}
+    for name, univ, split, benchmarks, mps in _EGOEXO_TAKES:
+        build.take(name, univ, split, benchmarks, mps)
+        capture = captures.setdefault(name.rsplit("_", 1)[0], (univ, set()))
+        capture[1].update({split} if split else set())
+    for capture_name, (univ, splits) in captures.items():
+        build.capture(capture_name, univ, tuple(sorted(splits)))
+    return EgoExoReleaseSpec(
+        release=release,
+        parts=tuple((part, tuple(build.parts.get(part, ()))) for part in _EGOEXO_PARTS),
+    )
+
+
+def egoexo_scale_manifest(
+    entries: int, paths_per_entry: int, *, release: str = "v2", seed: str = "scale"
+) -> Iterator[str]:
+    """A large takes-like manifest.json, as text pieces of one entry each (``"".join`` them):
+    ``entries`` takes of ``paths_per_entry`` videos, every field filled as the original's
+    generator fills it, sizes included. For scale tests and benchmarks: no object is behind it.
+    """
+    rng = random.Random(seed)
+    universities = tuple(_EGOEXO_BUCKETS)
+    splits = ("train", "val", "test")
+    benchmarks: tuple[list[str], ...] = (
+        ["keystep"],
+        ["proficiency_demonstrator", "proficiency"],
+        ["egopose"],
+        [],
+    )
+    yield "["
+    for n in range(entries):
+        univ = universities[n % len(universities)]
+        name = f"{univ}_scale_{n:06d}_{rng.randrange(10)}"
+        here = f"takes/{name}/frame_aligned_videos"
+        paths = [
+            {
+                "source_path": f"s3://{_EGOEXO_BUCKETS[univ]}/egoexo-public/{release}/{here}/cam{i:02d}.mp4",
+                "relative_path": f"{here}/cam{i:02d}.mp4",
+                "views": ["ego" if i == 0 else "exo"],
+                "universities": [univ],
+                "file_type": "mp4",
+                "size": rng.randrange(1 << 20, 1 << 30),
+                "checksum": None,
+            }
+            for i in range(paths_per_entry)
+        ]
+        entry = {
+            "uid": _uid(f"egoexo/{seed}/{n}"),
+            "paths": paths,
+            "splits": [splits[n % 3]],
+            "benchmarks": benchmarks[n % len(benchmarks)],
+        }
+        yield ("" if n == 0 else ", ") + json.dumps(entry)
+    yield "]"
+
+
 class Sandbox:
     """A SeaweedFS S3 server on loopback ports of its own, for a test session, demo or benchmark.
 
@@ -505,6 +976,64 @@ class Sandbox:
             benchmarks=row.benchmarks,
             university=_UNIVERSITY_OF_BUCKET.get(row.bucket, ""),
         )
+
+    def seed_egoexo_release(self, spec: EgoExoReleaseSpec | None = None) -> EgoExoSeededRelease:
+        """Create a fake Ego-Exo4D release's buckets, put its objects and each part's
+        ``egoexo-public/<release>/<part>/manifest.json`` (in the consortium bucket).
+
+        Apart from ``seed_release``, so a session that never asks for it pays nothing.
+        """
+        spec = egoexo_release_spec() if spec is None else spec
+        paths: dict[tuple[str, str], EgoExoPathSpec] = {}
+        for _, entries in spec.parts:
+            for entry in entries:
+                for path in entry.paths:
+                    seen = paths.setdefault((path.bucket, path.key), path)
+                    if (seen.size_bytes, seen.part_sizes_bytes) != (
+                        path.size_bytes,
+                        path.part_sizes_bytes,
+                    ):
+                        raise ValueError(f"two sizes for s3://{path.bucket}/{path.key}")
+        for bucket in sorted({CONSORTIUM_BUCKET, RESTRICTED_BUCKET} | {b for b, _ in paths}):
+            self.create_bucket(bucket)
+        with ThreadPoolExecutor(max_workers=_SEED_WORKERS) as pool:
+            objects = dict(
+                zip(paths, pool.map(self._seed_egoexo_path, paths.values()), strict=True)
+            )
+        files = tuple(
+            EgoExoSeededFile(
+                part=part,
+                uid=entry.uid,
+                obj=objects[(path.bucket, path.key)],
+                relative_path=path.relative_path,
+                size_in_manifest=path.size_in_manifest,
+                views=path.views,
+                universities=path.universities,
+                benchmarks=entry.benchmarks,
+                splits=entry.splits,
+            )
+            for part, entries in spec.parts
+            for entry in entries
+            for path in entry.paths
+        )
+        texts = {part: egoexo_manifest_json(entries) for part, entries in spec.parts}
+        manifests = {
+            part: self.put_object(
+                CONSORTIUM_BUCKET, f"egoexo-public/{spec.release}/{part}/manifest.json", data
+            )
+            for part, data in texts.items()
+        }
+        return EgoExoSeededRelease(
+            release=spec.release,
+            base_dir=EGOEXO_BASE_DIR,
+            manifests=types.MappingProxyType(manifests),
+            manifest_json=types.MappingProxyType(texts),
+            files=files,
+        )
+
+    def _seed_egoexo_path(self, path: EgoExoPathSpec) -> SeededObject:
+        data = fake_bytes(f"{path.bucket}/{path.key}", path.size_bytes)
+        return self.put_object(path.bucket, path.key, data, part_sizes_bytes=path.part_sizes_bytes)
 
     def _running(self) -> _Server:
         if self._server is None:
@@ -852,6 +1381,43 @@ def _metadata_json(spec: ReleaseSpec) -> bytes:
         for row in dataset.rows
     ]
     return json.dumps({"version": spec.version, "videos": videos}, indent=1).encode()
+
+
+def egoexo_manifest_json(entries: Sequence[EgoExoEntrySpec]) -> bytes:
+    """A part's manifest.json as the original's generator writes it (``manifest_dumps``: its
+    field order, nulls, ``json.dumps`` defaults), ``None`` fields left out where asked."""
+
+    def labels(values: tuple[str, ...] | None) -> list[str] | None:
+        return None if values is None else list(values)
+
+    def dropped(fields: dict[str, Any], omit: bool) -> dict[str, Any]:
+        return {k: v for k, v in fields.items() if v is not None} if omit else fields
+
+    out = []
+    for entry in entries:
+        paths = [
+            dropped(
+                {
+                    "source_path": f"s3://{p.bucket}/{p.key}",
+                    "relative_path": p.relative_path,
+                    "views": labels(p.views),
+                    "universities": labels(p.universities),
+                    "file_type": p.file_type,
+                    "size": p.size_bytes if p.size_in_manifest else None,
+                    "checksum": None,
+                },
+                entry.omit_absent,
+            )
+            for p in entry.paths
+        ]
+        fields = {
+            "uid": entry.uid,
+            "paths": paths,
+            "splits": labels(entry.splits),
+            "benchmarks": labels(entry.benchmarks),
+        }
+        out.append(dropped(fields, entry.omit_absent))
+    return json.dumps(out).encode()
 
 
 def _tail(log_path: Path) -> str:
