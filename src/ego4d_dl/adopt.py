@@ -1,18 +1,5 @@
 """Carry out a plan's ``adopt`` actions: files already on disk that this run's journal does not
-know complete are checked and recorded instead of fetched again.
-
-The planner marks them (``ondisk.classify`` says ``ADOPTABLE``): the original ``ego4d`` CLI's
-files (same layout, ``<out>/<major>/<dataset>/``, with its ``manifest.ver``), another shard's
-(the shard count changed), a copy made by hand, a copy restored over a verified file, or one a
-kill left renamed just before its journal record. A file another journal of the folder vouches
-for (same version, inode, size and mtime) is taken at that journal's word; the others are read
-back and checked against the ETag first under ``--verify etag`` (taken at their size under
-``--verify size``), and one that fails is fetched again. Runs only after the user said yes:
-the original CLI's leftover temporary files (``<name>.<8 hex digits>``, from boto3's
-``download_file``) next to a planned file are removed here too. ``manifest.ver`` is read here
-(``versionfile`` writes it after a run). Imports ``check``, ``journal``, ``layout``, ``ondisk``,
-``plan``, ``store``, ``events`` and ``errors``.
-"""
+know complete are checked and recorded instead of fetched again."""
 
 from __future__ import annotations
 

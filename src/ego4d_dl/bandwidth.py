@@ -1,12 +1,4 @@
-"""``--max-bandwidth``: parsing rates, and one token bucket shared by every connection.
-
-The bucket schedules bytes by virtual time (the GCRA form of a token bucket): each request for
-``n`` bytes is given the moment at which the rate allows them, in arrival order, so waiters are
-served first come first served and the long-run rate is exact. A burst of ``burst_bytes`` may go
-through unpaced after an idle spell; it is small so a measured rate stays within a few percent
-of the cap. The engine awaits ``acquire`` before reading each chunk, so the cap holds however
-many requests are in flight. Imports ``errors``.
-"""
+"""``--max-bandwidth``: parsing rates, and one token bucket shared by every connection."""
 
 from __future__ import annotations
 

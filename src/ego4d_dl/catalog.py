@@ -1,8 +1,4 @@
-"""What an Ego4D release is: versions, datasets, university buckets and where manifests live.
-
-Pure facts and name handling, gathered from the original CLI (PyPI ``ego4d==1.7.3``) and its
-README. Imports only ``errors``.
-"""
+"""What an Ego4D release is: versions, datasets, university buckets and where manifests live."""
 
 from __future__ import annotations
 

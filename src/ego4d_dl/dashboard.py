@@ -1,13 +1,4 @@
-"""The live dashboard for a terminal (a Rich ``Live`` view of a run), and the progress of
-reading files back (``verify``, adoption).
-
-With ``report``, the only modules that import rich. ``__call__`` runs in the event-loop
-thread for every event and only updates counters (``BytesReceived`` touches three integers
-and no lock); frames are drawn by Rich's refresh thread at a bounded rate. Mutable state
-shared with that thread is guarded by one lock, taken only by the rare events that add or
-remove entries. Names reach Rich as ``Text`` made ``safe`` (never markup). Imports
-``progress``, ``events``, ``plan``, ``text`` and ``report``.
-"""
+"""The live dashboard for a terminal: a Rich ``Live`` view of a run, drawn from the events."""
 
 from __future__ import annotations
 

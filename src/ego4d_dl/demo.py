@@ -1,11 +1,4 @@
-"""``ego4d-dl demo``: a real download from a local S3 sandbox, no credentials needed.
-
-Starts SeaweedFS on loopback (``sandbox``), seeds a small fake Ego4D release, and hands back
-the options a real run needs to download all of it; afterwards every file is compared with
-the sandbox's own record of what it served. However the demo ends (a Ctrl-C during start-up
-or seeding, a second Ctrl-C that leaves at once), the sandbox's server and folder go with it.
-Imports ``sandbox``, ``config`` and ``errors``.
-"""
+"""``ego4d-dl demo``: a real download from a local S3 sandbox, no credentials needed."""
 
 from __future__ import annotations
 

@@ -1,13 +1,4 @@
-"""``ego4d-dl doctor``: check everything that stops downloads, and say in plain words what to do.
-
-In the order a user meets them: the output directory, the AWS profile and keys (which key id,
-from where), proxies, the endpoint, the clock, the keys against the manifests, every needed
-bucket (its region, whether its files can be read) and free space against the plan. Each check
-is a ``Finding``; a failed one says whose move it is (``blame``) so ``cli`` can pick the exit
-code, and checks that depend on it are skipped rather than failing confusingly. Never prints.
-Imports ``planner``, ``download``, ``journal``, ``store``, ``catalog``, ``config``, ``plan``
-and ``errors``.
-"""
+"""``ego4d-dl doctor``: check everything that stops downloads, and say in plain words what to do."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""What an Ego-Exo4D release is: its root in S3, its parts, ``default`` and ``all``; pure facts.
-
-Gathered from the original ``egoexo`` downloader (PyPI ``ego4d==1.7.3``,
-``ego4d/egoexo/download/cli.py`` over ``ego4d/internal/download/cli.py``). Imports only
-``errors``.
-"""
+"""What an Ego-Exo4D release is: its root in S3, its parts, ``default`` and ``all``; pure facts."""
 
 from __future__ import annotations
 

@@ -1,12 +1,4 @@
-"""Ego-Exo4D manifests: a part's manifest.json streamed into rows, each with its destination.
-
-A manifest is a JSON list of entries ``{uid, paths: [{source_path, relative_path, views,
-universities, file_type, size, checksum}], splits, benchmarks}``; each path is one file, which
-lands at ``<output directory>/<relative_path>``. The list is read element by element, so a
-part of 60,000 entries is never held as one parsed document. A path or entry that cannot be
-used safely is a ``MalformedPath``, counted and named, never a crash; ``egoexo_select``
-filters the rows. Pure; imports only ``manifest``, ``text`` and ``errors``.
-"""
+"""Ego-Exo4D manifests: a part's manifest.json streamed into rows, each with its destination."""
 
 from __future__ import annotations
 

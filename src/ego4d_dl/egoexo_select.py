@@ -1,9 +1,4 @@
-"""Ego-Exo4D selection: the original's filters over manifest rows, part by part; pure.
-
-``--uids``, ``--benchmarks`` and ``--splits`` judge entries, ``--views`` and
-``-u/--universities`` paths, exactly as the original's ``_manifest_ok`` and ``_path_ok``
-(PyPI ``ego4d==1.7.3``, ``ego4d/internal/download/cli.py``). Imports only ``egoexo_manifest``.
-"""
+"""Ego-Exo4D selection: the original's filters over manifest rows, part by part; pure."""
 
 from __future__ import annotations
 

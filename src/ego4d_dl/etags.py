@@ -1,13 +1,4 @@
-"""What an S3 ETag proves about a file's bytes, and how to recompute it; pure.
-
-S3 ETags come in two shapes. A single-part upload's ETag is the MD5 of the bytes. A multipart
-upload's is ``md5(md5(part 1) || ... || md5(part N))-N`` over the raw 16-byte digests, which is
-why the ``...-58`` ETag of an Ego4D video never matches ``md5sum``: to check it we must know
-the part layout and hash each part. S3 allows 1 to 10,000 parts, so an ``-N`` outside that
-range is malformed (a hostile endpoint could otherwise have N part HEADs made at once) and
-proves nothing, like anything else that is not MD5-derived (SSE-KMS, some mirrors): then size
-and any ``x-amz-checksum-*`` are all there is. Imports nothing from the package.
-"""
+"""What an S3 ETag proves about a file's bytes, and how to recompute it; pure."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""Progress events and the sink protocol; pure values, no I/O.
-
-The planner and the engine report what happened by calling ``sink(event)`` synchronously with
-small frozen values; they never print. Sinks (the Rich dashboard, a plain-line logger, a JSON
-lines writer, a recorder in tests) decide what to show. Names are past tense. Imports nothing
-from the package.
-"""
+"""Progress events and the sink protocol; pure values, no I/O."""
 
 from __future__ import annotations
 

@@ -1,14 +1,4 @@
-"""The ``<dest>.part`` file of one download: owned, locked, written, hashed, durably renamed.
-
-A ``PartFile`` is opened without following a link at its name (a link there is removed, its
-target never touched), checked to be a regular file with one name on its folder's filesystem,
-and write-locked for its whole life (``locks.lock_file``), so two processes never write one
-file. It stays open until ``finalize_batch`` has proved that the path still names the inode we
-wrote (same inode, one name) and renamed it: only then is "verified" a statement about the
-bytes at the final path. All functions block and are meant for worker threads
-(``asyncio.to_thread``): ``pwrite`` and ``hashlib`` release the GIL on large buffers. Imports
-``locks``, ``ondisk`` and ``errors``.
-"""
+"""The ``<dest>.part`` file of one download: owned, locked, written, hashed, durably renamed."""
 
 from __future__ import annotations
 

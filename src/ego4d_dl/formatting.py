@@ -1,8 +1,4 @@
-"""How numbers, durations and names read on screen: bytes, ETAs, plurals, labels; pure.
-
-Every view (live dashboard, plain lines, tables, messages) formats through these, so sizes
-read the same everywhere. Imports only ``text``.
-"""
+"""How numbers, durations and names read on screen: bytes, ETAs, plurals, labels; pure."""
 
 from __future__ import annotations
 

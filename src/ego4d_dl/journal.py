@@ -1,14 +1,4 @@
-"""The download journal: per object its version, part layout, completed ranges and state.
-
-SQLite in WAL mode under ``<output>/.ego4d-dl/``. Writes accumulate in an open transaction and
-become durable at ``commit()``, which the engine calls only after the bytes those rows describe
-were synced to disk, so after ``kill -9`` or a power loss the journal never claims more than
-the disk holds. Only the event-loop thread touches a ``Journal``. One file per shard: SQLite
-must not be shared across hosts over NFS or Lustre. A writer first claims the output folder
-(``locks.DirectoryClaim``), so two runs never write one journal or one file. Its files are
-never opened through a link. Imports ``ondisk``, ``locks``, ``integrity``, ``shard`` and
-``errors``.
-"""
+"""The download journal: per object its version, part layout, completed ranges and state."""
 
 from __future__ import annotations
 

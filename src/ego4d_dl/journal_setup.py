@@ -1,7 +1,5 @@
-"""Opening a journal file: its name, its schema and migrations, its files never followed
-through a link, a damaged one recognised (and set aside on request). Imports ``locks``,
-``shard`` and ``errors``.
-"""
+"""Opening a journal file: its name, its schema and migrations, its files never followed through a
+link, a damaged one recognised (and set aside on request)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""Every JSON document ego4d-dl prints, built from values; pure.
-
-``--json`` progress events, and the one-document answers of ``plan``, ``status``, ``verify``
-and ``doctor``. Field names are a public interface: scripts parse them. Imports ``events``,
-``plan``, ``results`` and ``shard``.
-"""
+"""Every JSON document ego4d-dl prints, built from values; pure."""
 
 from __future__ import annotations
 

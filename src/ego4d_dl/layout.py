@@ -1,12 +1,4 @@
-"""The upload part layout of an object, learnt with ``HEAD ?partNumber=N``.
-
-A multipart ETag (``<md5>-N``) can only be recomputed from the sizes of the N upload parts, and
-S3 tells a part's byte range only through a HEAD or GET with a part number. One HEAD of part 1
-usually suffices: uploads use one part size but for the last part (``integrity.guess_layout``);
-a guess that fails the ETag check, or sizes that cannot be uniform, cost one HEAD per part.
-This is what the engine does before fetching; ``verify`` and adoption use it for files the
-journal holds no layout for. Imports ``store``, ``integrity``, ``retry`` and ``errors``.
-"""
+"""The upload part layout of an object, learnt with ``HEAD ?partNumber=N``."""
 
 from __future__ import annotations
 

@@ -1,17 +1,4 @@
-"""Locks that hold between processes and between hosts, and a run's claim on an output folder.
-
-Open-file-description locks (Linux ``F_OFD_SETLK``): owned by one open file, released when it
-closes (never by the close of another descriptor of the same file, as POSIX record locks are),
-and sent to the server as byte-range locks on NFSv4 and Lustre, so that processes on different
-hosts see each other's. A filesystem with no locks at all (Lustre mounted with ``noflock``)
-makes ``LocksUnsupported``: the caller warns and goes on. Imports ``errors`` and ``shard``.
-
-The claim on an output folder is one lock file, ``<out>/.ego4d-dl/runs.lock``, whose bytes encode
-who may run beside whom: an unsharded run write-locks every byte; ``--shard K/N`` read-locks byte
-``N`` (shards of one N share it) and write-locks byte ``K_BASE + K`` (one process per K), having
-checked, under a short mutex on byte 0, that no run with another N holds a byte. So any mix of
-unsharded and sharded runs, any N, either works on disjoint files or is refused.
-"""
+"""Locks that hold between processes and between hosts, and a run's claim on an output folder."""
 
 from __future__ import annotations
 

@@ -1,12 +1,4 @@
-"""Remote metadata for many objects at once: ListObjectsV2 where it is cheaper, HEAD otherwise.
-
-The original CLI HEADs every object (three times); 10,000 videos took minutes before the first
-byte. Here keys are grouped by bucket and folder: a folder with many wanted keys is listed
-(1 request per 1,000 keys) from just before its first wanted key to its last, a sparse one is
-HEADed, boundedly and concurrently. Keys a listing does not show, and folders whose listing is
-denied, fall back to HEAD so that 404, 403 and network errors are told apart per object.
-Imports ``store``, ``retry`` and ``errors``.
-"""
+"""Remote metadata for many objects at once: ListObjectsV2 where it is cheaper, HEAD otherwise."""
 
 from __future__ import annotations
 

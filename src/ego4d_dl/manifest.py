@@ -1,11 +1,4 @@
-"""Manifest parsing and selection filters; pure, streaming, never crashes on a bad row.
-
-A manifest is the CSV the original CLI reads: a uid column (``video_uid`` or ``file_uid``), a
-location column (``canonical_s3_location`` or ``s3_path``), an optional ``type`` and an optional
-``benchmarks`` column. A uid or location holding a control or format character (ESC, a newline, a
-bidi override) is a malformed row: such a name could not be shown as what it is. Imports only
-``catalog``, ``text`` and ``errors``.
-"""
+"""Manifest parsing and selection filters; pure, streaming, never crashes on a bad row."""
 
 from __future__ import annotations
 

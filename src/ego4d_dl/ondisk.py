@@ -1,11 +1,4 @@
-"""One answer to "is the file on disk this object version?": identities, snapshots, ``classify``.
-
-``ObjectVersion`` names an object version (bucket, key, ETag, size); ``JournalEntry`` is what a
-journal records of one destination; ``DiskState`` is an ``lstat`` of a destination and of its
-``.part``. ``classify`` turns the three into one verdict, and the planner, ``status``,
-``verify``, adoption and the engine all ask it rather than deciding on their own. Pure, but for
-``snapshot`` (two ``lstat`` calls). Imports nothing from the package.
-"""
+"""One answer to "is the file on disk this object version?": identities, snapshots, ``classify``."""
 
 from __future__ import annotations
 

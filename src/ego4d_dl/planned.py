@@ -1,10 +1,4 @@
-"""What to fetch: selected manifest rows, their destinations and actions; pure.
-
-Decides, never does: the planner (``planner.py``) gathers manifests, remote metadata and what
-is on disk (``ondisk``) and hands them here. Destinations always resolve inside the output
-directory and never collide, not even on a case-insensitive or normalising filesystem.
-Imports ``catalog``, ``manifest``, ``ondisk`` and ``errors``.
-"""
+"""What to fetch: selected manifest rows, their destinations and actions; pure."""
 
 from __future__ import annotations
 

@@ -1,11 +1,4 @@
-"""Build a ``Plan``: fetch manifests, apply filters, look up every object, compare with disk.
-
-Async orchestration over ``store``; the decisions themselves live in ``plan``, ``manifest``
-and ``ondisk`` (whose one classifier says what each file on disk is). Never prints: progress
-goes to an ``EventSink``. With ``--shard K/N`` only the keys the shard owns are looked up and
-planned. Imports ``store``, ``lookup``, ``journal``, ``ondisk``, ``plan``, ``shard``,
-``manifest``, ``catalog``, ``events``, ``retry``, ``config`` and ``errors``.
-"""
+"""Build a ``Plan``: fetch manifests, apply filters, look up every object, compare with disk."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Byte ranges of an object: the upload parts they tile, what is done and missing, the pieces
-to fetch; pure. Ranges are half-open ``(start, stop)`` byte intervals. Imports nothing from
-the package."""
+"""Byte ranges of an object: the upload parts they tile, what is done and missing, the pieces to
+fetch; pure. Ranges are half-open ``(start, stop)`` byte intervals."""
 
 from __future__ import annotations
 

@@ -1,13 +1,4 @@
-"""Read files back from disk and check them against their objects' ETags, in parallel.
-
-Used by ``ego4d-dl verify`` and by adoption of files found on disk without a journal entry
-(left by the original ``ego4d`` CLI, say). A single-part ETag is the file's MD5; a multipart
-one is recomputed part by part (``integrity``) from the journal's layout or, failing that, one
-learnt with ``HEAD ?partNumber=N`` (``layout``). Hashing runs in worker threads (``hashlib``
-releases the GIL), at most ``jobs`` ranges at once. Never prints: progress goes to an
-``EventSink``. Imports ``store``, ``layout``, ``journal``, ``files``, ``integrity``, ``plan``,
-``retry``, ``events`` and ``errors``.
-"""
+"""Read files back from disk and check them against their objects' ETags, in parallel."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Static Rich renderings of values: the plan, the datasets, the summary, status, verify, doctor.
-
-Takes a ``Console``; every untrusted string reaches Rich as ``Text`` after ``text.safe``, never
-as markup. Imports only values (``plan``, ``events``, ``results``) and ``formatting``.
-"""
+"""Static Rich renderings of values: the plan, the datasets, the summary, status, verify, doctor."""
 
 from __future__ import annotations
 

@@ -1,9 +1,4 @@
-"""What the commands find, as values: verify's verdicts, doctor's findings, status counts.
-
-Produced by the application layer (``verify``, ``doctor``, ``status``), shown by the
-presentation modules (``render``, ``jsonforms``), which import these values and never the
-code that computes them. Imports ``plan``, ``events``, ``etags`` and ``shard``.
-"""
+"""What the commands find, as values: verify's verdicts, doctor's findings, status counts."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Retry policy as a value: which failures to retry and how long to wait; pure.
-
-Exponential backoff with full jitter (AWS's recommendation for throttled clients): attempt n
-waits uniform(0, min(cap, base * 2**n)). Imports ``errors`` only.
-"""
+"""Retry policy as a value: which failures to retry and how long to wait; pure."""
 
 from __future__ import annotations
 

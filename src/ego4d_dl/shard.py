@@ -1,11 +1,4 @@
-"""Cluster sharding: which of N cooperating processes owns an S3 key; pure.
-
-``--shard K/N`` splits a plan by a stable hash of each object's S3 key, so N processes (a
-Slurm job array, a Kubernetes Indexed Job, N hosts) share one output directory with no overlap
-and no coordination server. The hash is the first 8 bytes of SHA-256 of the key's UTF-8
-bytes, read big-endian, modulo N, plus one: the same on every machine, Python version and run
-(Python's ``hash()`` is salted per process and must never be used here). Imports ``errors``.
-"""
+"""Cluster sharding: which of N cooperating processes owns an S3 key; pure."""
 
 from __future__ import annotations
 

@@ -1,15 +1,6 @@
 """Run progress without a terminal: the counters every sink keeps, smoothed rates and ETAs,
 warning texts, and the two sinks for unattended runs (plain lines for logs, JSON lines for
-tools).
-
-The engine calls a sink synchronously for every event (``BytesReceived`` about a thousand
-times a second at 1 GB/s), so ``__call__`` only updates counters, in O(1); output is written
-by a ticker thread of the sink's own every ``interval_s``. Integer counters have a single
-writer (the event-loop thread); lines are written whole, under a lock. No ANSI codes, no
-carriage returns; names and server messages pass through ``text.safe`` (JSON lines are
-escaped by ``json.dumps``). Imports ``events``, ``plan``, ``text`` and ``report`` (for the
-number formats).
-"""
+tools)."""
 
 from __future__ import annotations
 

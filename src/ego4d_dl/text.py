@@ -1,12 +1,4 @@
-"""Untrusted text made safe to show: control and format characters escaped visibly; pure.
-
-Keys, uids, locations, datasets.csv cells, server error messages and config values come from
-outside; shown raw, an ESC sequence would drive the terminal, a newline forge a log line and
-a bidi override (U+202E) reverse what a name seems to say. ``safe`` turns every such
-character into a visible escape (``\\x1b``, ``\\n``, ``\\u202e``). It knows nothing of Rich:
-renderers also keep untrusted text out of markup (``rich.text.Text`` or ``markup=False``).
-Imports nothing from the package.
-"""
+"""Untrusted text made safe to show: control and format characters escaped visibly; pure."""
 
 from __future__ import annotations
 

@@ -1,21 +1,4 @@
-"""The original CLI's ``manifest.ver``, kept up to date so that going back to it costs nothing.
-
-The original ``ego4d`` CLI skips a file on disk only when the ``manifest.ver`` it reads names
-the file's uid with the object's current S3 version id and the size matches; otherwise it
-downloads the file again. After a run, ego4d-dl writes an entry for every complete file of
-the plan into the ``manifest.ver`` of every dataset folder of the run, merged with the entries
-already there. Every folder gets the entries of every dataset of the run because the original
-reads the file of whichever dataset it handles last (its datasets are a set, in no fixed
-order) and looks entries up by uid alone. Entries are sorted by file name and shards of one
-directory merge one at a time (a lock in ``.ego4d-dl``), so the files come out the same however
-the work was split.
-
-Version ids come from one HEAD per file that this run fetched or that has no entry yet. A
-bucket without versioning gives no version id to any object, so once the first HEAD in a bucket
-shows none, the bucket's other files get an empty version without a request; that is what the
-original itself writes there (and, as for its own downloads, it refetches such files).
-Imports ``adopt``, ``journal``, ``locks``, ``plan``, ``store``, ``retry`` and ``errors``.
-"""
+"""The original CLI's ``manifest.ver``, kept up to date so that going back to it costs nothing."""
 
 from __future__ import annotations
 

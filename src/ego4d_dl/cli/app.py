@@ -1,9 +1,4 @@
-"""The Typer application: seed-compatible parsing, consoles, errors to exit codes.
-
-Every ``Ego4dDLError`` becomes one line on stderr and an exit code (see ``ego4d_dl.cli``).
-Messages carry names, paths and server text: they are printed as ``Text`` made ``safe``, and
-the two consoles parse no markup or emoji codes unless a call asks for it.
-"""
+"""The Typer application: seed-compatible parsing, consoles, errors to exit codes."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The command line's voice: two consoles, error and warning lines, output failures, running
-a command's coroutine.
-
-Every message may quote a server or a manifest: printed as ``Text`` made ``safe``, never as markup.
-"""
+"""The command line's voice: two consoles, error and warning lines, output failures, running a
+command's coroutine."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Options shared by the commands: their declarations, the config file, validation.
-
-Every flag of the original CLI in both spellings; ``build_options`` turns what was typed
-(command line over ``--config`` file) into frozen ``Options`` or a ``ConfigError``.
-"""
+"""Options shared by the commands: their declarations, the config file, validation."""
 
 from __future__ import annotations
 

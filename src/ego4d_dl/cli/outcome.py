@@ -1,9 +1,4 @@
-"""Exit codes: pure functions of an error or of a command's result (unit-tested without Typer).
-
-0 all requested files complete and verified     2 usage or configuration error
-1 some files failed, or the network is down     3 credentials rejected or expired
-130 interrupted
-"""
+"""Exit codes: pure functions of an error or of a command's result (unit-tested without Typer)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,4 @@
-"""The confirmation question, answered at a terminal or through a pipe, as the original's was.
-
-The original CLI asks with ``input()``: ``yes | ego4d ...`` and ``echo y | ego4d ...`` answer
-it, ``echo n | ...`` declines (exit 0), and end of input (Ctrl-D, an empty pipe, /dev/null)
-stops it with exit 1. Same here, without its traceback (``NoAnswerError``). The question goes
-to stderr (stdout may be a pipe of results).
-"""
+"""The confirmation question, answered at a terminal or through a pipe, as the original's was."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""The original CLI's argparse habits, read as argparse read them: list options, prefixes.
-
-Pure: turns its command lines into the form click parses, with notes for what changed.
-"""
+"""The original CLI's argparse habits, read as argparse read them: list options, prefixes."""
 
 from __future__ import annotations
 

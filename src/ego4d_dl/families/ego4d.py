@@ -1,9 +1,4 @@
-"""The Ego4D family: its manifests (CSV per dataset), filters, destinations and checks.
-
-``<out>/<major version>/<dataset>/<uid>.mp4`` for videos, the key's file name for files, and
-the release's ``ego4d.json`` at the top, as the original ``ego4d`` CLI lays them out. Imports
-``catalog``, ``manifest``, ``plan``, ``store``, ``retry``, ``config``, ``events`` and ``errors``.
-"""
+"""The Ego4D family: its manifests (CSV per dataset), filters, destinations and checks."""
 
 from __future__ import annotations
 
