@@ -605,10 +605,23 @@ class S3Store:
         if not whole:
             kwargs["Range"] = f"bytes={start}-{stop - 1}"
         client = await self._client_for(bucket)
-        with _translated(bucket, key, self.endpoint_label):
-            resp = await self._signed_get(client, bucket, key, kwargs, size_bytes=size_bytes)
-            if resp is None:
-                resp = await client.get_object(**kwargs)
+        # The watchdog covers the wait for the answer's headers too: a server that takes the
+        # request and sends nothing is a stall like any other, not one for the HTTP client's
+        # backstop read timeout (2 x stall + 5 s) to end.
+        try:
+            async with asyncio.timeout(self._stall_timeout_s):
+                with _translated(bucket, key, self.endpoint_label):
+                    resp = await self._signed_get(
+                        client, bucket, key, kwargs, size_bytes=size_bytes
+                    )
+                    if resp is None:
+                        resp = await client.get_object(**kwargs)
+        except TimeoutError:
+            raise TransientError(
+                key,
+                f"{where}: stalled, no answer for {self._stall_timeout_s:g}s",
+                stalled=True,
+            ) from None
         raw = resp["Body"]
         try:
             status = int(resp["ResponseMetadata"]["HTTPStatusCode"])
