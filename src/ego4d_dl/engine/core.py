@@ -324,6 +324,9 @@ class Engine:
             except (RemoteChangedError, IntegrityError) as exc:
                 restarts += 1
                 if restarts > self._settings.max_restarts:
+                    if isinstance(exc, IntegrityError):
+                        # These bytes are proven wrong: the next run must not resume them.
+                        await self._discard(obj)
                     raise TransferError(
                         obj.key, f"{exc} (gave up after {restarts - 1} restarts)"
                     ) from exc
@@ -345,14 +348,18 @@ class Engine:
                     discarded_bytes=obj.fetched_bytes,
                 )
             )
+        await self._discard(obj)
+        if isinstance(exc, RemoteChangedError):
+            obj.layout = ()  # a new version may have been uploaded with other parts
+
+    async def _discard(self, obj: Transfer) -> None:
+        """Forget every byte of the file: its part file, its journaled and pending ranges."""
         if obj.part is not None:
             part = obj.part
-            obj.part = None
+            obj.part = None  # the committer skips ranges buffered for a discarded part file
             await asyncio.to_thread(part.discard)
         if obj.object_id:
             self._journal.drop_ranges(obj.object_id)
-        if isinstance(exc, RemoteChangedError):
-            obj.layout = ()  # a new version may have been uploaded with other parts
         obj.part_md5.clear()
 
     async def _attempt(self, obj: Transfer) -> str:
