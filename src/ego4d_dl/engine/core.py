@@ -507,6 +507,7 @@ class Engine:
         offset = start
         failures = 0
         while offset < stop:
+            keys = self._credentials_generation
             try:
                 async with self._store.get_range(
                     obj.planned.bucket,
@@ -528,7 +529,7 @@ class Engine:
                 failures += 1
                 await self._backoff(obj, start, stop, offset, failures, exc)
             except CredentialsError:
-                if not await self._credentials_renewed():
+                if not await self._credentials_renewed(keys):
                     raise
 
     def _is_small(self, obj: Transfer) -> bool:
@@ -634,11 +635,15 @@ class Engine:
         )
         await self._sleep(delay)
 
-    async def _credentials_renewed(self) -> bool:
-        """After a credentials error: re-read the keys once for all requests that hit it."""
+    async def _credentials_renewed(self, generation: int) -> bool:
+        """After a credentials error of a request sent with the keys of ``generation``:
+        re-read the keys once for all requests that hit it.
+
+        A request sent before another one's reload was signed with the old keys: it is
+        retried with the new ones, not taken as a sign that the new ones fail too.
+        """
         if self._reload_credentials is None:
             return False
-        generation = self._credentials_generation
         async with self._credentials_lock:
             if generation != self._credentials_generation:
                 return True  # another request already reloaded them
@@ -651,6 +656,7 @@ class Engine:
         """A metadata request with the run's retry policy (HEADs for layouts and restarts)."""
         failures = 0
         while True:
+            keys = self._credentials_generation
             try:
                 return await make()
             except (TransientError, NetworkError) as exc:
@@ -662,7 +668,7 @@ class Engine:
                 self._retries += 1
                 await self._sleep(self._settings.retry.delay_s(failures, self._rng))
             except CredentialsError:
-                if not await self._credentials_renewed():
+                if not await self._credentials_renewed(keys):
                     raise
 
     # --- verification ----------------------------------------------------------------------
