@@ -349,15 +349,16 @@ def test_a_server_ignoring_range_is_never_read_as_the_range(
 
 
 @pytest.mark.parametrize(
-    "lie",
+    ("shift", "total"),
     [
-        pytest.param({"shift": 1}, id="shifted-by-one"),
-        pytest.param({"shift": -1}, id="shifted-back"),
-        pytest.param({"total": 11 * MIB + 6}, id="other-object-size"),
+        pytest.param(1, None, id="shifted-by-one"),
+        pytest.param(-1, None, id="shifted-back"),
+        pytest.param(0, 11 * MIB + 6, id="other-object-size"),
     ],
 )
 def test_a_wrong_content_range_is_refused(
-    lie: dict[str, int],
+    shift: int,
+    total: int | None,
     proxy: FaultProxy,
     dataset: Dataset,
     aws_env: dict[str, str],
@@ -371,7 +372,7 @@ def test_a_wrong_content_range_is_refused(
     rule = proxy.add(
         Rule(
             match=Match(method="GET", key=dataset.key(name), ranged=True),
-            fault=partial(source.data, dataset.etags[name], **lie),
+            fault=partial(source.data, dataset.etags[name], shift=shift, total=total),
             after=1,  # not the first part: a range that starts past the object's first byte
             times=2,
         )
