@@ -14,6 +14,7 @@ import pytest
 from ego4d_dl.cli.transfer import download_exit_code
 from ego4d_dl.engine import EngineSettings
 from ego4d_dl.events import (
+    ConcurrencyChanged,
     FileFailed,
     FileRestarted,
     IntegrityFailed,
@@ -697,3 +698,71 @@ def test_keys_renewed_mid_run_are_picked_up_and_the_run_completes(
     refused = [s for s in proxy.seen if s.status == 403]
     assert refused and all(s.access_key == ACCESS_KEY_ID for s in refused)
     journal_state(out, dict(iter_dests(out, dataset)))
+
+
+# --- several faults in one run -----------------------------------------------------------------
+
+
+def test_a_reset_a_slowdown_storm_and_a_replaced_object_in_one_run(
+    sandbox: Sandbox,
+    proxy: FaultProxy,
+    own_dataset: Dataset,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """Three kinds of trouble at once: a storm of 503 SlowDown on the first GETs, a connection
+    reset mid-body, and an object replaced mid-download (412 on its next GET). The requests
+    in flight back off, the reset range resumes where it broke, the replaced file starts over
+    against its new version; every file ends exact, and the only bytes fetched twice are the
+    replaced object's discarded ones."""
+    storm = proxy.add(Rule(match=object_gets(own_dataset), fault=ErrorReply.slow_down(), times=20))
+    reset = proxy.add(
+        Rule(
+            match=object_gets(own_dataset, "single.bin"),
+            fault=Reset(after_bytes=500_000),  # inside either of its two pieces
+            times=1,
+        )
+    )
+    new = SourceFile(
+        name="multi.bin",
+        data=fake_bytes(f"{own_dataset.name}/multi-v2", 12 * MIB + 3),
+        parts=(6 * MIB, 6 * MIB + 3),
+    )
+    old_etag = own_dataset.etags["multi.bin"]
+    replaced = threading.Event()
+
+    def replace() -> None:
+        if not replaced.is_set():
+            own_dataset.replace(sandbox, new)
+            replaced.set()
+
+    proxy.add(
+        Rule(
+            match=object_gets(own_dataset, "multi.bin"),
+            fault=Delay(seconds=0),
+            after=1,
+            times=1,
+            on_fire=replace,
+        )
+    )
+    settings = EngineSettings(max_piece_bytes=2 * MIB)  # many requests to share the storm
+    result, events = run_in_process(tmp_path, own_dataset.name, proxy.url, settings=settings)
+
+    summary = result.summary
+    assert summary is not None and summary.ok, summary
+    assert storm.fired == 20 and reset.fired == 1 and replaced.is_set()
+    own_dataset.check_complete(tmp_path)  # multi.bin is the new version
+    statuses = [s.status for s in proxy.seen if s.key == own_dataset.key("multi.bin")]
+    assert 412 in statuses
+    restarted = [e for e in events if isinstance(e, FileRestarted)]
+    assert [(e.old_etag, e.new_etag) for e in restarted] == [
+        (old_etag, own_dataset.etags["multi.bin"])
+    ]
+    retried = [e for e in events if isinstance(e, RangeRetried)]
+    assert sum(e.throttled for e in retried) == 20
+    resumed = [e for e in retried if not e.throttled]
+    assert [e.key for e in resumed] == [own_dataset.key("single.bin")]
+    assert resumed[0].start > 0  # from the first byte the reset left missing
+    assert any(isinstance(e, ConcurrencyChanged) and "throttled" in e.reason for e in events)
+    assert summary.bytes_fetched == own_dataset.size_bytes + restarted[0].discarded_bytes
+    journal_state(tmp_path, dict(iter_dests(tmp_path, own_dataset)))
