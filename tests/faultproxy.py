@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self, TypeVar
@@ -565,7 +565,7 @@ class FaultProxy:
                 body = await _read_request_body(reader, head)
                 self._enter()
                 try:
-                    keep = await self._exchange(head, body, writer, upstream)
+                    keep = await self._exchange(head, body, reader, writer, upstream)
                 finally:
                     self._leave()
                 if not keep:
@@ -584,7 +584,12 @@ class FaultProxy:
             writer.close()
 
     async def _exchange(
-        self, head: bytes, body: bytes, writer: asyncio.StreamWriter, upstream: _Upstream
+        self,
+        head: bytes,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: _Upstream,
     ) -> bool:
         """One request and its answer; returns whether the client connection stays open."""
         request = _parse_request(head)
@@ -634,10 +639,10 @@ class FaultProxy:
                 return len(reply.body) == _announced_length(reply)
             if isinstance(fault, Delay):
                 await fire()
-                await asyncio.sleep(fault.seconds)
+                await _hold(fault.seconds, reader)
             if isinstance(fault, Gate):
                 await fire()
-                await fault.wait()
+                await _hold_until(fault.wait(), reader)
             up_reader, up_writer = await upstream.connect()
             up_writer.write(head + body)
             await up_writer.drain()
@@ -755,6 +760,24 @@ class _Upstream:
             self._conn[1].transport.abort()
             self._conn[1].close()
             self._conn = None
+
+
+async def _hold_until(done: Awaitable[object], reader: asyncio.StreamReader) -> None:
+    """Await ``done`` while the client waits; if it hangs up first (a killed process, an
+    abandoned request), drop the request then, rather than still serving it long after."""
+    waiting = asyncio.ensure_future(done)
+    try:
+        while not waiting.done():
+            if reader.at_eof():
+                raise _Abort
+            await asyncio.wait({waiting}, timeout=0.05)
+    finally:
+        waiting.cancel()
+
+
+async def _hold(seconds: float, reader: asyncio.StreamReader) -> None:
+    """Send nothing for ``seconds`` (see ``_hold_until``)."""
+    await _hold_until(asyncio.sleep(seconds), reader)
 
 
 async def _maybe_await(value: object) -> None:
