@@ -239,13 +239,15 @@ class Match:
     """Which requests a rule concerns; ``None`` fields match anything.
 
     ``key`` is an ``fnmatch`` pattern over the object key; ``ranged`` selects requests with
-    (or without) a Range header; ``access_key`` the key id the request was signed with.
+    (or without) a Range header, ``range`` those asking exactly ``bytes=first-last``;
+    ``access_key`` the key id the request was signed with.
     """
 
     method: str | None = None
     bucket: str | None = None
     key: str | None = None
     ranged: bool | None = None
+    range: tuple[int, int] | None = None
     access_key: str | None = None
 
     def __call__(self, request: Request) -> bool:
@@ -254,6 +256,7 @@ class Match:
             and (self.bucket is None or request.bucket == self.bucket)
             and (self.key is None or fnmatch.fnmatchcase(request.key, self.key))
             and (self.ranged is None or (request.range is not None) == self.ranged)
+            and (self.range is None or request.range == "bytes={}-{}".format(*self.range))
             and (self.access_key is None or request.access_key == self.access_key)
         )
 
@@ -350,6 +353,8 @@ class FaultProxy:
         self._rules: list[Rule] = []
         self._random: list[RandomFaults] = []
         self._seen: list[Seen] = []
+        # Answers going on now, and their bytes so far.
+        self._serving: dict[int, tuple[Request, _Progress]] = {}
         self._in_flight = 0
         self._max_in_flight = 0
         self._relayed = 0
@@ -493,12 +498,19 @@ class FaultProxy:
             time.sleep(0.01)
         return False
 
-    def body_bytes(self, key_pattern: str = "*", method: str = "GET") -> int:
-        """Response body bytes delivered for requests whose key matches ``key_pattern``."""
+    def body_bytes(
+        self, key_pattern: str = "*", method: str = "GET", *, in_progress: bool = False
+    ) -> int:
+        """Response body bytes delivered for requests whose key matches ``key_pattern``;
+        with ``in_progress``, those of answers still going on (or held) count too."""
+        with self._lock:
+            served = [(s.method, s.key, s.body_bytes) for s in self._seen]
+            if in_progress:
+                served += [(r.method, r.key, p.sent) for r, p in self._serving.values()]
         return sum(
-            s.body_bytes
-            for s in self.seen
-            if s.method == method and s.key and fnmatch.fnmatchcase(s.key, key_pattern)
+            n
+            for m, key, n in served
+            if m == method and key and fnmatch.fnmatchcase(key, key_pattern)
         )
 
     def wait_fired(self, rule: Rule, count: int = 1, timeout_s: float = 30.0) -> bool:
@@ -598,8 +610,12 @@ class FaultProxy:
         status: int | None = None
         progress = _Progress()
         started = time.monotonic()
+        with self._lock:
+            self._serving[id(progress)] = (request, progress)
 
         def record() -> None:
+            with self._lock:
+                self._serving.pop(id(progress), None)
             self._record(
                 Seen(
                     method=request.method,
@@ -659,7 +675,7 @@ class FaultProxy:
                 length = int(framing) if framing != "eof" else None
                 body_fault = fault if not isinstance(fault, Delay | Gate) else None
                 complete = await self._relay_body(
-                    up_reader, writer, length, body_fault, fire, progress
+                    up_reader, reader, writer, length, body_fault, fire, progress
                 )
                 if not complete:
                     raise _Abort
@@ -673,6 +689,7 @@ class FaultProxy:
     async def _relay_body(
         self,
         up_reader: asyncio.StreamReader,
+        reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         length: int | None,
         fault: Fault | None,
@@ -707,7 +724,7 @@ class FaultProxy:
                 assert isinstance(fault, Stall)
                 await writer.drain()
                 stalled = True
-                await asyncio.sleep(fault.seconds)
+                await _hold(fault.seconds, reader)
                 if writer.transport.is_closing():
                     return False
             data = await up_reader.read(want)

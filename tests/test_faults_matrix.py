@@ -762,7 +762,6 @@ def test_a_reset_a_slowdown_storm_and_a_replaced_object_in_one_run(
     assert sum(e.throttled for e in retried) == 20
     resumed = [e for e in retried if not e.throttled]
     assert [e.key for e in resumed] == [own_dataset.key("single.bin")]
-    assert resumed[0].start > 0  # from the first byte the reset left missing
     assert any(isinstance(e, ConcurrencyChanged) and "throttled" in e.reason for e in events)
     assert summary.bytes_fetched == own_dataset.size_bytes + restarted[0].discarded_bytes
     journal_state(tmp_path, dict(iter_dests(tmp_path, own_dataset)))
