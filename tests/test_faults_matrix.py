@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ego4d_dl import sandbox as seaweed
 from ego4d_dl.cli.transfer import download_exit_code
 from ego4d_dl.engine import EngineSettings
 from ego4d_dl.events import (
@@ -22,12 +23,6 @@ from ego4d_dl.events import (
     RangeRetried,
 )
 from ego4d_dl.retry import RetryPolicy
-from ego4d_dl.sandbox import (
-    _ADMIN_ACCESS_KEY_ID as RENEWED_KEY_ID,
-)
-from ego4d_dl.sandbox import (
-    _ADMIN_SECRET_ACCESS_KEY as RENEWED_SECRET,
-)
 from ego4d_dl.sandbox import (
     ACCESS_KEY_ID,
     SECRET_ACCESS_KEY,
@@ -69,7 +64,11 @@ from tests.scenario import (
 __all__: list[str] = []
 
 # Exit codes, as README.md documents them.
-EXIT_OK, EXIT_FAILED, EXIT_CREDENTIALS = 0, 1, 3
+EXIT_OK, EXIT_FAILED = 0, 1
+
+# Renewed keys: the sandbox's other identity, another key pair that its server accepts.
+RENEWED_KEY_ID = seaweed._ADMIN_ACCESS_KEY_ID
+RENEWED_SECRET = seaweed._ADMIN_SECRET_ACCESS_KEY
 
 # Few, quick retries: the give-up paths are reached in a second, not in a minute of backoff.
 QUICK_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.02, max_delay_s=0.1)
@@ -663,8 +662,6 @@ def test_keys_renewed_mid_run_are_picked_up_and_the_run_completes(
 
     def renew() -> None:
         if not renewed.is_set():
-            # The sandbox's other identity stands for the renewed keys: another key pair
-            # that the server accepts.
             write_keys(RENEWED_KEY_ID, RENEWED_SECRET)
             renewed.set()
 
