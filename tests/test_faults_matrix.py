@@ -140,10 +140,11 @@ def test_a_stall_before_the_response_headers_trips_the_watchdog(
     summary = result.summary
     assert summary is not None and summary.ok, summary
     assert held.fired == 1
+    # On a busy machine another request may also go a second without a byte: a stall too.
     retried = [e for e in events if isinstance(e, RangeRetried)]
-    assert [e.key for e in retried] == [dataset.key("single.bin")]
-    assert retried[0].stalled and "stalled" in retried[0].reason, retried[0]
-    assert retried[0].start == 0  # nothing had arrived
+    assert all(e.stalled and "stalled" in e.reason for e in retried), retried
+    ours = [e for e in retried if e.key == dataset.key("single.bin")]
+    assert ours and ours[0].start == 0, retried  # nothing had arrived
     dataset.check_complete(tmp_path)
     assert summary.bytes_fetched == dataset.size_bytes
 
