@@ -16,14 +16,24 @@ from typer.testing import CliRunner
 from ego4d_dl.cli import app
 from ego4d_dl.journal import JOURNAL_DIR
 
-__all__ = ["ORIGINAL_PYTHON", "Ran", "ego4d_dl", "invoke", "json_lines", "tree_md5"]
+__all__ = [
+    "ORIGINAL_PYTHON",
+    "Ran",
+    "ego4d_dl",
+    "invoke",
+    "json_lines",
+    "original_cli_installed",
+    "tree_md5",
+]
 
-# A Python with the original CLI (PyPI ego4d==1.7.3, in the ``test`` extra), to test adopting
-# its downloads; EGO4D_ORIGINAL_PYTHON points at another venv that has it.
-ORIGINAL_PYTHON = Path(
-    os.environ.get("EGO4D_ORIGINAL_PYTHON")
-    or (sys.executable if importlib.util.find_spec("ego4d") else "/work/.venv-ego4d/bin/python")
-)
+# The original CLI (PyPI ego4d==1.7.3) is in the ``test`` extra, so the interpreter running the
+# tests has it; tests that adopt its downloads run it with this Python.
+ORIGINAL_PYTHON = Path(sys.executable)
+
+
+def original_cli_installed() -> bool:
+    """Whether the original ``ego4d`` package is importable here (the ``test`` extra)."""
+    return importlib.util.find_spec("ego4d") is not None
 
 
 def ego4d_dl(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:

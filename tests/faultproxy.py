@@ -5,9 +5,12 @@
 server, then applies scripted faults to the answer: reset the connection after N body bytes,
 stall the body, answer an S3 error (503 SlowDown, 500 InternalError, 400 RequestTimeout, 403
 ExpiredToken) with a proper XML body, end the body early, flip bytes, delay the answer or slow
-the link. Faults are targeted by ``Match`` (method, bucket, key pattern, ranged or not, signing
-access key; "the k-th such request") or drawn at random with a seed (``RandomFaults``). The
-proxy can also go down (refuse connections, drop live ones) and come back on the same port.
+the link, answer as a misbehaving server would (``Respond``: a reply the test writes, such as
+a 200 with the whole object to a ranged GET), or hold requests until enough of them are in
+flight together (``Gate``, a barrier). Faults are targeted by ``Match`` (method, bucket, key
+pattern, ranged or not, signing access key; "the k-th such request") or drawn at random with
+a seed (``RandomFaults``). The proxy can also go down (refuse connections, drop live ones) and
+come back on the same port.
 
 It runs its own event loop in a thread, so a test may drive the CLI as a subprocess or the
 engine in-process on the main thread's loop. It records every request it served (``Seen``),
@@ -28,10 +31,10 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 __all__ = [
     "Corrupt",
@@ -39,9 +42,13 @@ __all__ = [
     "ErrorReply",
     "Fault",
     "FaultProxy",
+    "Gate",
     "Match",
     "RandomFaults",
+    "Reply",
+    "Request",
     "Reset",
+    "Respond",
     "Rule",
     "Seen",
     "Stall",
@@ -158,7 +165,57 @@ class ErrorReply:
         )
 
 
-Fault = Reset | Stall | Truncate | Corrupt | Throttle | Delay | ErrorReply
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """A whole HTTP answer: status line, headers (Content-Length is added) and body."""
+
+    status: int
+    reason: str = "OK"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    # Content-Length to announce, when it must not be the body's length (``None``: its length).
+    content_length: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Respond:
+    """Answer with ``answer(request)`` instead of forwarding: a server that misbehaves in a
+    way no real one can be made to (ignores Range or If-Match, lies in Content-Range). The
+    request never reaches the real server; ``answer`` runs on the proxy's thread."""
+
+    answer: Callable[[Request], Reply]
+
+
+@dataclass(slots=True, kw_only=True)
+class Gate:
+    """A barrier: hold each request until ``count`` are held at once, then release them all.
+
+    It proves ``count`` requests were in flight together whatever the machine's speed; after
+    ``timeout_s`` they go anyway, with ``opened`` left ``False``. One ``Gate`` is shared by the
+    requests it holds, so give it to a rule with ``times=count``.
+    """
+
+    count: int
+    timeout_s: float = 60.0
+    held: int = 0
+    opened: bool = False
+    _event: asyncio.Event | None = field(default=None, init=False, repr=False)
+
+    async def wait(self) -> None:
+        """Called on the proxy's loop for each request the gate holds."""
+        if self._event is None:
+            self._event = asyncio.Event()
+        self.held += 1
+        if self.held >= self.count:
+            self.opened = True
+            self._event.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout_s):
+                await self._event.wait()
+
+
+Fault = Reset | Stall | Truncate | Corrupt | Throttle | Delay | ErrorReply | Respond | Gate
 
 
 # --- targeting ------------------------------------------------------------------------------
@@ -174,6 +231,7 @@ class Request:
     query: str
     range: str | None
     access_key: str | None
+    if_match: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,13 +239,15 @@ class Match:
     """Which requests a rule concerns; ``None`` fields match anything.
 
     ``key`` is an ``fnmatch`` pattern over the object key; ``ranged`` selects requests with
-    (or without) a Range header; ``access_key`` the key id the request was signed with.
+    (or without) a Range header, ``range`` those asking exactly ``bytes=first-last``;
+    ``access_key`` the key id the request was signed with.
     """
 
     method: str | None = None
     bucket: str | None = None
     key: str | None = None
     ranged: bool | None = None
+    range: tuple[int, int] | None = None
     access_key: str | None = None
 
     def __call__(self, request: Request) -> bool:
@@ -196,6 +256,7 @@ class Match:
             and (self.bucket is None or request.bucket == self.bucket)
             and (self.key is None or fnmatch.fnmatchcase(request.key, self.key))
             and (self.ranged is None or (request.range is not None) == self.ranged)
+            and (self.range is None or request.range == "bytes={}-{}".format(*self.range))
             and (self.access_key is None or request.access_key == self.access_key)
         )
 
@@ -273,6 +334,8 @@ class Seen:
 
 # --- the proxy ------------------------------------------------------------------------------
 
+_R = TypeVar("_R", Rule, RandomFaults)
+
 
 class _Abort(Exception):
     """The client connection must be dropped (a fault did it, or the client went away)."""
@@ -290,6 +353,8 @@ class FaultProxy:
         self._rules: list[Rule] = []
         self._random: list[RandomFaults] = []
         self._seen: list[Seen] = []
+        # Answers going on now, and their bytes so far.
+        self._serving: dict[int, tuple[Request, _Progress]] = {}
         self._in_flight = 0
         self._max_in_flight = 0
         self._relayed = 0
@@ -383,7 +448,7 @@ class FaultProxy:
 
     # --- scripting and observations ---
 
-    def add(self, rule: Rule | RandomFaults) -> Rule | RandomFaults:
+    def add(self, rule: _R) -> _R:
         """Add a rule (checked in the order added; the first that fires wins)."""
         with self._lock:
             if isinstance(rule, Rule):
@@ -433,12 +498,19 @@ class FaultProxy:
             time.sleep(0.01)
         return False
 
-    def body_bytes(self, key_pattern: str = "*", method: str = "GET") -> int:
-        """Response body bytes delivered for requests whose key matches ``key_pattern``."""
+    def body_bytes(
+        self, key_pattern: str = "*", method: str = "GET", *, in_progress: bool = False
+    ) -> int:
+        """Response body bytes delivered for requests whose key matches ``key_pattern``;
+        with ``in_progress``, those of answers still going on (or held) count too."""
+        with self._lock:
+            served = [(s.method, s.key, s.body_bytes) for s in self._seen]
+            if in_progress:
+                served += [(r.method, r.key, p.sent) for r, p in self._serving.values()]
         return sum(
-            s.body_bytes
-            for s in self.seen
-            if s.method == method and s.key and fnmatch.fnmatchcase(s.key, key_pattern)
+            n
+            for m, key, n in served
+            if m == method and key and fnmatch.fnmatchcase(key, key_pattern)
         )
 
     def wait_fired(self, rule: Rule, count: int = 1, timeout_s: float = 30.0) -> bool:
@@ -505,7 +577,7 @@ class FaultProxy:
                 body = await _read_request_body(reader, head)
                 self._enter()
                 try:
-                    keep = await self._exchange(head, body, writer, upstream)
+                    keep = await self._exchange(head, body, reader, writer, upstream)
                 finally:
                     self._leave()
                 if not keep:
@@ -524,7 +596,12 @@ class FaultProxy:
             writer.close()
 
     async def _exchange(
-        self, head: bytes, body: bytes, writer: asyncio.StreamWriter, upstream: _Upstream
+        self,
+        head: bytes,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream: _Upstream,
     ) -> bool:
         """One request and its answer; returns whether the client connection stays open."""
         request = _parse_request(head)
@@ -533,8 +610,12 @@ class FaultProxy:
         status: int | None = None
         progress = _Progress()
         started = time.monotonic()
+        with self._lock:
+            self._serving[id(progress)] = (request, progress)
 
         def record() -> None:
+            with self._lock:
+                self._serving.pop(id(progress), None)
             self._record(
                 Seen(
                     method=request.method,
@@ -561,9 +642,23 @@ class FaultProxy:
                 writer.write(_error_document(fault, request))
                 await writer.drain()
                 return True
+            if isinstance(fault, Respond):
+                await fire()
+                reply = fault.answer(request)
+                status = reply.status
+                writer.write(_reply_head(reply, request))
+                if request.method != "HEAD":
+                    writer.write(reply.body)
+                    progress.sent = len(reply.body)
+                await writer.drain()
+                # A body longer than announced leaves bytes no answer owns: close after it.
+                return len(reply.body) == _announced_length(reply)
             if isinstance(fault, Delay):
                 await fire()
-                await asyncio.sleep(fault.seconds)
+                await _hold(fault.seconds, reader)
+            if isinstance(fault, Gate):
+                await fire()
+                await _hold_until(fault.wait(), reader)
             up_reader, up_writer = await upstream.connect()
             up_writer.write(head + body)
             await up_writer.drain()
@@ -578,9 +673,9 @@ class FaultProxy:
                 await _relay_chunked(up_reader, writer, progress)
             else:
                 length = int(framing) if framing != "eof" else None
-                body_fault = fault if not isinstance(fault, Delay) else None
+                body_fault = fault if not isinstance(fault, Delay | Gate) else None
                 complete = await self._relay_body(
-                    up_reader, writer, length, body_fault, fire, progress
+                    up_reader, reader, writer, length, body_fault, fire, progress
                 )
                 if not complete:
                     raise _Abort
@@ -594,6 +689,7 @@ class FaultProxy:
     async def _relay_body(
         self,
         up_reader: asyncio.StreamReader,
+        reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         length: int | None,
         fault: Fault | None,
@@ -628,7 +724,7 @@ class FaultProxy:
                 assert isinstance(fault, Stall)
                 await writer.drain()
                 stalled = True
-                await asyncio.sleep(fault.seconds)
+                await _hold(fault.seconds, reader)
                 if writer.transport.is_closing():
                     return False
             data = await up_reader.read(want)
@@ -683,6 +779,24 @@ class _Upstream:
             self._conn = None
 
 
+async def _hold_until(done: Awaitable[object], reader: asyncio.StreamReader) -> None:
+    """Await ``done`` while the client waits; if it hangs up first (a killed process, an
+    abandoned request), drop the request then, rather than still serving it long after."""
+    waiting = asyncio.ensure_future(done)
+    try:
+        while not waiting.done():
+            if reader.at_eof():
+                raise _Abort
+            await asyncio.wait({waiting}, timeout=0.05)
+    finally:
+        waiting.cancel()
+
+
+async def _hold(seconds: float, reader: asyncio.StreamReader) -> None:
+    """Send nothing for ``seconds`` (see ``_hold_until``)."""
+    await _hold_until(asyncio.sleep(seconds), reader)
+
+
 async def _maybe_await(value: object) -> None:
     if asyncio.iscoroutine(value):
         await value
@@ -722,6 +836,7 @@ def _parse_request(head: bytes) -> Request:
         query=query,
         range=headers.get("range"),
         access_key=credential[1] if credential else None,
+        if_match=headers.get("if-match"),
     )
 
 
@@ -803,3 +918,16 @@ def _error_document(fault: ErrorReply, request: Request) -> bytes:
         "\r\n"
     ).encode()
     return head + body
+
+
+def _announced_length(reply: Reply) -> int:
+    return len(reply.body) if reply.content_length is None else reply.content_length
+
+
+def _reply_head(reply: Reply, request: Request) -> bytes:
+    lines = [f"HTTP/1.1 {reply.status} {reply.reason}"]
+    lines += [f"{name}: {value}" for name, value in reply.headers.items()]
+    lines.append(f"Content-Length: {_announced_length(reply)}")
+    lines.append(f"x-amz-request-id: {uuid.uuid4().hex[:16].upper()}")
+    lines.append("Server: FaultProxy")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -1,8 +1,8 @@
 """Adopting downloads made by the original CLI (ego4d==1.7.3), run for real against the sandbox.
 
-The original CLI is run once per module from its own venv (``EGO4D_ORIGINAL_PYTHON``, default
-``/work/.venv-ego4d/bin/python``), pointed at the sandbox with ``AWS_ENDPOINT_URL_S3``; each
-test works on a copy of what it left (mtimes kept).
+The original CLI (in the ``test`` extra) is run once per module with the tests' own Python,
+pointed at the sandbox with ``AWS_ENDPOINT_URL_S3``; each test works on a copy of what it
+left (mtimes kept).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ego4d_dl.planned import Action, PlannedFile
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.versionfile import read_entries
 
-from .clirun import ORIGINAL_PYTHON, invoke, json_lines, tree_md5
+from .clirun import ORIGINAL_PYTHON, invoke, json_lines, original_cli_installed, tree_md5
 
 DATASETS = ("clips", "annotations")
 
@@ -39,8 +39,7 @@ def original_tree(
     sandbox: Sandbox, release: SeededRelease, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
     """An output directory filled by the original ``ego4d`` CLI from the sandbox."""
-    if not ORIGINAL_PYTHON.exists():
-        pytest.skip(f"the original CLI's venv is not at {ORIGINAL_PYTHON} (EGO4D_ORIGINAL_PYTHON)")
+    assert original_cli_installed(), "install the test extra: pip install -e '.[test]'"
     home = tmp_path_factory.mktemp("original-home")
     keys = sandbox.env()
     credentials = home / "credentials"

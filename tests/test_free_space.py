@@ -49,7 +49,7 @@ def test_download_refuses_to_start_without_the_space(
 
 
 def test_no_space_check_starts_anyway_and_fails_cleanly(
-    sandbox: Sandbox, aws_env: dict[str, str], tmp_path: Path
+    sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     mount = tmp_path / "small"
     mount.mkdir()

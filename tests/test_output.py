@@ -216,19 +216,26 @@ def test_json_lines_are_json_to_the_last_one() -> None:
 
 
 def test_a_closed_pipe_never_stops_the_run() -> None:
+    """The reader of the output went away (``| head``): the first write fails, the sink goes
+    quiet for the rest of the run instead of raising into it or writing on and on."""
+
     class Closed(io.StringIO):
+        writes = 0
+
         def write(self, s: str) -> int:
+            self.writes += 1
             raise BrokenPipeError(32, "Broken pipe")
 
     clock = FakeClock()
-    for sink in (
-        PlainProgressSink(Closed(), clock=clock, ticking=False),
-        JsonLinesSink(Closed(), clock=clock, ticking=False),
+    for stream, sink in (
+        (plain := Closed(), PlainProgressSink(plain, clock=clock, ticking=False)),
+        (lines := Closed(), JsonLinesSink(lines, clock=clock, ticking=False)),
     ):
         for event in _script(clock):
             sink(event)
         sink.progress()
         sink(RunFinished(summary=_summary()))
+        assert stream.writes == 1, type(sink).__name__
 
 
 # --- the confirmation --------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pty
 import queue
 import signal
 import subprocess
@@ -23,6 +25,7 @@ from ego4d_dl.files import part_path
 from ego4d_dl.journal import Journal, journal_path
 from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
 
+from .faultproxy import Delay, FaultProxy, Match, Rule
 from .slowlink import MiB, SeededDataset, ThrottledProxy, check_download, cli, cli_env, seed_dataset
 
 # A second and a half at most per file through the link; several files verify early, the big
@@ -252,3 +255,138 @@ def test_the_second_signal_does_not_wait_for_the_first_to_finish() -> None:
     )
     assert done.returncode == 130
     assert done.stdout.splitlines() == ["stopping", "stop requested", "still here after the first"]
+
+
+# --- before the transfer: while planning, and at the prompt --------------------------------------
+
+
+class _Chars:
+    """A subprocess stream read by a thread as it comes (a prompt ends without a newline)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.text = ""
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        while chunk := os.read(stream.fileno(), 4096):
+            with self._lock:
+                self.text += chunk.decode(errors="replace")
+
+    def wait_for(self, text: str, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if text in self.text:
+                    return
+            time.sleep(0.01)
+        raise AssertionError(f"{text!r} never came:\n{self.text}")
+
+    def rest(self) -> str:
+        self._thread.join(timeout=60)
+        return self.text
+
+
+def _nothing_transferred(out: Path, dataset: SeededDataset, proxy: FaultProxy) -> None:
+    """No object of the dataset was requested, nothing of it is on disk, and the journal
+    (if the run got to open it) is sound and empty."""
+    assert proxy.wait_idle()
+    assert not [s for s in proxy.seen if s.method == "GET" and f"/{dataset.name}/blob-" in s.key]
+    assert not list(out.rglob("blob-*")), list(out.rglob("*"))
+    if journal_path(out).exists():
+        with Journal(journal_path(out), readonly=True) as journal:
+            assert journal.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert list(journal.entries()) == []
+
+
+@pytest.fixture
+def fault_proxy(sandbox: Sandbox) -> Iterator[FaultProxy]:
+    with FaultProxy(sandbox.endpoint_url) as running:
+        yield running
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("held", ["manifest", "lookups"])
+def test_a_signal_while_planning_stops_before_any_transfer(
+    aws_env: dict[str, str],
+    interrupted_dataset: SeededDataset,
+    fault_proxy: FaultProxy,
+    tmp_path: Path,
+    held: str,
+    signum: signal.Signals,
+) -> None:
+    """Ctrl-C (or SIGTERM) while the plan is being made, its manifest GET or its object
+    lookups held by the server: exit 130 at once with one line saying nothing was downloaded,
+    no traceback, no object requested, nothing on disk."""
+    name = interrupted_dataset.name
+    if held == "manifest":
+        match = Match(method="GET", key=f"public/{interrupted_dataset.version}/{name}/manifest.csv")
+    else:
+        match = Match(method="HEAD", key=f"public/v2/{name}/blob-*")
+    hold = fault_proxy.add(Rule(match=match, fault=Delay(seconds=120), times=None))
+    out = tmp_path / "out"
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ego4d_dl",
+            *_download_args(out, interrupted_dataset, fault_proxy.url),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    ) as proc:
+        try:
+            assert fault_proxy.wait_fired(hold, timeout_s=60), "planning never asked"
+            proc.send_signal(signum)
+            code = proc.wait(timeout=60)
+            assert proc.stdout is not None and proc.stderr is not None
+            err = proc.stderr.read().decode()
+            stdout = proc.stdout.read().decode()
+        finally:
+            proc.kill()
+    assert code == 130, err
+    assert "Traceback" not in err
+    assert err.rstrip().endswith("interrupted: nothing was downloaded yet"), err
+    assert "RunStarted" not in stdout
+    fault_proxy.clear()
+    _nothing_transferred(out, interrupted_dataset, fault_proxy)
+
+
+def test_ctrl_c_at_the_prompt_stops_before_any_transfer(
+    aws_env: dict[str, str],
+    interrupted_dataset: SeededDataset,
+    fault_proxy: FaultProxy,
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C while the confirmation waits for an answer at a terminal: exit 130, one line
+    saying nothing was downloaded, no traceback, and no object requested."""
+    out = tmp_path / "out"
+    master, slave = pty.openpty()
+    args = [a for a in _download_args(out, interrupted_dataset, fault_proxy.url) if a != "--yes"]
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "ego4d_dl", *args],
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+        ) as proc:
+            try:
+                assert proc.stderr is not None
+                err = _Chars(proc.stderr)
+                err.wait_for("Start the download? [Y/n] ")
+                proc.send_signal(signal.SIGINT)
+                code = proc.wait(timeout=60)
+                text = err.rest()
+            finally:
+                proc.kill()
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert code == 130, text
+    assert "Traceback" not in text
+    assert text.rstrip().endswith("interrupted: nothing was downloaded yet"), text
+    _nothing_transferred(out, interrupted_dataset, fault_proxy)

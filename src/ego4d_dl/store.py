@@ -738,16 +738,29 @@ class S3Store:
         if not whole:
             kwargs["Range"] = f"bytes={start}-{stop - 1}"
         client = await self._client_for(bucket)
-        with _translated(bucket, key, self.endpoint_label):
-            resp = await self._signed_get(client, bucket, key, kwargs, size_bytes=size_bytes)
-            if resp is None:
-                sent: list[tuple[str, str]] = []
-                watching = _SENT_GETS.set(sent)
-                try:
-                    resp = await client.get_object(**kwargs)
-                finally:
-                    _SENT_GETS.reset(watching)
-                self._learn_route(bucket, key, sent)
+        # The watchdog covers the wait for the answer's headers too: a server that takes the
+        # request and sends nothing is a stall like any other, not one for the HTTP client's
+        # backstop read timeout (2 x stall + 5 s) to end.
+        try:
+            async with asyncio.timeout(self._stall_timeout_s):
+                with _translated(bucket, key, self.endpoint_label):
+                    resp = await self._signed_get(
+                        client, bucket, key, kwargs, size_bytes=size_bytes
+                    )
+                    if resp is None:
+                        sent: list[tuple[str, str]] = []
+                        watching = _SENT_GETS.set(sent)
+                        try:
+                            resp = await client.get_object(**kwargs)
+                        finally:
+                            _SENT_GETS.reset(watching)
+                        self._learn_route(bucket, key, sent)
+        except TimeoutError:
+            raise TransientError(
+                key,
+                f"{where}: stalled, no answer for {self._stall_timeout_s:g}s",
+                stalled=True,
+            ) from None
         raw = resp["Body"]
         try:
             status = int(resp["ResponseMetadata"]["HTTPStatusCode"])

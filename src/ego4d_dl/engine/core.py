@@ -329,6 +329,9 @@ class Engine:
             except (RemoteChangedError, IntegrityError) as exc:
                 restarts += 1
                 if restarts > self._settings.max_restarts:
+                    if isinstance(exc, IntegrityError):
+                        # These bytes are proven wrong: the next run must not resume them.
+                        await self._discard(obj)
                     raise TransferError(
                         obj.key, f"{exc} (gave up after {restarts - 1} restarts)"
                     ) from exc
@@ -350,14 +353,18 @@ class Engine:
                     discarded_bytes=obj.fetched_bytes,
                 )
             )
+        await self._discard(obj)
+        if isinstance(exc, RemoteChangedError):
+            obj.layout = ()  # a new version may have been uploaded with other parts
+
+    async def _discard(self, obj: Transfer) -> None:
+        """Forget every byte of the file: its part file, its journaled and pending ranges."""
         if obj.part is not None:
             part = obj.part
-            obj.part = None
+            obj.part = None  # the committer skips ranges buffered for a discarded part file
             await asyncio.to_thread(part.discard)
         if obj.object_id:
             self._journal.drop_ranges(obj.object_id)
-        if isinstance(exc, RemoteChangedError):
-            obj.layout = ()  # a new version may have been uploaded with other parts
         obj.part_md5.clear()
 
     async def _attempt(self, obj: Transfer) -> str:
@@ -535,6 +542,7 @@ class Engine:
         offset = start
         failures = 0
         while offset < stop:
+            keys = self._credentials_generation
             try:
                 async with self._store.get_range(
                     obj.planned.bucket,
@@ -556,7 +564,7 @@ class Engine:
                 failures += 1
                 await self._backoff(obj, start, stop, offset, failures, exc)
             except CredentialsError:
-                if not await self._credentials_renewed():
+                if not await self._credentials_renewed(keys):
                     raise
 
     def _is_small(self, obj: Transfer) -> bool:
@@ -661,11 +669,15 @@ class Engine:
         )
         await self._sleep(delay)
 
-    async def _credentials_renewed(self) -> bool:
-        """After a credentials error: re-read the keys once for all requests that hit it."""
+    async def _credentials_renewed(self, generation: int) -> bool:
+        """After a credentials error of a request sent with the keys of ``generation``:
+        re-read the keys once for all requests that hit it.
+
+        A request sent before another one's reload was signed with the old keys: it is
+        retried with the new ones, not taken as a sign that the new ones fail too.
+        """
         if self._reload_credentials is None:
             return False
-        generation = self._credentials_generation
         async with self._credentials_lock:
             if generation != self._credentials_generation:
                 return True  # another request already reloaded them
@@ -678,6 +690,7 @@ class Engine:
         """A metadata request with the run's retry policy (HEADs for layouts and restarts)."""
         failures = 0
         while True:
+            keys = self._credentials_generation
             try:
                 return await make()
             except (TransientError, NetworkError) as exc:
@@ -689,7 +702,7 @@ class Engine:
                 self._retries += 1
                 await self._sleep(self._settings.retry.delay_s(failures, self._rng))
             except CredentialsError:
-                if not await self._credentials_renewed():
+                if not await self._credentials_renewed(keys):
                     raise
 
     # --- verification ----------------------------------------------------------------------
