@@ -1,9 +1,10 @@
 """The transfer engine proper: concurrent ranged GETs into part files, verified, journaled, renamed.
 
-One ``asyncio.TaskGroup`` per run. Two bounds keep work finite whatever the plan's size: an
-``AdaptiveLimiter`` over GET requests in flight (``--concurrency``, halved under throttling)
-and a semaphore over files open at once. Every GET carries ``If-Match`` with the planned ETag,
-so bytes of two object versions are never spliced. Bytes stream in bounded chunks to
+One ``asyncio.TaskGroup`` per run. Two bounds keep work finite whatever the plan's size: a
+limit on GET requests in flight (``limiter``: found from the measured rate, or the user's
+``--concurrency N``; halved under throttling) and a semaphore over files open at once. Every
+GET carries ``If-Match`` with the planned ETag, so bytes of two object versions are never
+spliced. Bytes stream in bounded chunks to
 ``<dest>.part`` at their offsets, MD5ed on the way in a worker thread; a file is renamed to
 its final name only after its ETag (plain or multipart composite) checks out, and only after
 its data is durable. Progress is reported only through ``EventSink``; the engine never prints.
@@ -38,7 +39,6 @@ from ..errors import (
 )
 from ..events import (
     BytesReceived,
-    ConcurrencyChanged,
     EventSink,
     FileFailed,
     FileOutcome,
@@ -65,7 +65,7 @@ from ..integrity import (
 )
 from ..journal import Journal, RangeRecord
 from ..layout import Layout, exact_layout, learn_layout
-from ..limiter import AdaptiveLimiter
+from ..limiter import make_limiter
 from ..ondisk import OnDisk, classify, snapshot
 from ..plan import Action, PlannedFile
 from ..store import ObjectHead, ObjectStore, RangeBody
@@ -109,10 +109,8 @@ class Engine:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        self._limiter = AdaptiveLimiter(
-            settings.concurrency,
-            clock=clock,
-            on_change=lambda n, why: sink(ConcurrencyChanged(limit=n, reason=why)),
+        self._limiter = make_limiter(
+            settings.concurrency, settings.max_concurrency, clock=clock, on_change=sink
         )
         self._file_slots = asyncio.Semaphore(settings.max_open_files)
         self._committer = Committer(

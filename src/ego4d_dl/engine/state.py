@@ -18,7 +18,11 @@ MiB = 1024 * 1024
 class EngineSettings:
     """Tunables of a run; defaults are the measured ones (see BENCHMARKS.md)."""
 
+    # Requests in flight. ``max_concurrency`` None: ``concurrency`` exactly (a user's
+    # --concurrency N; halved under throttling, then grown back). Otherwise adaptive: from
+    # ``concurrency`` up to ``max_concurrency``, following the measured rate (concurrency.py).
     concurrency: int = 16
+    max_concurrency: int | None = None
     max_open_files: int = 64
     # Verified parts waiting for their batched rename stay open (and locked) until then.
     max_finished_parts: int = 256
@@ -32,6 +36,11 @@ class EngineSettings:
     # Restarts of one file after its object changed or its bytes failed verification.
     max_restarts: int = 3
     commit_interval_s: float = 0.5
+
+    @property
+    def max_requests(self) -> int:
+        """The most requests that can ever be in flight: what the connection pool needs."""
+        return max(self.concurrency, self.max_concurrency or 0)
 
 
 class RunStopped(Exception):
