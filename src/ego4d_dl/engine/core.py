@@ -539,6 +539,7 @@ class Engine:
         offset = start
         failures = 0
         while offset < stop:
+            sent = self._clock()
             try:
                 async with self._store.get_range(
                     obj.planned.bucket,
@@ -548,12 +549,14 @@ class Engine:
                     size_bytes=obj.size_bytes,
                     etag=obj.etag,
                 ) as body:
+                    self._limiter.on_first_byte(self._clock() - sent)
                     while offset < stop:
                         chunks, size = await self._read_chunks(body, stop - offset)
                         await consume(offset, chunks)
                         offset += size
                         obj.fetched_bytes += size
                         self._bytes_fetched += size
+                        self._limiter.on_bytes(size)
                         self._sink(BytesReceived(dataset=obj.dataset, key=obj.key, count=size))
                 self._limiter.on_success()
             except (TransientError, NetworkError) as exc:
