@@ -11,6 +11,7 @@ decisions. Imports only ``events``.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -107,10 +108,11 @@ class ConcurrencyController:
         self.settings = settings or ControllerSettings()
         self.limit = self.settings.initial
         self._phase = _Phase.STARTING
-        # The window being measured, from _start on; requests sent before _moved_at ran at
-        # an older limit and their first-byte times are not this limit's.
+        # The window being measured, from _start on. First-byte times count for requests sent
+        # from _settled_at on: those sent earlier ran at an older limit, or on connections
+        # opened for the new one and still shaking hands. They may arrive windows later.
         self._start: float | None = None
-        self._moved_at = -float("inf")
+        self._settled_at = -float("inf")
         self._bytes = 0
         self._slot_area = 0.0  # integral of slots in use over the window, slot-seconds
         self._slots = 0
@@ -144,7 +146,7 @@ class ConcurrencyController:
 
     def on_first_byte(self, ttfb_s: float, now: float) -> Decision | None:
         """A GET sent ``ttfb_s`` before ``now`` got its first byte at ``now``."""
-        if now - ttfb_s >= self._moved_at:
+        if now - ttfb_s >= self._settled_at:
             self._ttfbs.append(ttfb_s)
         return self._tick(now)
 
@@ -182,9 +184,9 @@ class ConcurrencyController:
     def _restart_window(self, now: float, *, moved: bool) -> None:
         self._start = now
         if moved:
-            self._moved_at = now
             floor = self.ttfb_floor_s if self.ttfb_floor_s is not None else 0.04
             self._start += min(1.0, max(0.05, 2.5 * floor))
+            self._settled_at = self._start
         self._ttfbs = []
         self._bytes = 0
         self._slot_area = 0.0
@@ -194,18 +196,27 @@ class ConcurrencyController:
         if self._start is None:
             self._restart_window(now, moved=True)
             return None
+        if self.ttfb_floor_s is None:
+            # Nothing is measured before the link's latency is known: the first requests'
+            # bytes come after a handshake and a round trip, and a window holding them would
+            # make every later one look faster than it is.
+            if len(self._ttfbs) < 3:
+                return None
+            self.ttfb_floor_s = statistics.median(self._ttfbs)
+            self._restart_window(now, moved=True)
+            return None
         if now < self._start + self._window_s():
             return None
         self._account_slots(now)
         elapsed = now - self._start
         busy = self._slot_area / elapsed
         ttfb = statistics.median(self._ttfbs) if len(self._ttfbs) >= 3 else None
-        if ttfb is not None and (self.ttfb_floor_s is None or ttfb < self.ttfb_floor_s):
+        if ttfb is not None and ttfb < self.ttfb_floor_s:
             self.ttfb_floor_s = ttfb
         informative = self._bytes > 0 and busy >= self.settings.busy_share * self.limit
         before = self.limit
         sample = _Sample(limit=before, rate=self._bytes / elapsed, ttfb_s=ttfb)
-        decision = self._decide(sample, informative)
+        decision = self._decide(sample, informative, busy)
         self._restart_window(now, moved=self.limit != before)
         return decision
 
@@ -240,16 +251,21 @@ class ConcurrencyController:
 
     # --- decisions ---------------------------------------------------------------------------
 
-    def _decide(self, sample: _Sample, informative: bool) -> Decision | None:
+    def _decide(self, sample: _Sample, informative: bool, busy: float) -> Decision | None:
         if self._phase is _Phase.PROBING_UP:
             return self._probed_up(sample, informative)
         if self._phase is _Phase.PROBING_DOWN:
             return self._probed_down(sample)
-        if not informative:
-            return None  # too few requests waiting to tell whether more would help
         if self._phase is _Phase.STARTING:
-            return self._starting(sample)
-        return self._settled(sample)
+            if informative:
+                return self._starting(sample, full=True)
+            if self._before is not None and busy > self._before.limit:
+                # Not every new slot found work, but more did than before the doubling: what
+                # they did still tells whether to go back (growing further would be idle).
+                return self._starting(sample, full=False)
+            return None
+        # Too few requests waiting to tell whether more would help.
+        return self._settled(sample) if informative else None
 
     def _verdict(self, sample: _Sample, before: _Sample, *, strong: float) -> _Verdict:
         """GROW if the rate grew by ``strong`` or more, KEEP if by ``keep_gain`` (either
@@ -261,12 +277,14 @@ class ConcurrencyController:
             return _Verdict.GROW
         return _Verdict.KEEP if gain >= self.settings.keep_gain else _Verdict.BACK
 
-    def _starting(self, sample: _Sample) -> Decision | None:
+    def _starting(self, sample: _Sample, *, full: bool) -> Decision | None:
         s = self.settings
         before = self._before
         if before is None:
             return self._double(sample, ConcurrencyCause.PROBING, "finding the link's rate")
         verdict = self._verdict(sample, before, strong=s.grow_gain)
+        if verdict is _Verdict.GROW and not full:
+            verdict = _Verdict.KEEP
         if verdict is not _Verdict.GROW:
             agreed = self._second_look(verdict, hopeful=True)
             if agreed is None:
@@ -313,8 +331,9 @@ class ConcurrencyController:
         if abs(_gain(sample, reference)) > s.probe_step:
             # The work changed (small files after videos, say): look again soon.
             self._probe_every = s.probe_every
-        # Probes are judged against the window just before, not an older mix of files; the
+        # Probes are judged against the last windows, not an older mix of files; the
         # first-byte time stays the one the limit settled at, to see it climb.
+        previous_rate = reference.rate
         self._reference = _Sample(
             limit=sample.limit,
             rate=sample.rate,
@@ -339,7 +358,10 @@ class ConcurrencyController:
             and self._start >= self._hold_until
             and sample.limit < s.maximum
         ):
-            self._before = self._reference
+            # Against the better of the last two windows: a probe must beat a dip, not use it.
+            self._before = dataclasses.replace(
+                self._reference, rate=max(previous_rate, sample.rate)
+            )
             self._phase = _Phase.PROBING_UP
             limit = min(s.maximum, sample.limit + self._step(sample.limit))
             return self._move(limit, ConcurrencyCause.PROBING, f"trying {limit}")
