@@ -20,6 +20,7 @@ from .errors import ConfigError
 __all__ = [
     "CONFIG_KEYS",
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_STALL_TIMEOUT_S",
     "Credentials",
     "Endpoint",
@@ -30,9 +31,11 @@ __all__ = [
     "read_uid_file",
 ]
 
-# Measured on the sandbox (see BENCHMARKS.md): 16 in-flight ranged GETs saturate a 2-core
-# client; more only adds memory.
+# Requests in flight when --concurrency is not given: adaptive (concurrency.py), starting at
+# DEFAULT_CONCURRENCY (16 saturate a 2-core client on loopback: see BENCHMARKS.md) and never
+# above DEFAULT_MAX_CONCURRENCY (far links want 50-150; the pool holds this many connections).
 DEFAULT_CONCURRENCY = 16
+DEFAULT_MAX_CONCURRENCY = 256
 DEFAULT_STALL_TIMEOUT_S = 60.0
 
 VerifyMode = Literal["etag", "size"]
@@ -80,6 +83,9 @@ class Options:
     credentials: Credentials = Credentials()
     endpoint: Endpoint = Endpoint()
     concurrency: int = DEFAULT_CONCURRENCY
+    # None: exactly ``concurrency`` requests in flight (--concurrency N); otherwise adaptive,
+    # from ``concurrency`` up to this.
+    max_concurrency: int | None = None
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     manifest_only: bool = False
     metadata: bool = True

@@ -235,12 +235,12 @@ async def run_download(
 ) -> DownloadResult:
     """Plan, ask ``confirm``, then claim the folder and transfer; nothing on disk changes
     before ``confirm`` says yes (it is not asked when there is nothing to do)."""
-    settings = settings or EngineSettings(concurrency=options.concurrency, verify=options.verify)
+    settings = settings or EngineSettings.from_options(options)
     out = options.output_directory
     async with S3Store(
         credentials=options.credentials,
         endpoint=options.endpoint,
-        max_connections=options.concurrency,
+        max_connections=settings.max_requests,
         stall_timeout_s=options.stall_timeout_s,
     ) as store:
         plan = await plan_readonly(options, store, sink=sink, manifest_override=manifest_override)

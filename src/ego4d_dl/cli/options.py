@@ -23,6 +23,7 @@ from ..catalog import (
 )
 from ..config import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_CONCURRENCY,
     DEFAULT_STALL_TIMEOUT_S,
     Credentials,
     Options,
@@ -125,6 +126,8 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
     concurrency = DEFAULT_CONCURRENCY if raw_concurrency is None else int(raw_concurrency)
     if not 1 <= concurrency <= 1024:
         raise ConfigError(f"--concurrency must be between 1 and 1024, not {concurrency}")
+    # Given: exactly that many. Not given: adaptive, up to the ceiling.
+    max_concurrency = DEFAULT_MAX_CONCURRENCY if raw_concurrency is None else None
     raw_stall = values.get("stall_timeout")
     stall = DEFAULT_STALL_TIMEOUT_S if raw_stall is None else float(raw_stall)
     if stall <= 0:
@@ -146,6 +149,7 @@ def build_options(values: dict[str, Any]) -> tuple[Options, list[str]]:
         credentials=Credentials(profile=str(profile) if profile else None),
         endpoint=endpoint,
         concurrency=concurrency,
+        max_concurrency=max_concurrency,
         stall_timeout_s=stall,
         manifest_only=bool(values.get("manifest")),
         metadata=values.get("metadata", True) is not False,
@@ -265,7 +269,11 @@ Concurrency = Annotated[
     typer.Option(
         "--concurrency",
         metavar="N",
-        help=f"Requests in flight at once [default: {DEFAULT_CONCURRENCY}].",
+        help=(
+            "Requests in flight at once, exactly N (halved only while the server throttles) "
+            f"[default: adaptive: from {DEFAULT_CONCURRENCY}, up to {DEFAULT_MAX_CONCURRENCY}, "
+            "as many as make the download faster]."
+        ),
         show_default=False,
     ),
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass, field
 
+from ..config import Options
 from ..files import PartFile
 from ..ondisk import ObjectVersion
 from ..plan import PlannedFile
@@ -12,6 +14,9 @@ from ..retry import RetryPolicy
 __all__ = ["EngineSettings", "RunStopped", "Transfer"]
 
 MiB = 1024 * 1024
+_OPEN_FILES = 64
+# File descriptors left for the journal, the interpreter, the event loop and threads.
+_SPARE_FDS = 128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -23,7 +28,7 @@ class EngineSettings:
     # ``concurrency`` up to ``max_concurrency``, following the measured rate (concurrency.py).
     concurrency: int = 16
     max_concurrency: int | None = None
-    max_open_files: int = 64
+    max_open_files: int = _OPEN_FILES
     # Verified parts waiting for their batched rename stay open (and locked) until then.
     max_finished_parts: int = 256
     max_piece_bytes: int = 16 * MiB
@@ -41,6 +46,25 @@ class EngineSettings:
     def max_requests(self) -> int:
         """The most requests that can ever be in flight: what the connection pool needs."""
         return max(self.concurrency, self.max_concurrency or 0)
+
+    @classmethod
+    def from_options(cls, options: Options) -> EngineSettings:
+        """A download's settings: the user's ``--concurrency N`` exactly, or adaptive.
+
+        Adaptive runs may open as many files as requests (each small file is one request),
+        and keep files and sockets within the process's file descriptors (macOS gives 256).
+        """
+        if options.max_concurrency is None:
+            return cls(concurrency=options.concurrency, verify=options.verify)
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        budget = (soft - _SPARE_FDS) // 2 if soft != resource.RLIM_INFINITY else 1 << 16
+        ceiling = max(options.concurrency, min(options.max_concurrency, budget))
+        return cls(
+            concurrency=options.concurrency,
+            max_concurrency=ceiling,
+            max_open_files=max(_OPEN_FILES, ceiling),
+            verify=options.verify,
+        )
 
 
 class RunStopped(Exception):
