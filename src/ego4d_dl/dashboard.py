@@ -53,7 +53,7 @@ from .events import (
     RunSummary,
 )
 from .plan import Plan
-from .progress import WARNINGS, Rate, Tally, eta_s, eta_text, label, warning_text
+from .progress import Rate, Tally, eta_s, eta_text, is_warning, label, warning_text
 from .report import human_bytes, human_duration
 
 __all__ = ["CheckProgressSink", "Dashboard"]
@@ -189,7 +189,7 @@ class Dashboard:
                 if not t.retrying:
                     t.retrying = True
                     self._retrying += 1
-        if isinstance(event, WARNINGS):
+        if is_warning(event):
             self._warn(now, event)
         elif isinstance(event, ManifestLoaded | ObjectsLookedUp):
             self._planning_step(event)
@@ -318,7 +318,7 @@ class Dashboard:
         # transfers in flight; benchmarks/dashboard_sink_cost.py).
         plain = self._console.no_color or self._console.color_system is None
         top = [
-            _header(self._title, summary, tally.concurrency, now - tally.started_at, width),
+            _header(self._title, summary, tally, now - tally.started_at, width),
             _overall(tally, rate, summary, width, plain),
         ]
         bottom = [Text(""), _counters(tally, self._retrying)]
@@ -412,7 +412,7 @@ def _fit(text: str, width: int) -> str:
 
 
 def _header(
-    title: str, summary: RunSummary | None, concurrency: int, elapsed: float, width: int
+    title: str, summary: RunSummary | None, tally: Tally, elapsed: float, width: int
 ) -> Text:
     if summary is None:
         state, style = "downloading", "bold cyan"
@@ -426,7 +426,8 @@ def _header(
         state, style = "finished with problems", "bold red"
     if summary is not None:
         elapsed = summary.elapsed_s
-    right = f"  {human_duration(elapsed)}  concurrency {concurrency}"
+    why = f" ({tally.concurrency_why})" if tally.concurrency_why else ""
+    right = f"  {human_duration(elapsed)}  concurrency {tally.concurrency}{why}"
     left = _fit(f"ego4d-dl  {title}", max(8, width - len(state) - len(right) - 1))
     line = Text(left)
     line.stylize("bold", 0, 8)
