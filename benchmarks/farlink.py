@@ -14,8 +14,9 @@ Standard library only: the bench (``bench.py --links far``) and the tests
     python benchmarks/farlink.py --upstream http://127.0.0.1:8333 --link far
     python benchmarks/farlink.py --upstream http://127.0.0.1:8333 --delay-ms 50 --rate-mb-s 8
 
-It prints ``farlink: listening on http://127.0.0.1:PORT`` once ready and serves until SIGTERM
-or SIGINT, then prints one line of totals.
+It prints ``farlink: listening on http://127.0.0.1:PORT (...)`` once ready and serves until
+SIGTERM or SIGINT, then prints one line of totals: ``farlink: C connections, at most P at
+once, D bytes down, U bytes up``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ _SLACK_BYTES = 256 * 1024
 
 class _Totals:
     connections = 0
+    open = 0
+    peak = 0  # the most client connections open at once
     bytes_down = 0
     bytes_up = 0
 
@@ -203,6 +206,8 @@ class _ClientSide(_Side):
         super().connection_made(transport)
         assert self.transport is not None
         _Totals.connections += 1
+        _Totals.open += 1
+        _Totals.peak = max(_Totals.peak, _Totals.open)
         loop = asyncio.get_running_loop()
         # The handshake: the client's first byte leaves one round trip after it connected.
         self.out = _Pipe(
@@ -215,6 +220,10 @@ class _ClientSide(_Side):
         task = loop.create_task(self._connect())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _Totals.open -= 1
+        super().connection_lost(exc)
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -282,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
 
     asyncio.run(run())
     print(
-        f"farlink: {_Totals.connections} connections, {_Totals.bytes_down:,} bytes down, "
-        f"{_Totals.bytes_up:,} bytes up",
+        f"farlink: {_Totals.connections} connections, at most {_Totals.peak} at once, "
+        f"{_Totals.bytes_down} bytes down, {_Totals.bytes_up} bytes up",
         flush=True,
     )
     return 0
