@@ -30,19 +30,30 @@ class ControllerSettings:
     # The controller's own steps stay within [minimum, maximum]; throttling may go below.
     minimum: int = 4
     maximum: int = 256
-    # A window lasts min_window_s, or four first-byte times if longer (a far link's requests
-    # take that long to show their effect), at most max_window_s. After a move it starts
+    # ``initial`` suits links whose first bytes come within near_ttfb_s: the same or a
+    # neighbouring region (a new connection's first byte takes two round trips), or loopback
+    # with a busy event loop (35 ms measured here); where they take longer, the search starts
+    # proportionally higher, at most far_start_factor times.
+    near_ttfb_s: float = 0.040
+    far_start_factor: float = 4.0
+    # A window lasts min_window_s, or six first-byte times if longer (a far link's requests
+    # take that long to show their effect, and its rate comes in bursts), at most
+    # max_window_s. After a move it starts
     # only once 2.5 first-byte times have passed, so that requests sent at the old limit,
     # and new connections' handshakes, are not measured as the new limit's.
     min_window_s: float = 0.5
     max_window_s: float = 2.0
-    # Starting, the limit doubles as long as each doubling makes the rate grow by grow_gain;
-    # a doubling that gains less than keep_gain is undone (after a second look).
-    grow_gain: float = 0.10
-    keep_gain: float = 0.05
+    # More requests are kept when each one added brings at least keep_share of what those
+    # already there bring on average (a doubling: +10 %; a probe of 25 % more: +2.5 %), and
+    # the limit goes on doubling while they bring grow_share (+50 %, +12.5 %). Past the knee
+    # of the link more requests bring nothing but memory and queueing. Fewer requests are
+    # kept when the rate falls by at most hold_loss.
+    keep_share: float = 0.1
+    grow_share: float = 0.5
+    hold_loss: float = 0.05
     # Settled, it tries probe_step more every probe_every windows (twice as long after each
-    # probe that gained nothing, up to max_probe_every) and keeps them if the rate grew by
-    # keep_gain; a probe that gains 60 % of its own size or more starts doubling again.
+    # probe that gained nothing, up to max_probe_every; after one that paid, again after one
+    # window).
     probe_step: float = 0.25
     probe_every: int = 3
     max_probe_every: int = 48
@@ -179,7 +190,7 @@ class ConcurrencyController:
 
     def _window_s(self) -> float:
         s = self.settings
-        return min(s.max_window_s, max(s.min_window_s, 4 * (self.ttfb_floor_s or 0.0)))
+        return min(s.max_window_s, max(s.min_window_s, 6 * (self.ttfb_floor_s or 0.0)))
 
     def _restart_window(self, now: float, *, moved: bool) -> None:
         self._start = now
@@ -202,9 +213,13 @@ class ConcurrencyController:
             # make every later one look faster than it is.
             if len(self._ttfbs) < 3:
                 return None
-            self.ttfb_floor_s = statistics.median(self._ttfbs)
+            # The least of them: first bytes can come late for many reasons, never early.
+            self.ttfb_floor_s = min(self._ttfbs)
+            decision = None
+            if self._slots >= self.limit:  # else there is not the work for more anyway
+                decision = self._start_for_latency(self.ttfb_floor_s)
             self._restart_window(now, moved=True)
-            return None
+            return decision
         if now < self._start + self._window_s():
             return None
         self._account_slots(now)
@@ -219,6 +234,19 @@ class ConcurrencyController:
         decision = self._decide(sample, informative, busy)
         self._restart_window(now, moved=self.limit != before)
         return decision
+
+    def _start_for_latency(self, ttfb_s: float) -> Decision | None:
+        """Where to start searching, once the link's latency is known.
+
+        A connection paced by its window gets window / round trip, so a link with a long
+        round trip needs more requests for the same rate: start that many times more (at
+        most ``far_start_factor`` times), and search from there.
+        """
+        s = self.settings
+        scaled = round(s.initial * min(s.far_start_factor, ttfb_s / s.near_ttfb_s))
+        limit = min(s.maximum, max(self.limit, scaled))
+        why = f"first bytes after {_ms(ttfb_s)}, a far link: starting at {limit}"
+        return self._move(limit, ConcurrencyCause.PROBING, why)
 
     def _move(self, limit: int, cause: ConcurrencyCause, reason: str) -> Decision | None:
         """Go to ``limit``; None if it is the current one."""
@@ -267,22 +295,24 @@ class ConcurrencyController:
         # Too few requests waiting to tell whether more would help.
         return self._settled(sample) if informative else None
 
-    def _verdict(self, sample: _Sample, before: _Sample, *, strong: float) -> _Verdict:
-        """GROW if the rate grew by ``strong`` or more, KEEP if by ``keep_gain`` (either
-        without first bytes coming markedly later), else BACK."""
+    def _verdict(self, sample: _Sample, before: _Sample) -> _Verdict:
+        """What going from ``before`` to ``sample`` (more requests) was worth: GROW, KEEP or
+        BACK by the rate's gain against the step's size (keep_share, grow_share); BACK
+        whatever the rate if first bytes came markedly later."""
         if self._queueing(sample, before):
             return _Verdict.BACK
+        s = self.settings
         gain = _gain(sample, before)
-        if gain >= strong:
+        step = sample.limit / before.limit - 1
+        if gain >= s.grow_share * step:
             return _Verdict.GROW
-        return _Verdict.KEEP if gain >= self.settings.keep_gain else _Verdict.BACK
+        return _Verdict.KEEP if gain >= s.keep_share * step else _Verdict.BACK
 
     def _starting(self, sample: _Sample, *, full: bool) -> Decision | None:
-        s = self.settings
         before = self._before
         if before is None:
             return self._double(sample, ConcurrencyCause.PROBING, "finding the link's rate")
-        verdict = self._verdict(sample, before, strong=s.grow_gain)
+        verdict = self._verdict(sample, before)
         if verdict is _Verdict.GROW and not full:
             verdict = _Verdict.KEEP
         if verdict is not _Verdict.GROW:
@@ -371,9 +401,9 @@ class ConcurrencyController:
         s = self.settings
         before = self._before
         assert before is not None
-        # Nearly in proportion to the step: the link wants many more; double again.
-        strong = 0.6 * (sample.limit / before.limit - 1)
-        verdict = self._verdict(sample, before, strong=strong) if informative else _Verdict.BACK
+        # A gain nearly in proportion to the step is taken at once; anything less is looked
+        # at twice, the worse look winning.
+        verdict = self._verdict(sample, before) if informative else _Verdict.BACK
         if verdict is not _Verdict.GROW:
             agreed = self._second_look(verdict, hopeful=False)
             if agreed is None:
@@ -381,12 +411,12 @@ class ConcurrencyController:
             verdict = agreed
         gain = _gain(sample, before)
         why = f"rate {gain:+.0%} with {sample.limit} requests, was {before.limit}"
-        if verdict is _Verdict.GROW:
-            return self._double(sample, ConcurrencyCause.GREW, why)
-        if verdict is _Verdict.KEEP:
+        if verdict is not _Verdict.BACK:
+            # Worth it: keep them, and try more again after one window (in steps, not by
+            # doubling: one lucky window must not double the memory in flight).
             self._probe_every = s.probe_every
             decision = self._keep(sample, f"{why}: keeping {sample.limit}")
-            self._windows_since_probe = s.probe_every - 1  # and try more after one window
+            self._windows_since_probe = s.probe_every - 1
             return decision
         self._settle(before)
         self._probe_every = min(s.max_probe_every, 2 * self._probe_every)
@@ -398,7 +428,7 @@ class ConcurrencyController:
         before = self._before
         assert before is not None
         gain = _gain(sample, before)
-        if gain >= -self.settings.keep_gain:
+        if gain >= -self.settings.hold_loss:
             # As fast with fewer. Against the first-byte time from before the climb, so that
             # it goes on stepping down while first bytes stay late and the rate holds.
             self._settle(_Sample(limit=sample.limit, rate=sample.rate, ttfb_s=before.ttfb_s))

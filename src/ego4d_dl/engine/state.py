@@ -48,16 +48,19 @@ class EngineSettings:
         return max(self.concurrency, self.max_concurrency or 0)
 
     @classmethod
-    def from_options(cls, options: Options) -> EngineSettings:
+    def from_options(cls, options: Options, *, fd_limit: int | None = None) -> EngineSettings:
         """A download's settings: the user's ``--concurrency N`` exactly, or adaptive.
 
         Adaptive runs may open as many files as requests (each small file is one request),
-        and keep files and sockets within the process's file descriptors (macOS gives 256).
+        and keep files and sockets within ``fd_limit``, the process's file descriptors
+        (default: its soft RLIMIT_NOFILE; macOS gives 256).
         """
         if options.max_concurrency is None:
             return cls(concurrency=options.concurrency, verify=options.verify)
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        budget = (soft - _SPARE_FDS) // 2 if soft != resource.RLIM_INFINITY else 1 << 16
+        if fd_limit is None:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            fd_limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
+        budget = (fd_limit - _SPARE_FDS) // 2
         ceiling = max(options.concurrency, min(options.max_concurrency, budget))
         return cls(
             concurrency=options.concurrency,
