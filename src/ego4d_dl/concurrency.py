@@ -3,8 +3,8 @@
 Requests in flight grow while the total rate grows with them, step back when it stops growing
 or when time to first byte climbs without the rate following, and halve when the server
 throttles. Far from the buckets each connection is paced by its window, so the rate grows with
-the requests up to what the machine can take; near them a few requests already fill the link
-and more only queue. Pure: it decides from what it is told (bytes received, first-byte times,
+the requests up to what the machine can take (the search starts higher the longer the first
+bytes take); near them a few requests already fill the link and more only queue. Pure: it decides from what it is told (bytes received, first-byte times,
 slots in use, throttling), each observation carrying its own time; ``limiter`` applies the
 decisions. Imports only ``events``.
 """
@@ -38,9 +38,9 @@ class ControllerSettings:
     far_start_factor: float = 4.0
     # A window lasts min_window_s, or six first-byte times if longer (a far link's requests
     # take that long to show their effect, and its rate comes in bursts), at most
-    # max_window_s. After a move it starts
-    # only once 2.5 first-byte times have passed, so that requests sent at the old limit,
-    # and new connections' handshakes, are not measured as the new limit's.
+    # max_window_s. After a move it starts only once 2.5 first-byte times have passed, so
+    # that requests sent at the old limit, and new connections' handshakes, are not
+    # measured as the new limit's.
     min_window_s: float = 0.5
     max_window_s: float = 2.0
     # More requests are kept when each one added brings at least keep_share of what those
@@ -129,7 +129,8 @@ class ConcurrencyController:
         self._slots = 0
         self._slots_at = 0.0
         self._ttfbs: list[float] = []
-        # The lowest window median of time to first byte seen: the link's own latency.
+        # The link's own latency: the least of the first first-byte times, then the lowest
+        # window median seen.
         self.ttfb_floor_s: float | None = None
         # STARTING: the limit before the last doubling. PROBING_*: the limit probed from.
         self._before: _Sample | None = None
