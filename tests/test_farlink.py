@@ -9,7 +9,12 @@ disk), never on how long it took.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,83 @@ pytestmark = pytest.mark.slow
 
 _ONE_WAY_DELAY_S = 0.05
 _RATE_BYTES_S = 1e6
+
+
+class _Talker:
+    """A loopback TCP server that notes when each connection's first byte arrived, then
+    sends ``size`` bytes and closes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.first_byte_at: list[float] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def __enter__(self) -> _Talker:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # shutdown, not only close: it wakes the accept() blocked in the other thread.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(timeout=10)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(1)
+            self.first_byte_at.append(time.monotonic())
+            conn.sendall(b"x" * self.size)
+
+
+@pytest.fixture
+def talker() -> Iterator[_Talker]:
+    with _Talker(1_000_000) as running:
+        yield running
+
+
+def test_the_emulated_link_delays_each_way_and_paces_each_connection(talker: _Talker) -> None:
+    """Lower bounds only (a slower machine only makes them longer): a request reaches the
+    server after a round trip of handshake and a one-way delay; 1 MB at 2 MB/s takes half a
+    second, for each of two connections at once."""
+    with FarLinkProxy(talker.url, one_way_delay_s=0.05, rate_bytes_s=2e6) as link:
+        port = int(link.url.rsplit(":", 1)[1])
+        took: list[float] = []
+        sent: list[float] = []
+
+        def fetch() -> None:
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                started = time.monotonic()
+                sent.append(started)
+                sock.sendall(b"?")
+                got = 0
+                while chunk := sock.recv(65536):
+                    got += len(chunk)
+                assert got == talker.size
+                took.append(time.monotonic() - started)
+
+        clients = [threading.Thread(target=fetch) for _ in range(2)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(timeout=60)
+    assert len(took) == 2
+    assert all(t >= 0.5 + 2 * 0.05 for t in took)
+    assert min(talker.first_byte_at) - min(sent) >= 3 * 0.05
+    assert link.connections == 2 and link.peak_connections == 2
 
 
 @pytest.fixture(scope="module")
