@@ -1135,8 +1135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.serve:
             _serve(sandbox, seeded, scratch)
             return 0
-        results = [
-            _run_link(
+        ok = True
+        for name in args.links:
+            result = _run_link(
                 LINKS.get(name),
                 seeded,
                 args,
@@ -1144,16 +1145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 launcher=launcher,
                 scratch=scratch,
             )
-            for name in args.links
-        ]
-    ok = True
-    for result in results:
-        body = _report(result, args, load)
-        print("\n" + body)
-        if not args.no_write:
-            write_report(args.output, body, result.link.name if result.link else "")
-            print(f"\nbench: wrote {args.output}")
-        ok = ok and all(r.ok for p in result.profiles for r in p.runs)
+            # Each link's block is written as soon as it is measured: a bench of several
+            # links lasts long enough to be interrupted.
+            body = _report(result, args, load)
+            print("\n" + body, flush=True)
+            if not args.no_write:
+                write_report(args.output, body, result.link.name if result.link else "")
+                print(f"\nbench: wrote {args.output}", flush=True)
+            ok = ok and all(r.ok for p in result.profiles for r in p.runs)
     return 0 if ok else 1
 
 

@@ -232,6 +232,18 @@ def test_one_slow_window_does_not_send_it_back() -> None:
     assert trace.max_limit > doubled.limit
 
 
+def test_requests_that_already_wait_stop_the_growth() -> None:
+    """Far away, on a machine that is the bottleneck: first bytes take four times the link's
+    latency at the start already, so it does not double however a window's rate looks."""
+    busy_machine = FakeLink(
+        per_request_bytes_s=7.3 * MB, capacity_bytes_s=150 * MB, rtt_s=0.1, queue_s=0.3
+    )
+    trace = simulate(busy_machine, ConcurrencyController(), 20)
+    assert trace.max_limit <= 80
+    assert statistics.median(trace.limits_after(5)) <= 50
+    assert trace.mean_rate_after(5) >= 0.9 * busy_machine.capacity_bytes_s
+
+
 def test_few_waiting_requests_do_not_make_it_grow() -> None:
     """With work for only 10 requests the limit cannot be used, so it says nothing about
     more: the limit stays where it started."""
@@ -253,12 +265,15 @@ def test_latency_climbing_without_more_rate_makes_it_shrink() -> None:
     assert min(trace.limits_after(0)) >= ControllerSettings().minimum
 
 
-def test_a_faster_link_later_makes_it_grow_again() -> None:
-    """Settled where a few requests fill the link, the work changes to one that wants many:
-    the periodic probes find it and the limit grows again."""
-    trace = simulate(lambda t: LOOPBACK if t < 10 else FAR_SMALL, ConcurrencyController(), 40)
-    assert max(trace.limits_after(30)) > max(trace.limits_after(5)[:400])
-    assert trace.mean_rate_after(25) >= 0.9 * FAR_SMALL.capacity_bytes_s
+def test_work_that_wants_more_later_makes_it_grow_again() -> None:
+    """Settled where few requests fill the link (a slow server behind a far link), the work
+    changes to one that wants many (small files on the same link): the periodic probes find
+    it and the limit grows again."""
+    slow = FakeLink(per_request_bytes_s=7.3 * MB, capacity_bytes_s=60 * MB, rtt_s=0.1, queue_s=0)
+    trace = simulate(lambda t: slow if t < 15 else FAR_SMALL, ConcurrencyController(), 45)
+    settled = statistics.median(trace.limits_after(10)[:500])
+    assert max(trace.limits_after(35)) > settled
+    assert trace.mean_rate_after(35) >= 0.9 * FAR_SMALL.capacity_bytes_s
 
 
 # --- throttling --------------------------------------------------------------------------
