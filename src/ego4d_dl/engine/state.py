@@ -52,15 +52,15 @@ class EngineSettings:
         """A download's settings: the user's ``--concurrency N`` exactly, or adaptive.
 
         Adaptive runs may open as many files as requests (each small file is one request),
-        and keep files and sockets within ``fd_limit``, the process's file descriptors
-        (default: its soft RLIMIT_NOFILE; macOS gives 256).
+        and keep files and sockets (besides the finished parts held for their rename) within
+        ``fd_limit``, the process's file descriptors (default: its soft RLIMIT_NOFILE).
         """
         if options.max_concurrency is None:
             return cls(concurrency=options.concurrency, verify=options.verify)
         if fd_limit is None:
             soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
             fd_limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
-        budget = (fd_limit - _SPARE_FDS) // 2
+        budget = (fd_limit - _SPARE_FDS - cls().max_finished_parts) // 2
         ceiling = max(options.concurrency, min(options.max_concurrency, budget))
         return cls(
             concurrency=options.concurrency,
