@@ -198,6 +198,10 @@ class ConcurrencyController:
 
     def _window_s(self) -> float:
         s = self.settings
+        if self._phase is _Phase.STARTING:
+            # Half as long: the search's first seconds are a large share of a short download,
+            # and a doubling is a large step (a doubling that looks worse is looked at twice).
+            return min(s.max_window_s, max(s.min_window_s / 2, 3 * (self.ttfb_floor_s or 0.0)))
         return min(s.max_window_s, max(s.min_window_s, 6 * (self.ttfb_floor_s or 0.0)))
 
     def _restart_window(self, now: float, *, moved: bool) -> None:
@@ -309,16 +313,18 @@ class ConcurrencyController:
 
     def _verdict(self, sample: _Sample, before: _Sample) -> _Verdict:
         """What going from ``before`` to ``sample`` (more requests) was worth: GROW, KEEP or
-        BACK by the rate's gain against the step's size (keep_share, grow_share); BACK
-        whatever the rate if first bytes came markedly later."""
-        if self._queueing(sample, before):
-            return _Verdict.BACK
+        BACK by the rate's gain against the step's size (keep_share, grow_share). First
+        bytes coming markedly later than before, or requests already waiting their turn,
+        stop the growth there (at most KEEP): the rate says whether the step paid, the
+        latency whether another would only queue."""
         s = self.settings
         gain = _gain(sample, before)
         step = sample.limit / before.limit - 1
-        if gain >= s.grow_share * step and not self._crowded(sample):
-            return _Verdict.GROW
-        return _Verdict.KEEP if gain >= s.keep_share * step else _Verdict.BACK
+        if gain < s.keep_share * step:
+            return _Verdict.BACK
+        if gain < s.grow_share * step or self._queueing(sample, before) or self._crowded(sample):
+            return _Verdict.KEEP
+        return _Verdict.GROW
 
     def _crowded(self, sample: _Sample) -> bool:
         """Whether requests already wait their turn: first bytes take ``crowd_factor`` times
