@@ -1,10 +1,16 @@
 """`nox -s bench`: ego4d-dl side by side with s5cmd, rclone and the original CLI on a local S3.
 
 Starts a SeaweedFS sandbox, seeds three profiles (``large``, ``small``, ``mixed``), then for each
-profile runs every tool into a fresh folder, round after round with ego4d-dl and the peers
-alternating, checks every downloaded byte against the seeded MD5s, and writes the medians and
-the pair-by-pair ratios between the markers of BENCHMARKS.md. Each tool runs as a child process
-reaped with ``wait4``, so CPU seconds and peak RSS are the child's own. Loopback only.
+link and profile runs every tool into a fresh folder, round after round with ego4d-dl and the
+peers alternating, checks every downloaded byte against the seeded MD5s, and writes the medians
+and the pair-by-pair ratios between the markers of BENCHMARKS.md (one block per link). Each tool
+runs as a child process reaped with ``wait4``, so CPU seconds and peak RSS are the child's own.
+
+Links: ``loopback`` (the tools talk to the sandbox directly), and ``far`` and ``near``, emulated
+by ``farlink.py`` (a proxy in a process of its own, started here: a delay each way, each
+connection paced). Through an emulated link the peers run at their defaults, and ego4d-dl runs
+at its default (adaptive concurrency) and at each ``--sweep`` concurrency, to find the best
+fixed one; on loopback it runs at ``--loopback-fixed`` (16, the old default) as well.
 
 ``--serve`` seeds the same profiles and keeps the server up, printing the commands to run by
 hand (for a profiler).
@@ -25,6 +31,7 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -37,6 +44,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from farlink import LINKS, Link  # beside this file: the far-link emulator
 
 from ego4d_dl.sandbox import (
     ACCESS_KEY_ID,
@@ -236,6 +245,11 @@ class Tool:
     flags: str
     argv: Callable[[Profile, Path], list[str]]
     landing: Callable[[Profile, Path], Path]
+    # Run only on the video profiles (the original CLI through an emulated link: minutes
+    # per run on 2,000 files).
+    videos_only: bool = False
+    # Its output is --json lines, from which the concurrency it went through is read.
+    reports_concurrency: bool = False
 
 
 def _binary_of_package(package: str, relative: str) -> Path:
@@ -256,36 +270,40 @@ def _rclone() -> Path:
     return Path(found)
 
 
+DEFAULT_TOOLS = ("ego4d-dl", "s5cmd", "ego4d-dl size", "rclone", "ego4d 1.7.3")
+
+
 def make_tools(
-    endpoint: str, names: Sequence[str], baseline_python: str | None = None
+    endpoint: str,
+    names: Sequence[str],
+    *,
+    link: Link | None,
+    fixed: Sequence[int] = (),
+    baseline_python: str | None = None,
 ) -> list[Tool]:
-    """The tools in round order: ours alternate with the peers. ``baseline_python`` is the
-    interpreter of a venv holding another ego4d-dl (an earlier commit), measured as a peer."""
+    """The tools in round order, ours alternating with the peers.
+
+    ``fixed``: ego4d-dl again at each ``--concurrency N``. Through an emulated ``link`` the
+    peers run at their defaults (rclone too), ego4d-dl writes --json (to read the limits it
+    went through), ``ego4d-dl size`` is left out and the original CLI runs on videos only.
+    ``baseline_python`` is the interpreter of a venv holding another ego4d-dl (an earlier
+    commit), measured as a peer with the default's flags.
+    """
     py = sys.executable
     s5cmd = _binary_of_package("s5cmd", "bin/s5cmd")
     rclone = _rclone()
+    emulated = link is not None
+    output = "--json" if emulated else "--quiet"
 
-    def ours(verify: str, python: str = py) -> Callable[[Profile, Path], list[str]]:
+    def ours(verify: str, *extra: str, python: str = py) -> Callable[[Profile, Path], list[str]]:
         def argv(p: Profile, out: Path) -> list[str]:
+            # fmt: off
             return [
-                python,
-                "-m",
-                "ego4d_dl",
-                "download",
-                "-o",
-                str(out),
-                "--datasets",
-                p.dataset,
-                "--version",
-                VERSION,
-                "--endpoint-url",
-                endpoint,
-                "--verify",
-                verify,
-                "--no-metadata",
-                "--yes",
-                "--quiet",
+                python, "-m", "ego4d_dl", "download", "-o", str(out), "--datasets", p.dataset,
+                "--version", VERSION, "--endpoint-url", endpoint, "--verify", verify,
+                "--no-metadata", "--yes", output, *extra,
             ]
+            # fmt: on
 
         return argv
 
@@ -295,14 +313,38 @@ def make_tools(
     def flat(p: Profile, out: Path) -> Path:
         return out
 
-    all_tools = {
-        "ego4d-dl": Tool(
+    rclone_flags = () if emulated else RCLONE_FLAGS
+    mine = [
+        Tool(
             name="ego4d-dl",
             ours=True,
-            flags="--verify etag (default) --no-metadata",
+            flags=f"--verify etag (default) --no-metadata {output}",
             argv=ours("etag"),
             landing=released,
-        ),
+            reports_concurrency=emulated,
+        )
+    ]
+    mine += [
+        Tool(
+            name=f"ego4d-dl c={n}",
+            ours=True,
+            flags=f"--concurrency {n} --no-metadata {output}",
+            argv=ours("etag", "--concurrency", str(n)),
+            landing=released,
+        )
+        for n in fixed
+    ]
+    if not emulated and "ego4d-dl size" in names:
+        mine.append(
+            Tool(
+                name="ego4d-dl size",
+                ours=True,
+                flags=f"--verify size --no-metadata {output}",
+                argv=ours("size"),
+                landing=released,
+            )
+        )
+    peers = {
         "s5cmd": Tool(
             name="s5cmd",
             ours=False,
@@ -317,30 +359,24 @@ def make_tools(
             ],
             landing=flat,
         ),
-        "ego4d-dl size": Tool(
-            name="ego4d-dl size",
-            ours=True,
-            flags="--verify size --no-metadata",
-            argv=ours("size"),
-            landing=released,
-        ),
         "rclone": Tool(
             name="rclone",
             ours=False,
-            flags="copy " + " ".join(RCLONE_FLAGS),
+            flags=" ".join(("copy", *rclone_flags)) + (" (defaults)" if emulated else ""),
             argv=lambda p, out: [
                 str(rclone),
                 "copy",
                 f"bench:{CONSORTIUM_BUCKET}/{p.prefix}",
                 str(out),
-                *RCLONE_FLAGS,
+                *rclone_flags,
             ],
             landing=flat,
         ),
         "ego4d 1.7.3": Tool(
             name="ego4d 1.7.3",
             ours=False,
-            flags="python -m ego4d.cli.cli --no-metadata -y",
+            flags="python -m ego4d.cli.cli --no-metadata -y"
+            + (" (video profiles only)" if emulated else ""),
             argv=lambda p, out: [
                 py,
                 "-m",
@@ -355,20 +391,28 @@ def make_tools(
                 "-y",
             ],
             landing=released,
+            videos_only=emulated,
         ),
     }
     if baseline_python is not None:
-        all_tools["ego4d-dl baseline"] = Tool(
+        peers["ego4d-dl baseline"] = Tool(
             name="ego4d-dl baseline",
             ours=False,
             flags=f"the same flags, the ego4d-dl of {baseline_python}",
-            argv=ours("etag", baseline_python),
+            argv=ours("etag", python=baseline_python),
             landing=released,
         )
-    unknown = set(names) - set(all_tools)
+        names = [*names, "ego4d-dl baseline"]
+    unknown = set(names) - set(peers) - {"ego4d-dl", "ego4d-dl size"}
     if unknown:
-        raise SystemExit(f"bench: unknown tools {sorted(unknown)}; known: {sorted(all_tools)}")
-    return [t for n, t in all_tools.items() if n in names]
+        raise SystemExit(f"bench: unknown tools {sorted(unknown)}; known: {list(DEFAULT_TOOLS)}")
+    mine = [t for t in mine if t.name != "ego4d-dl" or "ego4d-dl" in names]
+    others = [t for n, t in peers.items() if n in names]
+    # Ours and the peers alternate: A B A B ..., the longer list's tail at the end.
+    order: list[Tool] = []
+    for i in range(max(len(mine), len(others))):
+        order += mine[i : i + 1] + others[i : i + 1]
+    return order
 
 
 def tool_env(endpoint: str, home: Path) -> dict[str, str]:
@@ -426,10 +470,16 @@ class Run:
     sync_after_s: float
     ok: bool
     problem: str = ""
+    # The emulated link's proxy: its CPU seconds during the run (0 on loopback).
+    link_cpu_s: float = 0.0
+    # The limits on requests in flight the run reported (--json), in order; empty: none.
+    limits: tuple[int, ...] = ()
 
 
 def _server_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of the weed process so far (all its threads)."""
+    """User + system CPU seconds of a process so far (all its threads); 0 for pid 0."""
+    if pid == 0:
+        return 0.0
     try:
         fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
     except OSError:
@@ -509,6 +559,7 @@ def run_tool(
     env: Mapping[str, str],
     server_pid: int,
     timeout_s: float,
+    link_pid: int = 0,
 ) -> Run:
     """Run ``tool`` into a fresh folder, time it, check every byte, delete the folder."""
     out = scratch / f"{seeded.profile.name}-{tool.name.replace(' ', '-')}-{round_}"
@@ -518,10 +569,12 @@ def run_tool(
     # Whatever an earlier run left in the page cache must not be written back on our clock.
     os.sync()
     server_before = _server_cpu_s(server_pid)
+    link_before = _server_cpu_s(link_pid)
     answer = launcher.run(
         tool.argv(seeded.profile, out), env=env, cwd=scratch, log=log_path, timeout_s=timeout_s
     )
     server_cpu = _server_cpu_s(server_pid) - server_before
+    link_cpu = _server_cpu_s(link_pid) - link_before
     # How long the tool's data still needed to reach the disk after it exited.
     sync_started = time.perf_counter()
     os.sync()
@@ -536,6 +589,7 @@ def run_tool(
     if problem:
         # Keep the evidence of a failed run.
         shutil.copy(log_path, scratch.parent / f"{out.name}.log")
+    limits = _limits(log_path) if tool.reports_concurrency else ()
     shutil.rmtree(out, ignore_errors=True)
     return Run(
         tool=tool.name,
@@ -547,7 +601,23 @@ def run_tool(
         sync_after_s=sync_after,
         ok=not problem,
         problem=problem,
+        link_cpu_s=link_cpu,
+        limits=limits,
     )
+
+
+def _limits(log: Path) -> tuple[int, ...]:
+    """The limit ego4d-dl started with, then every limit it moved to (its --json lines)."""
+    limits: list[int] = []
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.startswith("{"):
+            continue
+        doc = json.loads(line)
+        if doc.get("event") == "RunStarted":
+            limits.append(int(doc["concurrency"]))
+        elif doc.get("event") == "ConcurrencyChanged":
+            limits.append(int(doc["limit"]))
+    return tuple(limits)
 
 
 # --- reporting -------------------------------------------------------------------------------
@@ -618,10 +688,10 @@ def profile_table(result: ProfileResult) -> str:
         if failed:
             name += f" ({len(failed)} failed runs)"
         ratios = ["", "", ""]
-        if not tool.ours:
+        if tool.name != "ego4d-dl":
             ratios = [
                 _fmt_ratio(result.ratio("ego4d-dl", tool.name)),
-                _fmt_ratio(result.ratio("ego4d-dl size", tool.name)),
+                "" if tool.ours else _fmt_ratio(result.ratio("ego4d-dl size", tool.name)),
                 _fmt_ratio(result.ratio("ego4d-dl", tool.name, durable=True)),
             ]
         lines.append(
@@ -629,6 +699,114 @@ def profile_table(result: ProfileResult) -> str:
             f"| {cpu:.2f} | {cpu / (size / (1 << 30)):.2f} | {rss / MiB:.0f} | {server:.2f} "
             f"| {durable:.2f} | {' | '.join(ratios)} |"
         )
+    return "\n".join(lines)
+
+
+def _limits_text(runs: Sequence[Run]) -> str:
+    """``16 -> 64 (at most 128)``: the median run's start and end limits, the highest seen."""
+    reported = [r.limits for r in runs if r.limits]
+    if not reported:
+        return ""
+    ends = sorted(reported, key=lambda limits: limits[-1])
+    median = ends[len(ends) // 2]
+    return f"{median[0]} -> {median[-1]} (at most {max(max(x) for x in reported)})"
+
+
+def _best_fixed(result: ProfileResult) -> str | None:
+    """The ``ego4d-dl c=N`` with the shortest median wall time, if any ran."""
+    timed = [
+        (statistics.median(r.wall_s for r in result.of(t.name)), t.name)
+        for t in result.tools
+        if t.name.startswith("ego4d-dl c=") and result.of(t.name)
+    ]
+    return min(timed)[1] if timed else None
+
+
+def link_table(result: ProfileResult) -> str:
+    """The markdown table of one profile through an emulated link."""
+    profile = result.seeded.profile
+    size = profile.size_bytes
+    files = len(profile.rows)
+    best = _best_fixed(result)
+    lines = [
+        f"#### `{profile.name}`: {profile.description}",
+        "",
+        f"{files:,} files, {size / MiB:,.1f} MiB. Medians over the rounds. *default / this* is "
+        "the default ego4d-dl's throughput over this tool's, computed per round (pair by pair), "
+        "then the median. *concurrency*: the default's limit at the start and the end of its "
+        f"median run, and the highest it tried. Best fixed: `{best or '-'}`.",
+        "",
+        "| tool | wall s | MB/s | files/s | CPU s | peak RSS MiB | server CPU s | link CPU s "
+        "| concurrency | default / this |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for tool in result.tools:
+        if tool.videos_only and profile.kind != "video":
+            continue
+        runs = result.of(tool.name)
+        failed = [r for r in result.runs if r.tool == tool.name and not r.ok]
+        if not runs:
+            why = failed[0].problem if failed else "not run"
+            lines.append(f"| {tool.name} | FAILED: {why} |" + " |" * 8)
+            continue
+        wall = statistics.median(r.wall_s for r in runs)
+        name = f"**{tool.name}**" if tool.ours else tool.name
+        if tool.name == best:
+            name += " (best fixed)"
+        if failed:
+            name += f" ({len(failed)} failed runs)"
+        ratio = "" if tool.name == "ego4d-dl" else _fmt_ratio(result.ratio("ego4d-dl", tool.name))
+        lines.append(
+            f"| {name} | {wall:.2f} | {size / wall / 1e6:,.0f} | {files / wall:,.0f} "
+            f"| {statistics.median(r.cpu_s for r in runs):.2f} "
+            f"| {max(r.max_rss_bytes for r in runs) / MiB:.0f} "
+            f"| {statistics.median(r.server_cpu_s for r in runs):.2f} "
+            f"| {statistics.median(r.link_cpu_s for r in runs):.2f} "
+            f"| {_limits_text(runs)} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "-" if ok is None else "met" if ok else "short"
+
+
+def link_targets(results: Sequence[ProfileResult]) -> str:
+    """Issue 16's targets on one emulated link, from this run's pairwise ratios."""
+    lines = [
+        "| profile | target | measured (pairwise, this run) | status |",
+        "|---|---|---|---|",
+    ]
+    for result in results:
+        profile = result.seeded.profile
+        best = _best_fixed(result)
+        vs_best = result.ratio("ego4d-dl", best) if best else None
+        lines.append(
+            f"| `{profile.name}` | default within 10 % of the best fixed (`{best or '-'}`) "
+            f"| {_fmt_ratio(vs_best)} | {_verdict(None if vs_best is None else vs_best >= 0.9)} |"
+        )
+        peers = [
+            t.name
+            for t in result.tools
+            if not t.ours
+            and t.name != "ego4d-dl baseline"
+            and not (t.videos_only and profile.kind != "video")
+        ]
+        if profile.kind == "video":
+            ratios = {p: result.ratio("ego4d-dl", p) for p in peers}
+            known = [r for r in ratios.values() if r is not None]
+            text = ", ".join(f"{p} {_fmt_ratio(r)}" for p, r in ratios.items())
+            ok = min(known) > 1.0 if known else None
+            lines.append(
+                f"| `{profile.name}` | faster than every peer at its defaults | {text} "
+                f"| {_verdict(ok)} |"
+            )
+        else:
+            vs_s5cmd = result.ratio("ego4d-dl", "s5cmd")
+            lines.append(
+                f"| `{profile.name}` | at least s5cmd's files/s | {_fmt_ratio(vs_s5cmd)} "
+                f"| {_verdict(None if vs_s5cmd is None else vs_s5cmd >= 1.0)} |"
+            )
     return "\n".join(lines)
 
 
@@ -681,17 +859,42 @@ def machine_lines(tools: Sequence[Tool], load: tuple[float, float, float]) -> li
     ]
 
 
-def write_report(path: Path, body: str) -> None:
-    """Replace the text between the bench markers (or append them) in ``path``."""
-    block = f"{BEGIN_MARK}\n{body}\n{END_MARK}"
+def _marks(block: str) -> tuple[str, str]:
+    """The markers of a report block: the loopback one (``""``) or a link's."""
+    if not block:
+        return BEGIN_MARK, END_MARK
+    return f"<!-- bench:{block}:begin -->", f"<!-- bench:{block}:end -->"
+
+
+def write_report(path: Path, body: str, block: str = "") -> None:
+    """Replace the text between a block's markers (or append them) in ``path``."""
+    begin, end = _marks(block)
+    marked = f"{begin}\n{body}\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if BEGIN_MARK in text and END_MARK in text:
-        head, rest = text.split(BEGIN_MARK, 1)
-        tail = rest.split(END_MARK, 1)[1]
-        text = head + block + tail
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + marked + tail
     else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
+        text = text.rstrip("\n") + "\n\n" + marked + "\n"
     path.write_text(text, encoding="utf-8")
+
+
+def loopback_targets(results: Sequence[ProfileResult]) -> str:
+    """The adaptive default against today's fixed 16, on loopback."""
+    lines = [
+        "| profile | target | measured (pairwise, this run) | status |",
+        "|---|---|---|---|",
+    ]
+    for result in results:
+        ratio = result.ratio("ego4d-dl", "ego4d-dl c=16")
+        ok = None if ratio is None else ratio >= 0.95
+        lines.append(
+            f"| `{result.seeded.profile.name}` | default no slower than `--concurrency 16` "
+            f"(the default until now; within the 5 % scatter of pairwise ratios here) "
+            f"| {_fmt_ratio(ratio)} | {_verdict(ok)} |"
+        )
+    return "\n".join(lines)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -715,10 +918,27 @@ def _scratch(base: Path | None) -> Iterator[Path]:
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--profiles", nargs="+", default=list(PROFILES), choices=list(PROFILES))
+    parser.add_argument("--tools", nargs="+", default=list(DEFAULT_TOOLS))
     parser.add_argument(
-        "--tools",
+        "--links",
         nargs="+",
-        default=["ego4d-dl", "s5cmd", "ego4d-dl size", "rclone", "ego4d 1.7.3"],
+        default=["loopback", *LINKS],
+        choices=["loopback", *LINKS],
+        help="loopback, and links emulated by farlink.py (default: all)",
+    )
+    parser.add_argument(
+        "--sweep",
+        nargs="*",
+        type=int,
+        default=[16, 32, 64, 128],
+        help="ego4d-dl again at each --concurrency N, on emulated links",
+    )
+    parser.add_argument(
+        "--loopback-fixed",
+        nargs="*",
+        type=int,
+        default=[16],
+        help="ego4d-dl again at each --concurrency N, on loopback (16: the old default)",
     )
     parser.add_argument("--runs", type=int, default=3, help="rounds per profile (>= 3)")
     parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
@@ -737,6 +957,38 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@contextlib.contextmanager
+def emulated_link(link: Link | None, upstream: str) -> Iterator[tuple[str, int]]:
+    """The endpoint the tools use and the pid of the process emulating ``link`` (farlink.py,
+    beside this file; 0 and ``upstream`` itself on loopback)."""
+    if link is None:
+        yield upstream, 0
+        return
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("farlink.py")),
+            "--upstream",
+            upstream,
+            "--link",
+            link.name,
+        ],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline()
+        match = re.match(r"farlink: listening on (\S+)", ready)
+        if match is None:
+            raise SystemExit(f"bench: farlink.py did not start: {ready!r}")
+        yield match[1], proc.pid
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+
+
 def _serve(sandbox: Sandbox, seeded: list[Seeded], scratch: Path) -> None:
     env = tool_env(sandbox.endpoint_url, scratch)
     exports = " ".join(f"{k}={v}" for k, v in env.items() if k.startswith("AWS_"))
@@ -753,6 +1005,107 @@ def _serve(sandbox: Sandbox, seeded: list[Seeded], scratch: Path) -> None:
             time.sleep(3600)
 
 
+@dataclass(slots=True, kw_only=True)
+class LinkResult:
+    """Every profile's runs over one link (``link`` None: loopback)."""
+
+    link: Link | None
+    tools: list[Tool]
+    profiles: list[ProfileResult]
+    elapsed_s: float
+
+
+def _run_link(
+    link: Link | None,
+    seeded: Sequence[Seeded],
+    args: argparse.Namespace,
+    *,
+    sandbox: Sandbox,
+    launcher: Launcher,
+    scratch: Path,
+) -> LinkResult:
+    """Every round of every tool on every profile, over ``link``."""
+    started = time.monotonic()
+    label = link.name if link else "loopback"
+    with emulated_link(link, sandbox.endpoint_url) as (endpoint, link_pid):
+        fixed = args.sweep if link else args.loopback_fixed
+        tools = make_tools(
+            endpoint, args.tools, link=link, fixed=fixed, baseline_python=args.baseline_python
+        )
+        home = scratch / f"home-{label}"
+        home.mkdir()
+        env = tool_env(endpoint, home)
+        results = []
+        for s in seeded:
+            result = ProfileResult(seeded=s, tools=tools)
+            for round_ in range(args.runs):
+                for tool in _round_order(tools, round_):
+                    if tool.videos_only and s.profile.kind != "video":
+                        continue
+                    run = run_tool(
+                        tool,
+                        s,
+                        launcher=launcher,
+                        round_=round_,
+                        scratch=scratch,
+                        env=env,
+                        server_pid=sandbox.pid,
+                        timeout_s=args.timeout,
+                        link_pid=link_pid,
+                    )
+                    result.runs.append(run)
+                    status = "ok" if run.ok else f"FAILED: {run.problem}"
+                    limits = f", limits {' '.join(map(str, run.limits))}" if run.limits else ""
+                    print(
+                        f"bench: {label} {s.profile.name} round {round_ + 1}/{args.runs} "
+                        f"{tool.name}: {run.wall_s:.2f} s, CPU {run.cpu_s:.2f} s, "
+                        f"RSS {run.max_rss_bytes / MiB:.0f} MiB, "
+                        f"server CPU {run.server_cpu_s:.2f} s, link CPU {run.link_cpu_s:.2f} s, "
+                        f"sync after {run.sync_after_s:.2f} s{limits}: {status}",
+                        flush=True,
+                    )
+            results.append(result)
+    return LinkResult(
+        link=link, tools=tools, profiles=results, elapsed_s=time.monotonic() - started
+    )
+
+
+def _report(result: LinkResult, args: argparse.Namespace, load: tuple[float, float, float]) -> str:
+    command = "nox -s bench" + (" -- " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    intro = (
+        f"Command: `{command}` ({args.runs} rounds per profile, this link's part "
+        f"{result.elapsed_s / 60:.1f} min). Every run's files were checked byte for byte "
+        "against the seeded MD5s."
+    )
+    machine = machine_lines(result.tools, load)
+    link = result.link
+    if link is None:
+        return "\n\n".join(
+            [
+                "## Results",
+                intro,
+                "\n".join(machine),
+                *(profile_table(r) for r in result.profiles),
+                "### The adaptive default against the old fixed 16",
+                loopback_targets(result.profiles),
+            ]
+        )
+    machine.append(
+        f"- link: {link.label}, emulated by `benchmarks/farlink.py` (a process of its own on "
+        "the same cores; its CPU is the *link CPU s* column), between every tool and the server"
+    )
+    return "\n\n".join(
+        [
+            f"### `{link.name}` link: {link.label}",
+            intro,
+            "\n".join(machine),
+            *(link_table(r) for r in result.profiles),
+            f"#### Targets on the `{link.name}` link",
+            link_targets(result.profiles),
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 if every run of every tool downloaded every byte right."""
     args = _parse_args(sys.argv[1:] if argv is None else argv)
@@ -761,7 +1114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     profiles = [PROFILES[name]() for name in args.profiles]
     # SIGTERM unwinds like Ctrl-C, so the sandbox and the scratch folder are removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    started = time.monotonic()
     load = os.getloadavg()
     # Started while this process is still small (see launcher.py).
     launcher = Launcher()
@@ -783,53 +1135,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.serve:
             _serve(sandbox, seeded, scratch)
             return 0
-        tools = make_tools(sandbox.endpoint_url, args.tools, args.baseline_python)
-        home = scratch / "home"
-        home.mkdir()
-        env = tool_env(sandbox.endpoint_url, home)
-        results = []
-        for s in seeded:
-            result = ProfileResult(seeded=s, tools=tools)
-            for round_ in range(args.runs):
-                for tool in _round_order(tools, round_):
-                    run = run_tool(
-                        tool,
-                        s,
-                        launcher=launcher,
-                        round_=round_,
-                        scratch=scratch,
-                        env=env,
-                        server_pid=sandbox.pid,
-                        timeout_s=args.timeout,
-                    )
-                    result.runs.append(run)
-                    status = "ok" if run.ok else f"FAILED: {run.problem}"
-                    print(
-                        f"bench: {s.profile.name} round {round_ + 1}/{args.runs} {tool.name}: "
-                        f"{run.wall_s:.2f} s, CPU {run.cpu_s:.2f} s, "
-                        f"RSS {run.max_rss_bytes / MiB:.0f} MiB, "
-                        f"server CPU {run.server_cpu_s:.2f} s, "
-                        f"sync after {run.sync_after_s:.2f} s: {status}",
-                        flush=True,
-                    )
-            results.append(result)
-    elapsed = time.monotonic() - started
-    command = "nox -s bench" + (" -- " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
-    body = "\n\n".join(
-        [
-            "## Results",
-            f"Command: `{command}` ({args.runs} rounds per profile, whole bench "
-            f"{elapsed / 60:.1f} min, seeding included). Every run's files were checked byte "
-            "for byte against the seeded MD5s.",
-            "\n".join(machine_lines(tools, load)),
-            *(profile_table(r) for r in results),
-        ]
-    )
-    print("\n" + body)
-    if not args.no_write:
-        write_report(args.output, body)
-        print(f"\nbench: wrote {args.output}")
-    return 0 if all(r.ok for result in results for r in result.runs) else 1
+        ok = True
+        for name in args.links:
+            result = _run_link(
+                LINKS.get(name),
+                seeded,
+                args,
+                sandbox=sandbox,
+                launcher=launcher,
+                scratch=scratch,
+            )
+            # Each link's block is written as soon as it is measured: a bench of several
+            # links lasts long enough to be interrupted.
+            body = _report(result, args, load)
+            print("\n" + body, flush=True)
+            if not args.no_write:
+                write_report(args.output, body, result.link.name if result.link else "")
+                print(f"\nbench: wrote {args.output}", flush=True)
+            ok = ok and all(r.ok for p in result.profiles for r in p.runs)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Helpers for tests that watch or interrupt a download while it runs: a loopback TCP proxy
 that caps the bytes per second flowing back from the sandbox (so a small download lasts a
-few seconds), and a seeder for a dataset of our own in the session's sandbox.
+few seconds), the benchmarks' far-link emulator (a delay each way, each connection paced),
+and a seeder for a dataset of our own in the session's sandbox.
 
 The proxy forwards raw bytes, so SigV4 signatures (made for the proxy's host:port) still
 verify upstream. Nothing else about the traffic changes.
@@ -13,6 +14,8 @@ import csv
 import hashlib
 import io
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +29,7 @@ from urllib.parse import urlsplit
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, fake_bytes
 
 __all__ = [
+    "FarLinkProxy",
     "SeededDataset",
     "ThrottledProxy",
     "check_download",
@@ -130,6 +134,58 @@ class ThrottledProxy:
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+
+
+_FARLINK = Path(__file__).resolve().parent.parent / "benchmarks" / "farlink.py"
+
+
+class FarLinkProxy:
+    """``with FarLinkProxy(sandbox.endpoint_url, one_way_delay_s=..., rate_bytes_s=...) as
+    link: link.url``: ``benchmarks/farlink.py`` in a child process, the same emulator the
+    bench measures with. After the block, ``connections`` is how many connections it carried
+    and ``peak_connections`` the most that were open at once."""
+
+    def __init__(self, upstream_url: str, *, one_way_delay_s: float, rate_bytes_s: float) -> None:
+        self._argv = [
+            sys.executable,
+            str(_FARLINK),
+            "--upstream",
+            upstream_url,
+            "--delay-ms",
+            f"{one_way_delay_s * 1000:g}",
+            "--rate-mb-s",
+            f"{rate_bytes_s / 1e6:g}",
+        ]
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.connections = 0
+        self.peak_connections = 0
+
+    def __enter__(self) -> FarLinkProxy:
+        self._proc = subprocess.Popen(
+            self._argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
+        assert self._proc.stdout is not None
+        ready = self._proc.stdout.readline()
+        match = re.match(r"farlink: listening on (\S+)", ready)
+        if match is None:
+            self._proc.kill()
+            raise RuntimeError(f"farlink did not start: {ready!r}")
+        self.url = match[1]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGTERM)
+        out, _ = self._proc.communicate(timeout=30)
+        totals = re.search(r"farlink: (\d+) connections, at most (\d+) at once", out)
+        if totals is not None:
+            self.connections, self.peak_connections = int(totals[1]), int(totals[2])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

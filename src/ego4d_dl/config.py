@@ -32,6 +32,7 @@ from .shard import parse_shard
 __all__ = [
     "CONFIG_KEYS",
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_STALL_TIMEOUT_S",
     "Credentials",
     "Endpoint",
@@ -45,9 +46,11 @@ __all__ = [
     "read_uid_file",
 ]
 
-# Measured on the sandbox (see BENCHMARKS.md): 16 in-flight ranged GETs saturate a 2-core
-# client; more only adds memory.
+# Requests in flight when --concurrency is not given: adaptive (concurrency.py), starting at
+# DEFAULT_CONCURRENCY (16 saturate a 2-core client on loopback: see BENCHMARKS.md) and never
+# above DEFAULT_MAX_CONCURRENCY (far links want 50-150; the pool holds this many connections).
 DEFAULT_CONCURRENCY = 16
+DEFAULT_MAX_CONCURRENCY = 256
 DEFAULT_STALL_TIMEOUT_S = 60.0
 
 VerifyMode = Literal["etag", "size"]
@@ -98,6 +101,9 @@ class Options:
     credentials: Credentials = Credentials()
     endpoint: Endpoint = Endpoint()
     concurrency: int = DEFAULT_CONCURRENCY
+    # None: exactly ``concurrency`` requests in flight (--concurrency N); otherwise adaptive,
+    # from ``concurrency`` up to this.
+    max_concurrency: int | None = None
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     # --manifest: also keep the release's full_scale manifest as <out>/manifest.csv.
     release_manifest: bool = False
@@ -330,6 +336,8 @@ def build_options(values: Mapping[str, Any]) -> tuple[Options, list[str]]:
     concurrency = DEFAULT_CONCURRENCY if raw_concurrency is None else int(raw_concurrency)
     if not 1 <= concurrency <= 1024:
         raise ConfigError(f"--concurrency must be between 1 and 1024, not {concurrency}")
+    # Given: exactly that many. Not given: adaptive, up to the ceiling.
+    max_concurrency = DEFAULT_MAX_CONCURRENCY if raw_concurrency is None else None
     raw_stall = values.get("stall_timeout")
     stall = DEFAULT_STALL_TIMEOUT_S if raw_stall is None else float(raw_stall)
     if stall <= 0:
@@ -352,6 +360,7 @@ def build_options(values: Mapping[str, Any]) -> tuple[Options, list[str]]:
         credentials=Credentials(profile=str(profile) if profile else None),
         endpoint=endpoint,
         concurrency=concurrency,
+        max_concurrency=max_concurrency,
         stall_timeout_s=stall,
         release_manifest=bool(values.get("manifest")),
         manifest_override=Path(str(override)).expanduser() if override else None,

@@ -29,7 +29,7 @@ from .events import (
 )
 from .formatting import label
 from .planned import Plan
-from .sinks import WARNINGS, Rate, Tally
+from .sinks import Rate, Tally, is_warning
 from .text import safe
 
 __all__ = ["Dashboard"]
@@ -111,7 +111,7 @@ class Dashboard:
                 if not t.retrying:
                     t.retrying = True
                     self._retrying += 1
-        if isinstance(event, WARNINGS):
+        if is_warning(event):
             self._warn(now, event)
         elif isinstance(event, ManifestLoaded | ObjectsLookedUp):
             self._planning_step(event)
@@ -240,7 +240,7 @@ class Dashboard:
         # transfers in flight; benchmarks/dashboard_sink_cost.py).
         plain = self._console.no_color or self._console.color_system is None
         top = [
-            panels.header(self._title, summary, tally.concurrency, now - tally.started_at, width),
+            panels.header(self._title, summary, tally, now - tally.started_at, width),
             panels.overall(tally, rate, summary, width, plain),
         ]
         bottom = [Text(""), panels.counters(tally, self._retrying)]

@@ -253,9 +253,9 @@ async def run_download(
 ) -> DownloadResult:
     """Plan, ask ``confirm``, then claim the folder and transfer; nothing on disk changes
     before ``confirm`` says yes (it is not asked when there is nothing to do)."""
-    settings = settings or EngineSettings(concurrency=options.concurrency, verify=options.verify)
+    settings = settings or EngineSettings.from_options(options)
     out = options.output_directory
-    async with open_store(options) as store:
+    async with open_store(options, max_connections=settings.max_requests) as store:
         plan = await plan_readonly(options, store, sink=sink)
         if space_check:
             check_free_space(out, await asyncio.to_thread(space_needed, plan.files))

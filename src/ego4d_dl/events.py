@@ -11,6 +11,7 @@ __all__ = [
     "BytesHashed",
     "BytesReceived",
     "CheckStarted",
+    "ConcurrencyCause",
     "ConcurrencyChanged",
     "Event",
     "EventSink",
@@ -184,12 +185,31 @@ class FileFailed:
     reason: str
 
 
+class ConcurrencyCause(StrEnum):
+    """Why the limit on requests in flight moved."""
+
+    THROTTLED = "throttled"  # the server answered SlowDown (503) or 429: halved
+    RECOVERING = "recovering"  # a fixed --concurrency N growing back to N after throttling
+    PROBING = "probing"  # adaptive: trying more requests, to see whether the rate grows
+    GREW = "rate grew"  # adaptive: more requests made the rate grow; trying more still
+    NO_GAIN = "no gain"  # adaptive: more requests did not make it faster: back to fewer
+    LATENCY = "latency rose"  # adaptive: time to first byte climbed: trying fewer
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConcurrencyChanged:
-    """The request limit moved (backing off under throttling, or growing back)."""
+    """The limit on requests in flight moved: ``limit`` from now on, ``cause`` and ``reason``
+    (a short sentence with the measurement behind it) say why."""
 
     limit: int
     reason: str
+    cause: ConcurrencyCause = ConcurrencyCause.THROTTLED
+
+    @property
+    def is_warning(self) -> bool:
+        """Throttling, and growing back from it, is worth a warning line; the adaptive
+        search for the link's rate is routine (the dashboard shows it, JSON has it)."""
+        return self.cause in (ConcurrencyCause.THROTTLED, ConcurrencyCause.RECOVERING)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

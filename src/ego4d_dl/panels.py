@@ -102,7 +102,7 @@ def fit(text: str, width: int) -> str:
 
 
 def header(
-    title: str, summary: RunSummary | None, concurrency: int, elapsed: float, width: int
+    title: str, summary: RunSummary | None, tally: Tally, elapsed: float, width: int
 ) -> Text:
     if summary is None:
         state, style = "downloading", "bold cyan"
@@ -116,7 +116,8 @@ def header(
         state, style = "finished with problems", "bold red"
     if summary is not None:
         elapsed = summary.elapsed_s
-    right = f"  {human_duration(elapsed)}  concurrency {concurrency}"
+    why = f" ({tally.concurrency_why})" if tally.concurrency_why else ""
+    right = f"  {human_duration(elapsed)}  concurrency {tally.concurrency}{why}"
     left = fit(f"ego4d-dl  {title}", max(8, width - len(state) - len(right) - 1))
     line = Text(left)
     line.stylize("bold", 0, 8)

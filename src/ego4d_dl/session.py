@@ -15,10 +15,13 @@ __all__ = ["open_store"]
 _MIN_LOOKUP_CONNECTIONS = 8
 
 
-def open_store(options: Options, *, lookups: bool = False) -> S3Store:
+def open_store(
+    options: Options, *, lookups: bool = False, max_connections: int | None = None
+) -> S3Store:
     """The store for ``options`` (use it as an async context manager). ``lookups``: a run
-    that only plans or diagnoses, whose pool is sized for concurrent lookups."""
-    connections = options.concurrency
+    that only plans or diagnoses, whose pool is sized for concurrent lookups;
+    ``max_connections``: a transfer's pool, sized to its concurrency's ceiling."""
+    connections = max_connections or options.concurrency
     if lookups:
         connections = max(_MIN_LOOKUP_CONNECTIONS, connections)
     return S3Store(

@@ -42,6 +42,7 @@ __all__ = [
     "Tally",
     "eta_s",
     "eta_text",
+    "is_warning",
     "label",
     "output_error_text",
     "warning_text",
@@ -49,6 +50,15 @@ __all__ = [
 
 # Events worth a line of their own: something went wrong, or the run adapted to it.
 WARNINGS = (RangeRetried, FileRestarted, IntegrityFailed, FileFailed, ConcurrencyChanged)
+
+
+def is_warning(event: Event) -> bool:
+    """Whether ``event`` is worth a warning line: one of ``WARNINGS``, except the routine
+    moves of adaptive concurrency (only throttling, and recovering from it, are)."""
+    if isinstance(event, ConcurrencyChanged):
+        return event.is_warning
+    return isinstance(event, WARNINGS)
+
 
 # Below this, two samples of a byte count say more about scheduling jitter than about speed.
 _MIN_SAMPLE_S = 0.05
@@ -119,6 +129,7 @@ class Tally:
 
     __slots__ = (
         "concurrency",
+        "concurrency_why",
         "denied",
         "done_bytes",
         "failed",
@@ -145,6 +156,7 @@ class Tally:
         self.retries = 0
         self.restarts = 0
         self.concurrency = 0
+        self.concurrency_why = ""  # why the limit last moved (a ConcurrencyCause's words)
         self.started_at: float | None = None
         self.summary: RunSummary | None = None
 
@@ -175,6 +187,7 @@ class Tally:
             self.total_bytes += event.refetch_bytes
         elif isinstance(event, ConcurrencyChanged):
             self.concurrency = event.limit
+            self.concurrency_why = event.cause.value
         elif isinstance(event, RunFinished):
             self.summary = event.summary
 
@@ -335,7 +348,7 @@ class PlainProgressSink:
             self._line(warning_text(event))
         elif self._quiet:
             pass
-        elif isinstance(event, WARNINGS):
+        elif is_warning(event):
             self._line(warning_text(event))
         elif isinstance(event, ManifestLoaded):
             self._line(

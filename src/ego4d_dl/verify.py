@@ -88,7 +88,7 @@ async def run_verify(
 ) -> VerifyResult:
     """Plan, check every file of this shard, record the verdicts; with ``repair``, refetch."""
     out = options.output_directory
-    settings = EngineSettings(concurrency=options.concurrency, verify="etag")
+    settings = dataclasses.replace(EngineSettings.from_options(options), verify="etag")
     async with open_store(options) as store:
         path = journal_path(out, options.shard)
         rebuilt_from = None

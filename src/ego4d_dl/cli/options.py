@@ -12,6 +12,7 @@ from ..catalog import (
 )
 from ..config import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_CONCURRENCY,
     Options,
     build_options,
     load_config_file,
@@ -172,7 +173,11 @@ Concurrency = Annotated[
     typer.Option(
         "--concurrency",
         metavar="N",
-        help=f"Requests in flight at once [default: {DEFAULT_CONCURRENCY}].",
+        help=(
+            "Requests in flight at once, exactly N (halved only while the server throttles) "
+            f"[default: adaptive: from {DEFAULT_CONCURRENCY}, up to {DEFAULT_MAX_CONCURRENCY}, "
+            "as many as make the download faster]."
+        ),
         show_default=False,
     ),
 ]

@@ -1,9 +1,10 @@
 """The transfer engine proper: concurrent ranged GETs into part files, verified, journaled, renamed.
 
-One ``asyncio.TaskGroup`` per run. Two bounds keep work finite whatever the plan's size: an
-``AdaptiveLimiter`` over GET requests in flight (``--concurrency``, halved under throttling)
-and a semaphore over files open at once. Every GET carries ``If-Match`` with the planned ETag,
-so bytes of two object versions are never spliced. Bytes stream in bounded chunks to
+One ``asyncio.TaskGroup`` per run. Two bounds keep work finite whatever the plan's size: a
+limit on GET requests in flight (``limiter``: found from the measured rate, or the user's
+``--concurrency N``; halved under throttling) and a semaphore over files open at once. Every
+GET carries ``If-Match`` with the planned ETag, so bytes of two object versions are never
+spliced. Bytes stream in bounded chunks to
 ``<dest>.part`` at their offsets, MD5ed on the way in a worker thread; a file is renamed to
 its final name only after its ETag (plain or multipart composite) checks out, and only after
 its data is durable. Progress is reported only through ``EventSink``; the engine never prints.
@@ -39,7 +40,6 @@ from ..errors import (
 from ..etags import Layout, VerifyLevel, composite_etag, etag_kind, multipart_count
 from ..events import (
     BytesReceived,
-    ConcurrencyChanged,
     EventSink,
     FileFailed,
     FileOutcome,
@@ -58,7 +58,7 @@ from ..events import (
 from ..files import PartChangedError, PartFile, write_small_part
 from ..journal import Journal, RangeRecord
 from ..layout import exact_layout, learn_layout
-from ..limiter import AdaptiveLimiter
+from ..limiter import make_limiter
 from ..ondisk import OnDisk, classify, snapshot
 from ..planned import Action, PlannedFile
 from ..ranges import Piece, missing_ranges, part_bounds, plan_pieces
@@ -103,10 +103,8 @@ class Engine:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        self._limiter = AdaptiveLimiter(
-            settings.concurrency,
-            clock=clock,
-            on_change=lambda n, why: sink(ConcurrencyChanged(limit=n, reason=why)),
+        self._limiter = make_limiter(
+            settings.concurrency, settings.max_concurrency, clock=clock, on_change=sink
         )
         self._file_slots = asyncio.Semaphore(settings.max_open_files)
         self._committer = Committer(
@@ -543,6 +541,7 @@ class Engine:
         failures = 0
         while offset < stop:
             keys = self._credentials_generation
+            sent = self._clock()
             try:
                 async with self._store.get_range(
                     obj.planned.bucket,
@@ -552,12 +551,14 @@ class Engine:
                     size_bytes=obj.size_bytes,
                     etag=obj.etag,
                 ) as body:
+                    self._limiter.on_first_byte(self._clock() - sent)
                     while offset < stop:
                         chunks, size = await self._read_chunks(body, stop - offset)
                         await consume(offset, chunks)
                         offset += size
                         obj.fetched_bytes += size
                         self._bytes_fetched += size
+                        self._limiter.on_bytes(size)
                         self._sink(BytesReceived(dataset=obj.dataset, key=obj.key, count=size))
                 self._limiter.on_success()
             except (TransientError, NetworkError) as exc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass, field
 
+from ..config import Options
 from ..events import StopKind
 from ..files import PartFile
 from ..ondisk import ObjectVersion
@@ -13,14 +15,21 @@ from ..retry import RetryPolicy
 __all__ = ["EngineSettings", "RunStopped", "Transfer"]
 
 MiB = 1024 * 1024
+_OPEN_FILES = 64
+# File descriptors left for the journal, the interpreter, the event loop and threads.
+_SPARE_FDS = 128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EngineSettings:
     """Tunables of a run; defaults are the measured ones (see BENCHMARKS.md)."""
 
+    # Requests in flight. ``max_concurrency`` None: ``concurrency`` exactly (a user's
+    # --concurrency N; halved under throttling, then grown back). Otherwise adaptive: from
+    # ``concurrency`` up to ``max_concurrency``, following the measured rate (concurrency.py).
     concurrency: int = 16
-    max_open_files: int = 64
+    max_concurrency: int | None = None
+    max_open_files: int = _OPEN_FILES
     # Verified parts waiting for their batched rename stay open (and locked) until then.
     max_finished_parts: int = 256
     max_piece_bytes: int = 16 * MiB
@@ -33,6 +42,33 @@ class EngineSettings:
     # Restarts of one file after its object changed or its bytes failed verification.
     max_restarts: int = 3
     commit_interval_s: float = 0.5
+
+    @property
+    def max_requests(self) -> int:
+        """The most requests that can ever be in flight: what the connection pool needs."""
+        return max(self.concurrency, self.max_concurrency or 0)
+
+    @classmethod
+    def from_options(cls, options: Options, *, fd_limit: int | None = None) -> EngineSettings:
+        """A download's settings: the user's ``--concurrency N`` exactly, or adaptive.
+
+        Adaptive runs may open as many files as requests (each small file is one request),
+        and keep files and sockets (besides the finished parts held for their rename) within
+        ``fd_limit``, the process's file descriptors (default: its soft RLIMIT_NOFILE).
+        """
+        if options.max_concurrency is None:
+            return cls(concurrency=options.concurrency, verify=options.verify)
+        if fd_limit is None:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            fd_limit = soft if soft != resource.RLIM_INFINITY else 1 << 20
+        budget = (fd_limit - _SPARE_FDS - cls().max_finished_parts) // 2
+        ceiling = max(options.concurrency, min(options.max_concurrency, budget))
+        return cls(
+            concurrency=options.concurrency,
+            max_concurrency=ceiling,
+            max_open_files=max(_OPEN_FILES, ceiling),
+            verify=options.verify,
+        )
 
 
 class RunStopped(Exception):
