@@ -603,7 +603,15 @@ def test_a_listing_that_fails_is_retried(
     assert summary is not None and summary.ok, summary
     assert rule.fired == 2
     listed.check_complete(tmp_path)
-    heads = [s for s in proxy.seen if s.method == "HEAD" and s.key.startswith(listed.key(""))]
+    # Planning only: after the run, manifest.ver asks one object of the bucket for its version.
+    first_get = min(
+        s.started for s in proxy.seen if s.method == "GET" and s.key.startswith(listed.key(""))
+    )
+    heads = [
+        s
+        for s in proxy.seen
+        if s.method == "HEAD" and s.key.startswith(listed.key("")) and s.started < first_get
+    ]
     assert heads == []
 
 
