@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from ego4d_dl.config import DEFAULT_MAX_CONCURRENCY, Options
 from ego4d_dl.engine import EngineSettings
 from ego4d_dl.events import FileVerified
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
@@ -155,11 +156,19 @@ def test_twenty_thousand_small_objects_with_bounded_memory_and_descriptors(
     assert landed == many_objects.md5
     assert not list(folder.glob("*.part"))
 
-    settings = EngineSettings()
+    # The settings the command line gave this run (adaptive concurrency up to its ceiling).
+    settings = EngineSettings.from_options(
+        Options(
+            output_directory=out,
+            version="v2_1",
+            datasets=(many_objects.name,),
+            max_concurrency=DEFAULT_MAX_CONCURRENCY,
+        )
+    )
     # Every open file and connection the engine may hold (parts being written, verified parts
     # waiting for their batched rename), plus the journal, its lock and WAL, the event loop,
     # stdio and the interpreter's own: a constant, not one per file.
-    bound = settings.max_open_files + settings.max_finished_parts + settings.concurrency + 48
+    bound = settings.max_open_files + settings.max_finished_parts + settings.max_requests + 48
     assert usage.max_fds <= bound, usage.max_fds
     # Once a tenth of the files are done, everything per-run (plan, manifest, clients) is
     # allocated; the other 18,000 files may not add more than a few MiB.
