@@ -28,6 +28,7 @@ user wrapped in ``RetriesExhaustedError``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 __all__ = [
     "AccessDeniedError",
@@ -50,6 +51,7 @@ __all__ = [
     "UidsNotFoundError",
     "leaves",
     "most_relevant",
+    "rank",
 ]
 
 
@@ -175,26 +177,47 @@ def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 
 # When concurrent work fails in several ways at once, the error that concerns the user most
-# is the one to report: a bug first (it must surface), then what stops everything.
-_RELEVANCE: tuple[type[BaseException], ...] = (
+# decides: a bug first (it must surface), then what stops everything, then what stops one
+# file. The one ranking used by planning, lookups and the engine.
+_RANKING: tuple[type[BaseException], ...] = (
     CredentialsError,
     ConfigError,
     DiskFullError,
     NetworkError,
     ManifestError,
     PlanError,
+    RemoteChangedError,
+    ObjectNotFoundError,
+    AccessDeniedError,
+    IntegrityError,
+    TransferError,
     Ego4dDLError,
+    OSError,
 )
 
 
-def most_relevant(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one leaf of an exception group (from a TaskGroup) that should be reported."""
+def rank(exc: BaseException, *, cancelled_first: bool = False) -> int:
+    """Where ``exc`` stands in the ranking (lower: more relevant). A bug (not one of ours) is
+    0. Cancellation is the least informative, except where it must win (``cancelled_first``:
+    a task being cancelled must not be reported as one of its requests' failures)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return 1 if cancelled_first else len(_RANKING) + 2
+    for i, kind in enumerate(_RANKING):
+        if isinstance(exc, kind):
+            return i + 2
+    return 0
 
-    def rank(exc: BaseException) -> int:
-        for i, kind in enumerate(_RELEVANCE):
-            if isinstance(exc, kind):
-                return i + 1
-        # Cancellation is the least informative; anything else unknown is a bug.
-        return len(_RELEVANCE) + 1 if isinstance(exc, asyncio.CancelledError) else 0
 
-    return min(leaves(group), key=rank)
+def most_relevant(
+    group: BaseExceptionGroup[BaseException],
+    *,
+    cancelled_first: bool = False,
+    unwrap: Callable[[BaseException], BaseException] | None = None,
+) -> BaseException:
+    """The one leaf of an exception group (from a TaskGroup) that should decide; ``unwrap``
+    gives the error a leaf stands for, when it wraps one (the engine's ``RunStopped``)."""
+
+    def key(exc: BaseException) -> int:
+        return rank(unwrap(exc) if unwrap else exc, cancelled_first=cancelled_first)
+
+    return min(leaves(group), key=key)

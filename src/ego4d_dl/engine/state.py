@@ -6,13 +6,13 @@ import resource
 from dataclasses import dataclass, field
 
 from ..config import Options
-from ..events import StopKind
+from ..events import FileOutcome, StopKind
 from ..files import PartFile
 from ..ondisk import ObjectVersion
 from ..planned import PlannedFile
 from ..retry import RetryPolicy
 
-__all__ = ["EngineSettings", "RunStopped", "Transfer"]
+__all__ = ["Counters", "EngineSettings", "RunStopped", "Transfer"]
 
 MiB = 1024 * 1024
 _OPEN_FILES = 64
@@ -109,3 +109,16 @@ class Transfer:
     @property
     def dataset(self) -> str:
         return self.planned.dataset
+
+
+@dataclass(slots=True, kw_only=True)
+class Counters:
+    """What a run has done so far, for its summary (written on the event-loop thread only)."""
+
+    bytes_fetched: int = 0
+    retries: int = 0
+    restarts: int = 0
+    verified: int = 0
+    skipped: int = 0
+    levels: dict[str, int] = field(default_factory=dict)
+    problems: list[FileOutcome] = field(default_factory=list)
