@@ -15,6 +15,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -111,26 +112,7 @@ def _start(sink: Display, files: list[PlannedFile]) -> list[BytesReceived]:
 
 
 def _finish(sink: Display) -> None:
-    sink(
-        RunFinished(
-            summary=RunSummary(
-                files=ACTIVE,
-                verified=0,
-                skipped=0,
-                failed=0,
-                missing=0,
-                denied=0,
-                bytes_fetched=0,
-                size_bytes=0,
-                elapsed_s=1.0,
-                retries=0,
-                restarts=0,
-                levels={},
-                problems=(),
-            )
-        )
-    )
-    sink.close()
+    sink(RunFinished(summary=replace(RunSummary.empty(), files=ACTIVE, elapsed_s=1.0)))
 
 
 class _Discard:

@@ -171,15 +171,20 @@ def _check_type(name: str, value: object, want: type) -> object:
     raise ConfigError(f"config key {name!r} must be {what}, not {value!r}")
 
 
+def _read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a file the user named, or a ``ConfigError`` that says why not."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+
+
 def load_config_file(path: Path) -> dict[str, object]:
     """Read a JSON config of the original CLI's shape into ``{canonical key: value}``."""
     path = path.expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    text = _read_text(path, "config file")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -203,12 +208,7 @@ def load_config_file(path: Path) -> dict[str, object]:
 def read_uid_file(path: Path) -> frozenset[str]:
     """UIDs from a whitespace-delimited file; a missing or empty file is a ``ConfigError``."""
     path = path.expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"uid file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read uid file {path}: {exc}") from None
+    text = _read_text(path, "uid file")
     uids = frozenset(text.split())
     if not uids:
         raise ConfigError(f"uid file {path} contains no UIDs")

@@ -19,6 +19,7 @@ __all__ = [
     "JournalEntry",
     "Kind",
     "ObjectVersion",
+    "OfVersion",
     "OnDisk",
     "Origin",
     "classify",
@@ -57,8 +58,32 @@ class ObjectVersion:
         return (self.bucket, self.key) == (other.bucket, other.key)
 
 
+class OfVersion:
+    """The object version's facts read through ``version`` (for records that hold one)."""
+
+    __slots__ = ()
+    version: ObjectVersion
+
+    @property
+    def bucket(self) -> str:
+        return self.version.bucket
+
+    @property
+    def key(self) -> str:
+        return self.version.key
+
+    @property
+    def etag(self) -> str:
+        return self.version.etag
+
+    @property
+    def size_bytes(self) -> int:
+        """The object's size (0 where it is not known, as for a file whose lookup failed)."""
+        return self.version.size_bytes or 0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class JournalEntry:
+class JournalEntry(OfVersion):
     """What one journal records of one destination file (a value; ``journal`` reads them)."""
 
     id: int
@@ -83,22 +108,6 @@ class JournalEntry:
     def dest_rel(self) -> Path:
         """The destination, relative to the output directory."""
         return Path(self.dest)
-
-    @property
-    def bucket(self) -> str:
-        return self.version.bucket
-
-    @property
-    def key(self) -> str:
-        return self.version.key
-
-    @property
-    def etag(self) -> str:
-        return self.version.etag
-
-    @property
-    def size_bytes(self) -> int:
-        return self.version.size_bytes or 0
 
 
 class Kind(Enum):

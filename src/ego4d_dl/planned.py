@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .catalog import major_version
 from .manifest import MalformedRow
-from .ondisk import Classification, ObjectVersion, OnDisk
+from .ondisk import Classification, ObjectVersion, OfVersion, OnDisk
 
 __all__ = [
     "Action",
@@ -48,7 +48,7 @@ class Action(Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PlannedFile:
+class PlannedFile(OfVersion):
     """One file of the plan: where it comes from, where it goes, what happens to it."""
 
     dataset: str
@@ -60,23 +60,6 @@ class PlannedFile:
     note: str = ""  # why: 404 text, reason for a refetch, ...
     # ADOPT: how the file is taken (another journal vouches, or it is read back first).
     found: Classification | None = None
-
-    @property
-    def bucket(self) -> str:
-        return self.version.bucket
-
-    @property
-    def key(self) -> str:
-        return self.version.key
-
-    @property
-    def etag(self) -> str:
-        return self.version.etag
-
-    @property
-    def size_bytes(self) -> int:
-        """The object's size (0 for a file whose lookup failed)."""
-        return self.version.size_bytes or 0
 
     @property
     def bytes_to_fetch(self) -> int:

@@ -306,7 +306,68 @@ class _LineWriter:
             self._on_error(self.error)
 
 
-class PlainProgressSink:
+class _LineSink:
+    """What both line sinks share: the tally, the rate, the ticker that calls ``progress``.
+
+    ``__call__`` counts every event, then hands it to ``_show`` (``BytesReceived`` is only
+    summed); ``progress`` hands the tally and the current rate to ``_progress``.
+    """
+
+    def __init__(
+        self,
+        out: _LineWriter,
+        *,
+        interval_s: float,
+        clock: Callable[[], float],
+        ticking: bool,
+    ) -> None:
+        self._out = out
+        self._clock = clock
+        self._tally = Tally()
+        self._rate = Rate(max(5.0, interval_s))
+        self._ticker = _Ticker(interval_s, self.progress) if ticking else None
+        self._ticking = False
+
+    def __call__(self, event: Event) -> None:
+        if type(event) is BytesReceived:
+            self._tally.done_bytes += event.count
+            return
+        now = self._clock()
+        if isinstance(event, RunFinished):
+            self.close()  # first, so that no progress line can follow the summary
+        self._tally.count(event, now)
+        if isinstance(event, RunStarted):
+            self._rate.reset(now)
+        self._show(event)
+        if isinstance(event, RunStarted) and self._ticker is not None and not self._ticking:
+            self._ticking = True
+            self._ticker.start()
+
+    def expect(self, plan: Plan) -> None:
+        """Nothing to prepare: lines carry run-wide totals only."""
+
+    def note(self, message: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stop()
+
+    def progress(self) -> None:
+        """Write one progress line now (the ticker's job; public for tests)."""
+        t = self._tally
+        if t.started_at is None or t.summary is not None:
+            return
+        self._progress(t, self._rate.sample(self._clock(), t.done_bytes))
+
+    def _show(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def _progress(self, t: Tally, rate: float | None) -> None:
+        raise NotImplementedError
+
+
+class PlainProgressSink(_LineSink):
     """For logs and pipes: a progress line every ``interval_s`` and warnings as they happen,
     no colour, no carriage return. ``quiet``: only failed files.
 
@@ -326,24 +387,19 @@ class PlainProgressSink:
         ticking: bool = True,
         on_output_error: OutputErrorHandler | None = None,
     ) -> None:
-        self._out = _LineWriter(stream, on_error=on_output_error)
-        self._interval_s = interval_s
+        super().__init__(
+            _LineWriter(stream, on_error=on_output_error),
+            interval_s=interval_s,
+            clock=clock,
+            ticking=ticking and not quiet,
+        )
         self._quiet = quiet
-        self._clock = clock
         self._wallclock = wallclock
-        self._tally = Tally()
-        self._rate = Rate(max(5.0, interval_s))
-        self._ticker = _Ticker(interval_s, self.progress) if ticking and not quiet else None
-        self._ticking = False
 
-    def __call__(self, event: Event) -> None:
-        if type(event) is BytesReceived:
-            self._tally.done_bytes += event.count
-            return
-        now = self._clock()
-        if isinstance(event, RunFinished):
-            self.close()  # first, so that no progress line can follow the summary
-        self._tally.count(event, now)
+    def note(self, message: str) -> None:
+        self._line(message)
+
+    def _show(self, event: Event) -> None:
         if isinstance(event, FileFailed):
             self._line(warning_text(event))
         elif self._quiet:
@@ -360,28 +416,8 @@ class PlainProgressSink:
                 f"plan: {event.files:,} files, {human_bytes(event.fetch_bytes)} to fetch "
                 f"(planned in {event.elapsed_s:.1f}s)"
             )
-        if isinstance(event, RunStarted):
-            self._rate.reset(now)
-            if self._ticker is not None and not self._ticking:
-                self._ticking = True
-                self._ticker.start()
 
-    def expect(self, plan: Plan) -> None:
-        """Nothing to prepare: lines carry run-wide totals only."""
-
-    def note(self, message: str) -> None:
-        self._line(message)
-
-    def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
-
-    def progress(self) -> None:
-        """Write one progress line now (the ticker's job; public for tests)."""
-        t = self._tally
-        if t.started_at is None or t.summary is not None:
-            return
-        rate = self._rate.sample(self._clock(), t.done_bytes)
+    def _progress(self, t: Tally, rate: float | None) -> None:
         speed = "--" if rate is None else f"{human_bytes(rate)}/s"
         problems = t.failed + t.missing + t.denied
         self._line(
@@ -398,7 +434,7 @@ class PlainProgressSink:
         self._out.write(f"{stamp} {safe(text)}")
 
 
-class JsonLinesSink:
+class JsonLinesSink(_LineSink):
     """``--json``: one JSON object per line: every event but ``BytesReceived``, which is
     summed into a ``Progress`` object every ``interval_s``; the last line is ``RunFinished``
     with the summary. Notes go to ``log`` as text. ``on_output_error`` is told once if
@@ -414,47 +450,23 @@ class JsonLinesSink:
         log: TextIO | None = None,
         on_output_error: OutputErrorHandler | None = None,
     ) -> None:
-        self._out = _LineWriter(stream, on_error=on_output_error)
+        super().__init__(
+            _LineWriter(stream, on_error=on_output_error),
+            interval_s=interval_s,
+            clock=clock,
+            ticking=ticking,
+        )
         self._log = _LineWriter(log, on_error=on_output_error) if log is not None else None
-        self._clock = clock
-        self._tally = Tally()
-        self._rate = Rate(max(5.0, interval_s))
-        self._ticker = _Ticker(interval_s, self.progress) if ticking else None
-        self._ticking = False
-
-    def __call__(self, event: Event) -> None:
-        if type(event) is BytesReceived:
-            self._tally.done_bytes += event.count
-            return
-        now = self._clock()
-        if isinstance(event, RunFinished):
-            self.close()  # first, so that no Progress line can follow the summary
-        self._tally.count(event, now)
-        if isinstance(event, RunStarted):
-            self._rate.reset(now)
-        self._write(event_json(event))
-        if isinstance(event, RunStarted) and self._ticker is not None and not self._ticking:
-            self._ticking = True
-            self._ticker.start()
-
-    def expect(self, plan: Plan) -> None:
-        """Nothing to prepare: the plan is ``ego4d-dl plan --json``'s business."""
 
     def note(self, message: str) -> None:
         """To ``log`` (stderr), as plain text: the JSON stream stays JSON."""
         if self._log is not None:
             self._log.write(safe(message))
 
-    def close(self) -> None:
-        if self._ticker is not None:
-            self._ticker.stop()
+    def _show(self, event: Event) -> None:
+        self._write(event_json(event))
 
-    def progress(self) -> None:
-        """Write one ``Progress`` object now (the ticker's job; public for tests)."""
-        t = self._tally
-        if t.started_at is None or t.summary is not None:
-            return
-        rate = self._rate.sample(self._clock(), t.done_bytes)
+    def _progress(self, t: Tally, rate: float | None) -> None:
         self._write(
             {
                 "event": "Progress",
