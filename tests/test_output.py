@@ -476,7 +476,8 @@ def test_help_fits_80_columns(command: tuple[str, ...]) -> None:
 def test_every_option_has_a_one_line_help_with_its_default() -> None:
     group: Any = typer.main.get_command(app)
     root = group.make_context("ego4d-dl", [], resilient_parsing=True)
-    assert set(group.commands) == {
+    commands = {name: group.get_command(root, name) for name in group.list_commands(root)}
+    assert set(commands) == {
         "plan",
         "download",
         "datasets",
@@ -485,7 +486,7 @@ def test_every_option_has_a_one_line_help_with_its_default() -> None:
         "status",
         "doctor",
     }
-    for name, command in group.commands.items():
+    for name, command in commands.items():
         assert command.short_help, name
         ctx = command.make_context(name, [], parent=root, resilient_parsing=True)
         for param in command.params:
