@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import aiohttp
 from aiobotocore.awsrequest import AioAWSResponse
@@ -19,6 +19,7 @@ from botocore.awsrequest import AWSPreparedRequest
 from .values import RangeResponse, normalise_etag
 
 __all__ = [
+    "HttpSession",
     "NoRedirectSession",
     "client_surfaces_missing",
     "http_session_of",
@@ -36,6 +37,9 @@ __all__ = [
 # time (fresh mappings per read) and RSS.
 _SOCKET_READ_BYTES = 1 << 20
 
+# The S3 client's HTTP session, through which hand-signed GETs are sent too.
+HttpSession: TypeAlias = AIOHTTPSession
+
 
 def skip_timestamp_parsing(session: Any) -> None:
     """botocore parses every LastModified with dateutil: half a millisecond per listed
@@ -45,7 +49,7 @@ def skip_timestamp_parsing(session: Any) -> None:
     factory.set_parser_defaults(timestamp_parser=str)
 
 
-def http_session_of(client: Any) -> AIOHTTPSession | None:
+def http_session_of(client: Any) -> HttpSession | None:
     """The client's own HTTP session (same pool, TLS, proxy and timeouts), if reachable."""
     # Private: botocore's client keeps its endpoint as ``_endpoint``.
     session = getattr(getattr(client, "_endpoint", None), "http_session", None)
@@ -121,7 +125,7 @@ def range_response_of_get_object(resp: Mapping[str, Any]) -> RangeResponse:
 
 
 async def send_get(
-    session: AIOHTTPSession, url: str, headers: Mapping[str, str]
+    session: HttpSession, url: str, headers: Mapping[str, str]
 ) -> tuple[int, Mapping[str, str], aiohttp.ClientResponse]:
     """Send a signed GET through ``session``: its status, headers (lower-case names) and
     the aiohttp answer whose body is still to be read."""

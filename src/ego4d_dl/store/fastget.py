@@ -24,7 +24,8 @@ from .values import RangeResponse
 
 if TYPE_CHECKING:
     import aiohttp
-    from aiobotocore.httpsession import AIOHTTPSession
+
+    from .adapter import HttpSession
 
 __all__ = ["Handoff", "Route", "SignedGets", "route_from_request", "watch_gets"]
 
@@ -124,7 +125,7 @@ class SignedGets:
 
     async def get(
         self,
-        session: AIOHTTPSession | None,
+        session: HttpSession | None,
         credentials: Any,
         *,
         bucket: str,
