@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from ego4d_dl.config import Credentials, Endpoint
-from ego4d_dl.errors import ObjectNotFoundError, RemoteChangedError
+from ego4d_dl.errors import AccessDeniedError, ObjectNotFoundError, RemoteChangedError
 from ego4d_dl.sandbox import (
     ACCESS_KEY_ID,
     SECRET_ACCESS_KEY,
@@ -19,13 +19,17 @@ from ego4d_dl.sandbox import (
 )
 from ego4d_dl.store import S3Store
 
-from .faultproxy import FaultProxy
+from .faultproxy import ErrorReply, FaultProxy, Match, Rule
 
 
 def _store(sandbox: Sandbox) -> S3Store:
+    return _store_at(sandbox.endpoint_url)
+
+
+def _store_at(endpoint_url: str) -> S3Store:
     return S3Store(
         credentials=Credentials(access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY),
-        endpoint=Endpoint(url=sandbox.endpoint_url, region="us-east-1"),
+        endpoint=Endpoint(url=endpoint_url, region="us-east-1"),
         max_connections=4,
         stall_timeout_s=10,
     )
@@ -101,15 +105,7 @@ def test_a_missing_object_costs_one_request_once_the_route_is_known(sandbox, rel
     missing = f.obj.key + ".nope"
 
     async def go(endpoint_url: str) -> None:
-        store = S3Store(
-            credentials=Credentials(
-                access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY
-            ),
-            endpoint=Endpoint(url=endpoint_url, region="us-east-1"),
-            max_connections=4,
-            stall_timeout_s=10,
-        )
-        async with store:
+        async with _store_at(endpoint_url) as store:
             assert await _read(store, f, 0, 10, f.obj.etag) != b""  # botocore's: the route
             assert store._routes[f.obj.bucket] is not None
             with pytest.raises(ObjectNotFoundError, match=r"no such object \(404\)"):
@@ -119,11 +115,15 @@ def test_a_missing_object_costs_one_request_once_the_route_is_known(sandbox, rel
                     pass
             with pytest.raises(RemoteChangedError, match=r"changed on the server \(412\)"):
                 await _read(store, f, 0, 10, "0" * 32 + "-3")
+            with pytest.raises(AccessDeniedError, match=r"access denied \(403 AccessDenied\)"):
+                await _read(store, f, 20, 30, f.obj.etag)
 
+    denied = ErrorReply(status=403, reason="Forbidden", code="AccessDenied", message="Denied")
     with FaultProxy(sandbox.endpoint_url) as proxy:
+        proxy.add(Rule(match=Match(method="GET", range=(20, 29)), fault=denied, times=None))
         asyncio.run(go(proxy.url))
         gets = [(s.key, s.status) for s in proxy.seen if s.method == "GET"]
-    assert gets == [(f.obj.key, 206), (missing, 404), (f.obj.key, 412)], gets
+    assert gets == [(f.obj.key, 206), (missing, 404), (f.obj.key, 412), (f.obj.key, 403)], gets
 
 
 def test_a_missing_object_costs_one_request_without_a_route(sandbox, release, aws_env):
@@ -133,15 +133,7 @@ def test_a_missing_object_costs_one_request_without_a_route(sandbox, release, aw
     missing = f.obj.key + ".nope"
 
     async def go(endpoint_url: str) -> None:
-        store = S3Store(
-            credentials=Credentials(
-                access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY
-            ),
-            endpoint=Endpoint(url=endpoint_url, region="us-east-1"),
-            max_connections=4,
-            stall_timeout_s=10,
-        )
-        async with store:
+        async with _store_at(endpoint_url) as store:
             with pytest.raises(ObjectNotFoundError):
                 async with store.get_range(
                     f.obj.bucket, missing, start=0, stop=10, size_bytes=100, etag=f.obj.etag
