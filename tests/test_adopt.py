@@ -22,8 +22,13 @@ from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.planned import Action, PlannedFile
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.versionfile import read_entries
-
-from .clirun import ORIGINAL_PYTHON, invoke, json_lines, original_cli_installed, tree_md5
+from tests.support.clirun import (
+    ORIGINAL_PYTHON,
+    invoke,
+    json_lines,
+    original_cli_installed,
+    tree_md5,
+)
 
 DATASETS = ("clips", "annotations")
 

@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 
 from ego4d_dl.cli import app
 from ego4d_dl.sandbox import Sandbox, SeededRelease
-
-from .smallfs import tmpfs_at
+from tests.support.smallfs import tmpfs_at
 
 __all__: list[str] = []
 

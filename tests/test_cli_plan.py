@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.sandbox import RESTRICTED_BUCKET, Sandbox, SeededRelease
-
-from .clitools import cli, plan_json, put_manifest
+from tests.support.clitools import cli, plan_json, put_manifest
 
 ALL = ("full_scale", "clips", "annotations", "viz", "av_models", "vq2d_models")
 

@@ -39,9 +39,8 @@ from ego4d_dl.sandbox import (
     later_release_spec,
 )
 from ego4d_dl.versionfile import read_entries
-
-from .clirun import ORIGINAL_PYTHON
-from .clitools import put_manifest
+from tests.support.clirun import ORIGINAL_PYTHON
+from tests.support.clitools import put_manifest
 
 
 @dataclass(frozen=True)

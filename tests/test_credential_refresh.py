@@ -23,9 +23,8 @@ import pytest
 from ego4d_dl.errors import CredentialsError
 from ego4d_dl.sandbox import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Sandbox, SeededRelease
 from ego4d_dl.store import _credential_errors
-
-from .faultproxy import Delay, FaultProxy, Match, Rule
-from .slowlink import MiB, SeededDataset, check_download, cli, seed_dataset
+from tests.support.faultproxy import Delay, FaultProxy, Match, Rule
+from tests.support.slowlink import MiB, SeededDataset, check_download, cli, seed_dataset
 
 _RENEW = "renew them and run the same command to resume"
 

@@ -15,9 +15,8 @@ from ego4d_dl.config import Credentials, Options, parse_endpoint
 from ego4d_dl.doctor import diagnose
 from ego4d_dl.results import Blame, Severity
 from ego4d_dl.sandbox import ACCESS_KEY_ID, Sandbox, SeededRelease
-
-from .clirun import invoke
-from .smallfs import run_on_small_fs, small_fs_available
+from tests.support.clirun import invoke
+from tests.support.smallfs import run_on_small_fs, small_fs_available
 
 # The sandbox's key id (AKIAEGO4DSANDBOXUSER) as doctor shows it, its first four and last five
 # characters, written out rather than computed by the code under test.

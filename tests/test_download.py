@@ -27,8 +27,7 @@ from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.planning import build_plan
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededObject, SeededRelease, fake_bytes
 from ego4d_dl.store import ObjectHead, RangeBody, S3Store
-
-from .clitools import cli, put_manifest
+from tests.support.clitools import cli, put_manifest
 
 MIB = 1 << 20
 ALL = ("full_scale", "clips", "annotations", "viz", "av_models", "vq2d_models")

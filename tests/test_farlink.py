@@ -23,8 +23,7 @@ import pytest
 from ego4d_dl.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_CONCURRENCY
 from ego4d_dl.events import ConcurrencyCause
 from ego4d_dl.sandbox import Sandbox, SeededRelease
-
-from .slowlink import FarLinkProxy, SeededDataset, check_download, cli, seed_dataset
+from tests.support.slowlink import FarLinkProxy, SeededDataset, check_download, cli, seed_dataset
 
 pytestmark = pytest.mark.slow
 

@@ -24,7 +24,7 @@ from ego4d_dl.events import (
 )
 from ego4d_dl.retry import RetryPolicy
 from ego4d_dl.sandbox import ACCESS_KEY_ID, Sandbox, SeededRelease, fake_bytes
-from tests.faultproxy import (
+from tests.support.faultproxy import (
     Corrupt,
     Delay,
     ErrorReply,
@@ -37,7 +37,7 @@ from tests.faultproxy import (
     Throttle,
     Truncate,
 )
-from tests.scenario import (
+from tests.support.scenario import (
     MIB,
     Dataset,
     FinalPathWatcher,
@@ -52,7 +52,7 @@ from tests.scenario import (
     standard_files,
     unique_name,
 )
-from tests.smallfs import tmpfs_at
+from tests.support.smallfs import tmpfs_at
 
 __all__: list[str] = []
 

@@ -30,7 +30,7 @@ from ego4d_dl.sandbox import (
     SeededRelease,
     fake_bytes,
 )
-from tests.faultproxy import (
+from tests.support.faultproxy import (
     Corrupt,
     Delay,
     ErrorReply,
@@ -44,7 +44,7 @@ from tests.faultproxy import (
     Throttle,
     Truncate,
 )
-from tests.scenario import (
+from tests.support.scenario import (
     MIB,
     Dataset,
     FinalPathWatcher,

@@ -46,9 +46,8 @@ from ego4d_dl.render import render_datasets, render_summary
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
 from ego4d_dl.sinks import PlainProgressSink
 from ego4d_dl.text import safe
-
-from .clitools import cli
-from .slowlink import cli_env
+from tests.support.clitools import cli
+from tests.support.slowlink import cli_env
 
 DATASET = "hostile_names_test"
 PREFIX = f"public/v2/{DATASET}"

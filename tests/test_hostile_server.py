@@ -21,9 +21,8 @@ from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.planning import build_plan
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
 from ego4d_dl.store import ListPage, ObjectHead, RangeBody, S3Store
-
-from .clitools import cli, put_manifest
-from .faultproxy import Corrupt, FaultProxy, Match, Rule
+from tests.support.clitools import cli, put_manifest
+from tests.support.faultproxy import Corrupt, FaultProxy, Match, Rule
 
 MiB = 1 << 20
 MD5 = "0bea5bb1e8dd91637e91900805092038"

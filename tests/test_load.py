@@ -21,8 +21,8 @@ from ego4d_dl.config import DEFAULT_MAX_CONCURRENCY, Options
 from ego4d_dl.engine import EngineSettings
 from ego4d_dl.events import FileVerified
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
-from tests.faultproxy import FaultProxy, Gate, Match, Rule
-from tests.scenario import (
+from tests.support.faultproxy import FaultProxy, Gate, Match, Rule
+from tests.support.scenario import (
     FILES_BUCKET,
     MIB,
     SourceFile,

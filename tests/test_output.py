@@ -41,8 +41,7 @@ from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile
 from ego4d_dl.render import confirmation_text
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.sinks import JsonLinesSink, PlainProgressSink
-
-from .slowlink import (
+from tests.support.slowlink import (
     MiB,
     SeededDataset,
     ThrottledProxy,

@@ -17,9 +17,8 @@ import pytest
 
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.sinks import JsonLinesSink, PlainProgressSink
-
-from .faultproxy import Delay, FaultProxy, Match, Rule
-from .slowlink import MiB, SeededDataset, check_download, cli, cli_env, seed_dataset
+from tests.support.faultproxy import Delay, FaultProxy, Match, Rule
+from tests.support.slowlink import MiB, SeededDataset, check_download, cli, cli_env, seed_dataset
 
 _DEV_FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not _DEV_FULL.exists(), reason="no /dev/full here")

@@ -25,7 +25,7 @@ import pytest
 
 from ego4d_dl.events import Event, IntegrityFailed
 from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
-from tests.scenario import (
+from tests.support.scenario import (
     MIB,
     Dataset,
     SourceFile,
@@ -386,7 +386,7 @@ def test_in_process_decline_changes_nothing(
     import asyncio
 
     from ego4d_dl.downloading import run_download
-    from tests.scenario import options_for
+    from tests.support.scenario import options_for
 
     async def no(_: object) -> bool:
         return False

@@ -23,8 +23,7 @@ import pytest
 from ego4d_dl.errors import ConfigError
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.shard import owns, parse_shard, shard_of
-
-from .clirun import ego4d_dl, invoke, tree_md5
+from tests.support.clirun import ego4d_dl, invoke, tree_md5
 
 ALL_DATASETS = ("full_scale", "clips", "annotations", "viz", "av_models", "vq2d_models")
 SLURM_SCRIPT = Path(__file__).parent.parent / "examples" / "slurm-ego4d-dl.sh"

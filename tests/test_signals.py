@@ -24,9 +24,16 @@ import pytest
 from ego4d_dl.files import part_path
 from ego4d_dl.journal import Journal, journal_path
 from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
-
-from .faultproxy import Delay, FaultProxy, Match, Rule
-from .slowlink import MiB, SeededDataset, ThrottledProxy, check_download, cli, cli_env, seed_dataset
+from tests.support.faultproxy import Delay, FaultProxy, Match, Rule
+from tests.support.slowlink import (
+    MiB,
+    SeededDataset,
+    ThrottledProxy,
+    check_download,
+    cli,
+    cli_env,
+    seed_dataset,
+)
 
 # A second and a half at most per file through the link; several files verify early, the big
 # ones are still in flight when the signal comes.

@@ -19,8 +19,14 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.sandbox import Sandbox, SeededRelease
-
-from .slowlink import MiB, SeededDataset, ThrottledProxy, check_download, cli_env, seed_dataset
+from tests.support.slowlink import (
+    MiB,
+    SeededDataset,
+    ThrottledProxy,
+    check_download,
+    cli_env,
+    seed_dataset,
+)
 
 _EXIT = re.compile(r"^EXIT_CODE:(\d+)$", re.MULTILINE)
 _OVERALL = re.compile(r"([\d.]+)%\s+\S+ \S+ / \S+ \S+\s+\S+ \S+/s\s+ETA")
@@ -188,6 +194,7 @@ def test_ctrl_c_in_a_terminal_then_the_prompt_resumes(
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox  # the demo starts a sandbox of its own
 def test_demo_in_a_terminal(pane: Pane, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     pane.run(shlex.join([sys.executable, "-m", "ego4d_dl", "demo", "-o", str(out)]))

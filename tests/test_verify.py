@@ -11,8 +11,7 @@ import pytest
 
 from ego4d_dl.journal import Journal, journal_path
 from ego4d_dl.sandbox import Sandbox, SeededFile, SeededRelease
-
-from .clirun import invoke, tree_md5
+from tests.support.clirun import invoke, tree_md5
 
 MiB = 1024 * 1024
 

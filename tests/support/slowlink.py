@@ -136,7 +136,7 @@ class ThrottledProxy:
                 dst.shutdown(socket.SHUT_WR)
 
 
-_FARLINK = Path(__file__).resolve().parent.parent / "benchmarks" / "farlink.py"
+_FARLINK = Path(__file__).resolve().parents[2] / "benchmarks" / "farlink.py"
 
 
 class FarLinkProxy:
