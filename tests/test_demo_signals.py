@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.slowlink import cli_env
+from tests.support.cli import cli_env
 
 # The demo starts a sandbox of its own in the child process.
 pytestmark = [pytest.mark.slow, pytest.mark.sandbox]

@@ -23,15 +23,8 @@ from ego4d_dl.ranges import merge_ranges, missing_ranges, part_bounds, plan_piec
 from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
 from tests.support.examples import examples
 from tests.support.faultproxy import FaultProxy
-from tests.support.scenario import (
-    MIB,
-    Dataset,
-    SourceFile,
-    md5_hex,
-    run_in_process,
-    seed_dataset,
-    unique_name,
-)
+from tests.support.scenario import run_in_process
+from tests.support.seed import MIB, Dataset, SourceFile, md5_hex, seed_dataset, unique_name
 
 __all__: list[str] = []
 

@@ -41,7 +41,7 @@ from ego4d_dl.sandbox import (
     EgoExoSeededRelease,
     Sandbox,
 )
-from tests.support.clirun import ORIGINAL_PYTHON
+from tests.support.cli import ORIGINAL_PYTHON
 
 __all__ = [
     "ORIGINAL_COMMANDS",
