@@ -16,19 +16,12 @@ import pytest
 from ego4d_dl.concurrency import ControllerSettings
 from ego4d_dl.events import ConcurrencyCause, ConcurrencyChanged
 from ego4d_dl.limiter import AdaptiveLimiter, make_limiter
+from tests.support.events import FakeClock
 
 __all__: list[str] = []
 
 MB = 1_000_000
 DT_S = 0.01
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass(slots=True)

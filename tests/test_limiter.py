@@ -25,6 +25,7 @@ from ego4d_dl.config import DEFAULT_MAX_CONCURRENCY, Options
 from ego4d_dl.engine import EngineSettings
 from ego4d_dl.events import ConcurrencyCause, ConcurrencyChanged
 from ego4d_dl.limiter import AdaptiveLimiter, make_limiter
+from tests.support.events import FakeClock
 from tests.support.examples import examples
 
 MB = 1_000_000
@@ -358,14 +359,6 @@ def test_settings_are_checked() -> None:
 
 
 # --- the limiter that applies it ---------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_fixed_concurrency_is_exactly_n() -> None:

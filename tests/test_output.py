@@ -41,6 +41,7 @@ from ego4d_dl.render import confirmation_text
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.sinks import JsonLinesSink, PlainProgressSink
 from tests.support.cli import cli, cli_env, cli_process
+from tests.support.events import FakeClock, summary
 from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset
 from tests.support.slowlink import ThrottledProxy
 
@@ -49,32 +50,8 @@ KEY = "public/v2/full_scale/v1.mp4"
 DEST = Path("/data/ego4d/v2/full_scale/v1.mp4")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _summary(**kw: object) -> RunSummary:
-    values: dict[str, object] = {
-        "files": 3,
-        "verified": 1,
-        "skipped": 1,
-        "failed": 0,
-        "missing": 1,
-        "denied": 0,
-        "bytes_fetched": 100 * MIB,
-        "size_bytes": 101 * MIB,
-        "elapsed_s": 10.0,
-        "retries": 1,
-        "restarts": 0,
-        "levels": {"md5": 1},
-        "problems": (),
-    }
-    values.update(kw)
-    return RunSummary(**values)  # type: ignore[arg-type]
+    return summary(**{"files": 3, "verified": 1, "elapsed_s": 10.0, "levels": {"md5": 1}, **kw})
 
 
 def _script(clock: FakeClock) -> Iterator[Event]:
@@ -116,7 +93,7 @@ def _script(clock: FakeClock) -> Iterator[Event]:
 
 
 def test_plain_lines_carry_progress_rate_eta_and_warnings() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     out = io.StringIO()
     sink = PlainProgressSink(
         out, interval_s=10, clock=clock, wallclock=lambda: 1.7e9, ticking=False
@@ -143,7 +120,7 @@ def test_plain_lines_carry_progress_rate_eta_and_warnings() -> None:
 
 
 def test_quiet_lines_are_only_errors() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     out = io.StringIO()
     sink = PlainProgressSink(out, quiet=True, clock=clock, ticking=False)
     for event in _script(clock):
@@ -175,7 +152,7 @@ def test_plain_progress_lines_come_on_their_own_clock_and_stop_with_the_run() ->
 
 
 def test_json_lines_are_json_to_the_last_one() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     out, log = io.StringIO(), io.StringIO()
     sink = JsonLinesSink(out, clock=clock, ticking=False, log=log)
     for event in _script(clock):
@@ -218,7 +195,7 @@ def test_a_closed_pipe_never_stops_the_run() -> None:
             self.writes += 1
             raise BrokenPipeError(32, "Broken pipe")
 
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     for stream, sink in (
         (plain := Closed(), PlainProgressSink(plain, clock=clock, ticking=False)),
         (lines := Closed(), JsonLinesSink(lines, clock=clock, ticking=False)),
