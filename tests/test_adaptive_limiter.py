@@ -187,7 +187,7 @@ def test_a_cancelled_waiter_never_loses_a_slot() -> None:
         await asyncio.sleep(0)
         limiter.release()  # the slot goes to ``handed``...
         handed.cancel()  # ...which is cancelled before it runs
-        await asyncio.wait_for(after, timeout=1)  # so ``after`` gets it
+        await asyncio.wait_for(after, timeout=10)  # so ``after`` gets it
         assert handed.cancelled() and limiter.in_use == 1
         gone = asyncio.ensure_future(limiter.acquire())
         await asyncio.sleep(0)
@@ -195,7 +195,7 @@ def test_a_cancelled_waiter_never_loses_a_slot() -> None:
         await asyncio.sleep(0)
         limiter.release()
         assert limiter.in_use == 0
-        await asyncio.wait_for(limiter.acquire(), timeout=1)
+        await asyncio.wait_for(limiter.acquire(), timeout=10)
 
     asyncio.run(main())
 
