@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from ego4d_dl.sandbox import EgoExoSeededRelease, Sandbox, SeededRelease
-from tests.support.examples import use_fast_loop
+from tests.support.examples import fast_loop, use_fast_loop
 
 __all__ = ["NonLoopbackConnectionError", "aws_env", "egoexo_release", "release", "sandbox"]
 
@@ -56,8 +56,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def _seaweedfs_only_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
     """A test not marked ``sandbox`` must not start SeaweedFS (``-m "not sandbox"`` promises a
-    run without a server): starting one fails the test. Higher-scoped fixtures, the session's
-    sandbox among them, are set up before this one, so only marked tests reach them."""
+    run without a server): starting one fails the test. The session's sandbox, set up before
+    this fixture, is reached only by marked tests, and refuses to start at all in that run."""
     if request.node.get_closest_marker("sandbox") is not None:
         yield
         return
@@ -92,6 +92,8 @@ def _loopback_only() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     """A running sandbox shared by the session; stopped at its end, pass or fail."""
+    if fast_loop():
+        pytest.fail('the sandbox was asked for in a -m "not sandbox" run: mark the test sandbox')
     with Sandbox() as running:
         yield running
 
