@@ -21,8 +21,7 @@ from ego4d_dl.regions import region_from_headers, usable_region
 from ego4d_dl.sandbox import ACCESS_KEY_ID, RESTRICTED_BUCKET, SECRET_ACCESS_KEY, Sandbox
 from ego4d_dl.sandbox import SeededRelease as Release
 from ego4d_dl.store import S3Store, proxy_for
-
-from .loopback_proxy import loopback_proxy
+from tests.support.loopback_proxy import loopback_proxy
 
 KEYS = Credentials(access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
 

@@ -18,8 +18,7 @@ from ego4d_dl.sandbox import (
     fake_bytes,
 )
 from ego4d_dl.store import S3Store
-
-from .faultproxy import ErrorReply, FaultProxy, Match, Rule
+from tests.support.faultproxy import ErrorReply, FaultProxy, Match, Rule
 
 
 def _store(sandbox: Sandbox) -> S3Store:
