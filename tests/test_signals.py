@@ -23,7 +23,7 @@ import pytest
 
 from ego4d_dl.files import part_path
 from ego4d_dl.journal import Journal, journal_path
-from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
+from ego4d_dl.sandbox import Sandbox, SeededRelease
 from tests.support.cli import cli_env, cli_process
 from tests.support.faultproxy import Delay, FaultProxy, Match, Rule
 from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset
@@ -103,14 +103,14 @@ def check_journal(out: Path, dataset: Dataset) -> JournalState:
     """The journal opens and claims nothing the disk does not hold: every complete file is
     there with the right bytes, every journaled range of a partial file matches the source
     (and its recorded MD5)."""
-    by_key = {key: (bucket, size) for bucket, key, size in dataset.source_by_relpath.values()}
+    by_key = {dataset.key(name): source.data for name, source in dataset.files.items()}
     complete = complete_bytes = partial_bytes = 0
     with Journal(journal_path(out), readonly=True) as journal:
         assert journal.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         for entry in journal.entries():
-            bucket, size = by_key[entry.key]
+            source = by_key[entry.key]
+            size = len(source)
             assert entry.size_bytes == size
-            source = fake_bytes(f"{bucket}/{entry.key}", size)
             dest = out / entry.dest
             if entry.complete:
                 assert dest.read_bytes() == source, entry.dest
