@@ -5,6 +5,7 @@ caught mid-transfer)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -120,11 +121,7 @@ def test_the_parts_are_disjoint_and_cover_the_plan() -> None:
 
 
 def _summary(**kw: Any) -> RunSummary:
-    return RunSummary.empty().__class__(**{**vars_of(RunSummary.empty()), **kw})
-
-
-def vars_of(s: RunSummary) -> dict[str, Any]:
-    return {name: getattr(s, name) for name in RunSummary.__dataclass_fields__}
+    return dataclasses.replace(RunSummary.empty(), **kw)
 
 
 def test_one_summary_from_many_with_the_worst_stop() -> None:

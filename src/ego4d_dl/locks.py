@@ -235,6 +235,10 @@ class DirectoryClaim:
                 "wait for it to finish (or stop it with Ctrl-C), then run again; to split "
                 "the work, start every process with --shard K/N and the same N"
             )
+        elif running.shard is not None and running.shard[0] == 0:
+            # "Shard 0 of N" is the parent of a run with --processes N (processes.py).
+            what = f"an ego4d-dl run with --processes {running.shard[1]} is writing into {out}"
+            todo = "wait for it to finish (or stop it with Ctrl-C), then run again"
         elif running.shard is not None:
             k, n = running.shard
             what = f"shard {k}/{n} is already running in {out}{who}"

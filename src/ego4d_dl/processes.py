@@ -247,6 +247,8 @@ class _FanOut:
                 self._launch(w)
             await asyncio.gather(*(w.done for w in self.workers if w.done is not None))
         finally:
+            if not all(w.done is not None and w.done.done() for w in self.workers):
+                self.stop()  # cancelled from outside: the workers stop as for a Ctrl-C
             await asyncio.shield(asyncio.to_thread(self._reap))
         summary = self._summary(time.monotonic() - started)
         self.sink(RunFinished(summary=summary))
