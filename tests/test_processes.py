@@ -445,3 +445,25 @@ def test_a_rerun_with_another_count_fetches_nothing_and_the_commands_agree(
     assert totals["fetch_files"] == totals["partial_files"] == 0
     verify = cli("verify", *base, "--no-metadata", "--endpoint-url", endpoint)
     assert verify.returncode == 0, verify.stderr
+
+
+def test_a_running_processes_run_keeps_other_runs_out(
+    aws_env: dict[str, str],
+    sandbox: Sandbox,
+    slow_dataset: SeededDataset,
+    tmp_path: Path,
+) -> None:
+    with ThrottledProxy(sandbox.endpoint_url, rate_bytes_s=2 * MiB) as slow:
+        run = _Run(_args(tmp_path, slow_dataset, slow.url, "--processes", "2"))
+        try:
+            run.until_mid_transfer()
+            for extra in (("--processes", "2"), ("--processes", "3"), ()):
+                other = cli(*_args(tmp_path, slow_dataset, sandbox.endpoint_url, *extra))
+                assert other.returncode == 2, (extra, other.stderr)
+                assert "an ego4d-dl run with --processes 2 is writing into" in other.stderr, extra
+            joiner = cli(*_args(tmp_path, slow_dataset, sandbox.endpoint_url, "--shard", "1/2"))
+            assert joiner.returncode == 2
+            assert "shard 1/2 is already running" in joiner.stderr
+            assert _alive(run.proc.pid)  # refused without disturbing the run
+        finally:
+            run.close()

@@ -227,6 +227,8 @@ class DirectoryClaim:
     def _refuse(self, found: tuple[int, int] | None) -> None:
         out = self.path.parent.parent
         running = _running(*found, self.shard[1] if self.shard else None) if found else Running()
+        if running.shard_count is not None and self._parent_of_processes():
+            running = Running(shard=(0, running.shard_count))
         who = self._describe(running)
         who = f" ({who})" if who else ""
         if running.unsharded:
@@ -256,6 +258,14 @@ class DirectoryClaim:
             what = f"another ego4d-dl is writing into {out}{who}"
             todo = "wait for it to finish"
         raise RunConflictError(f"{what}: {todo}")
+
+    def _parent_of_processes(self) -> bool:
+        """Whether the shards running are a ``--processes N`` run's workers: their parent
+        holds the claim of shard 0, which no ``--shard K/N`` can take."""
+        try:
+            return self._fd >= 0 and _conflict(self._fd, fcntl.F_WRLCK, _K_BASE, 1) is not None
+        except (LocksUnsupported, OSError):
+            return False
 
     def release(self) -> None:
         """Give the claim up (closing the lock file releases every lock on it)."""

@@ -9,6 +9,7 @@ import dataclasses
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -100,7 +101,8 @@ class GroupView(JournalView):
         _, sharded = find_journals(output_directory)
         for shard, path in sharded.items():
             if shard[1] == count:
-                with contextlib.suppress(ConfigError, OSError, ValueError):
+                # A damaged or half-written journal only costs its files a fresh look.
+                with contextlib.suppress(ConfigError, OSError, sqlite3.Error):
                     self._group.update((e.dest, e) for e in read_entries(path))
 
     def entry(self, dest: Path) -> JournalEntry | None:
