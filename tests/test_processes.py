@@ -35,15 +35,15 @@ from ego4d_dl.journal import Journal, find_journals
 from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile, Totals
 from ego4d_dl.processes import process_count
-from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
+from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.shard import shard_of
-
-from .clirun import json_lines, tree_md5
-from .slowlink import MiB, SeededDataset, ThrottledProxy, check_download, cli, cli_env, seed_dataset
+from tests.support.cli import cli_env, cli_process, json_lines
+from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset, tree_md5
+from tests.support.slowlink import ThrottledProxy
 
 GiB = 1 << 30
 # Through the slow link a run lasts a few seconds: long enough to be caught mid-transfer.
-_RATE_BYTES_S = 8 * MiB
+_RATE_BYTES_S = 8 * MIB
 _SUMMARY_COUNTS = (
     "files",
     "verified",
@@ -164,18 +164,18 @@ def test_processes_are_checked() -> None:
 
 
 @pytest.fixture(scope="module")
-def mixed_dataset(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
+def mixed_dataset(sandbox: Sandbox, release: SeededRelease) -> Dataset:
     """Multipart and single-part files, an empty one, and one the manifest lists that the
     server does not have (a file that fails: exit 1)."""
-    sizes = [10 * MiB, 9 * MiB, 3 * MiB, 2 * MiB, 1 * MiB, 700_000, 300_000, 100_000, 1, 0]
+    sizes = [10 * MIB, 9 * MIB, 3 * MIB, 2 * MIB, 1 * MIB, 700_000, 300_000, 100_000, 1, 0]
     sizes += [50_000 + 1000 * i for i in range(14)]
-    return seed_dataset(sandbox, "processes_mixed", sizes, missing=1)
+    return seed_dataset(sandbox, "processes_mixed", blobs("processes_mixed", sizes), missing=1)
 
 
 @pytest.fixture(scope="module")
-def slow_dataset(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
-    sizes = [12 * MiB, 12 * MiB, 9 * MiB, 9 * MiB, 4 * MiB, 2 * MiB, 1 * MiB, 1 * MiB, 200_000, 0]
-    return seed_dataset(sandbox, "processes_slow", sizes)
+def slow_dataset(sandbox: Sandbox, release: SeededRelease) -> Dataset:
+    sizes = [12 * MIB, 12 * MIB, 9 * MIB, 9 * MIB, 4 * MIB, 2 * MIB, 1 * MIB, 1 * MIB, 200_000, 0]
+    return seed_dataset(sandbox, "processes_slow", blobs("processes_slow", sizes))
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def proxy(sandbox: Sandbox) -> Iterator[ThrottledProxy]:
         yield running
 
 
-def _args(out: Path, dataset: SeededDataset, endpoint: str, *extra: str) -> list[str]:
+def _args(out: Path, dataset: Dataset, endpoint: str, *extra: str) -> list[str]:
     # fmt: off
     return [
         "download", "-o", str(out), "--datasets", dataset.name, "--no-metadata",
@@ -214,15 +214,17 @@ def _counts(summary: dict[str, Any]) -> dict[str, Any]:
 def test_n_processes_make_exactly_the_tree_of_one(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    mixed_dataset: SeededDataset,
+    mixed_dataset: Dataset,
     tmp_path: Path,
     count: int,
 ) -> None:
     one, many = tmp_path / "one", tmp_path / "many"
-    single = cli(*_args(one, mixed_dataset, sandbox.endpoint_url, "--processes", "1"))
-    multi = cli(*_args(many, mixed_dataset, sandbox.endpoint_url, "--processes", str(count)))
+    single = cli_process(*_args(one, mixed_dataset, sandbox.endpoint_url, "--processes", "1"))
+    multi = cli_process(
+        *_args(many, mixed_dataset, sandbox.endpoint_url, "--processes", str(count))
+    )
     # The object the server lacks fails in one process; the others complete: exit 1 in both.
-    assert single.returncode == multi.returncode == 1, multi.stderr
+    assert single.code == multi.code == 1, multi.stderr
     one_docs, many_docs = _stream(single.stdout), _stream(multi.stdout)
     summary = many_docs[-1]["summary"]
     assert _counts(summary) == _counts(one_docs[-1]["summary"])
@@ -298,18 +300,18 @@ class _Run:
         return self.proc.returncode, self.docs, err
 
 
-def _journaled(out: Path, dataset: SeededDataset) -> tuple[int, int, int]:
+def _journaled(out: Path, dataset: Dataset) -> tuple[int, int, int]:
     """Every journal of the folder opens and claims nothing the disk does not hold; the
     complete files, their bytes, and the journaled bytes of partial ones."""
-    by_key = {key: (bucket, size) for bucket, key, size in dataset.source_by_relpath.values()}
+    data_by_key = {dataset.key(name): f.data for name, f in dataset.files.items()}
     complete = complete_bytes = partial_bytes = 0
     plain, sharded = find_journals(out)
     for path in [p for p in (plain, *sharded.values()) if p is not None]:
         with Journal(path, readonly=True) as journal:
             assert journal.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
             for entry in journal.entries():
-                bucket, size = by_key[entry.key]
-                source = fake_bytes(f"{bucket}/{entry.key}", size)
+                source = data_by_key[entry.key]
+                size = len(source)
                 dest = out / entry.dest
                 if entry.complete:
                     assert dest.read_bytes() == source, entry.dest
@@ -328,10 +330,10 @@ def _journaled(out: Path, dataset: SeededDataset) -> tuple[int, int, int]:
 
 
 def _rerun(
-    out: Path, dataset: SeededDataset, endpoint: str, *extra: str
+    out: Path, dataset: Dataset, endpoint: str, *extra: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    done = cli(*_args(out, dataset, endpoint, *extra))
-    assert done.returncode == 0, done.stderr
+    done = cli_process(*_args(out, dataset, endpoint, *extra))
+    assert done.code == 0, done.stderr
     assert check_download(out, dataset) == []
     assert not list(out.rglob("*.part"))
     docs = _stream(done.stdout)
@@ -341,7 +343,7 @@ def _rerun(
 def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    slow_dataset: SeededDataset,
+    slow_dataset: Dataset,
     proxy: ThrottledProxy,
     tmp_path: Path,
 ) -> None:
@@ -370,7 +372,7 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes(
 def test_a_killed_worker_fails_the_run_and_the_rerun_resumes(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    slow_dataset: SeededDataset,
+    slow_dataset: Dataset,
     proxy: ThrottledProxy,
     tmp_path: Path,
 ) -> None:
@@ -395,7 +397,7 @@ def test_a_killed_worker_fails_the_run_and_the_rerun_resumes(
 def test_a_killed_parent_leaves_its_workers_to_stop_and_a_resumable_folder(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    slow_dataset: SeededDataset,
+    slow_dataset: Dataset,
     proxy: ThrottledProxy,
     tmp_path: Path,
 ) -> None:
@@ -422,7 +424,7 @@ def test_a_killed_parent_leaves_its_workers_to_stop_and_a_resumable_folder(
 def test_a_rerun_with_another_count_fetches_nothing_and_the_commands_agree(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    slow_dataset: SeededDataset,
+    slow_dataset: Dataset,
     tmp_path: Path,
 ) -> None:
     endpoint = sandbox.endpoint_url
@@ -434,35 +436,37 @@ def test_a_rerun_with_another_count_fetches_nothing_and_the_commands_agree(
         assert again["skipped"] == len(slow_dataset.md5_by_relpath), extra
         assert not [d for d in docs if d["event"] == "FileStarted"], extra
     base = ["-o", str(tmp_path), "--datasets", slow_dataset.name]
-    plan = cli("plan", *base, "--endpoint-url", endpoint, "--json")
-    assert plan.returncode == 0, plan.stderr
+    plan = cli_process("plan", *base, "--endpoint-url", endpoint, "--json")
+    assert plan.code == 0, plan.stderr
     (planned,) = [d for d in json.loads(plan.stdout)["datasets"] if d["name"] == slow_dataset.name]
     assert planned["totals"]["fetch_files"] == 0
-    status = cli("status", *base, "--no-metadata", "--json")
-    assert status.returncode == 0, status.stderr
+    status = cli_process("status", *base, "--no-metadata", "--json")
+    assert status.code == 0, status.stderr
     totals = json.loads(status.stdout)["totals"]
     assert totals["complete_files"] == len(slow_dataset.md5_by_relpath)
     assert totals["fetch_files"] == totals["partial_files"] == 0
-    verify = cli("verify", *base, "--no-metadata", "--endpoint-url", endpoint)
-    assert verify.returncode == 0, verify.stderr
+    verify = cli_process("verify", *base, "--no-metadata", "--endpoint-url", endpoint)
+    assert verify.code == 0, verify.stderr
 
 
 def test_a_running_processes_run_keeps_other_runs_out(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    slow_dataset: SeededDataset,
+    slow_dataset: Dataset,
     tmp_path: Path,
 ) -> None:
-    with ThrottledProxy(sandbox.endpoint_url, rate_bytes_s=2 * MiB) as slow:
+    with ThrottledProxy(sandbox.endpoint_url, rate_bytes_s=2 * MIB) as slow:
         run = _Run(_args(tmp_path, slow_dataset, slow.url, "--processes", "2"))
         try:
             run.until_mid_transfer()
             for extra in (("--processes", "2"), ("--processes", "3"), ()):
-                other = cli(*_args(tmp_path, slow_dataset, sandbox.endpoint_url, *extra))
-                assert other.returncode == 2, (extra, other.stderr)
+                other = cli_process(*_args(tmp_path, slow_dataset, sandbox.endpoint_url, *extra))
+                assert other.code == 2, (extra, other.stderr)
                 assert "an ego4d-dl run with --processes 2 is writing into" in other.stderr, extra
-            joiner = cli(*_args(tmp_path, slow_dataset, sandbox.endpoint_url, "--shard", "1/2"))
-            assert joiner.returncode == 2
+            joiner = cli_process(
+                *_args(tmp_path, slow_dataset, sandbox.endpoint_url, "--shard", "1/2")
+            )
+            assert joiner.code == 2
             assert "shard 1/2 is already running" in joiner.stderr
             assert _alive(run.proc.pid)  # refused without disturbing the run
         finally:
