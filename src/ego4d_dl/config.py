@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_STALL_TIMEOUT_S",
     "Credentials",
+    "EgoExoChoice",
     "Endpoint",
     "Options",
     "VerifyMode",
@@ -89,6 +90,20 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EgoExoChoice:
+    """An Ego-Exo4D run's own choices (``egoexo-dl``): where the release's manifests are and
+    the original ``egoexo`` downloader's filters; ``None`` is "flag not given"."""
+
+    manifest_bucket: str
+    manifest_prefix: str  # the release folder, ending in "/": egoexo-public/v2/
+    uids: frozenset[str] | None = None
+    benchmarks: frozenset[str] | None = None
+    splits: frozenset[str] | None = None
+    views: frozenset[str] | None = None
+    universities: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Options:
     """One run's choices, after validation. Paths are absolute; names canonical."""
 
@@ -116,6 +131,8 @@ class Options:
     shard: tuple[int, int] | None = None
     # --max-bandwidth, shared by every connection of the run; None: no cap.
     max_bandwidth_bytes_s: float | None = None
+    # Set for an Ego-Exo4D run (``datasets`` are then its parts, ``version`` its release).
+    egoexo: EgoExoChoice | None = None
 
 
 # The options a JSON config file may set, with the JSON type each must have. Names are the
