@@ -415,3 +415,10 @@ def test_a_folder_the_original_filled_is_adopted_without_refetching(
     tree = _tree(run.out)
     assert {rel: truth[rel] for rel in tree} == tree
     assert all(truth[rel] == _EMPTY_MD5 for rel in set(tree) - set(run.tree))
+
+
+def test_the_demo_downloads_a_whole_fake_ego_exo4d_release(tmp_path: Path) -> None:
+    ran = egoexo_dl("demo", "-o", tmp_path / "demo")
+    assert ran.returncode == 0, ran.stderr
+    assert "Ego-Exo4D v2" in ran.stdout
+    assert "files are byte-identical to the sandbox's source" in ran.stdout

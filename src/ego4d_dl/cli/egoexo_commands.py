@@ -24,6 +24,7 @@ from ..status import collect_status
 from ..strays import Strays, find_strays, remove_strays
 from ..verify import run_verify
 from .console import fail, print_warnings, run_async, stderr_console, stdout_console, write_stdout
+from .demo import run_demo
 from .download import _DownloadRun
 from .egoexo_options import (
     BaseDir,
@@ -55,7 +56,6 @@ from .options import (
     Yes,
 )
 from .outcome import (
-    EXIT_USAGE,
     doctor_exit_code,
     exit_code_for,
     verify_exit_code,
@@ -356,9 +356,8 @@ def doctor_command(
     raise typer.Exit(doctor_exit_code(diagnosis))
 
 
-def demo_command(
-    out_dir: OutDir = None,
-) -> None:
-    """Start a local S3 server (SeaweedFS on 127.0.0.1), seed a small fake Ego-Exo4D release,
-    download it as `download` would, check every file, and stop the server."""
-    fail("egoexo-dl demo: not available yet; run `ego4d-dl demo`", EXIT_USAGE)
+def demo_command(out_dir: OutDir = None, num_workers: NumWorkers = None) -> None:
+    """Start a local S3 server (SeaweedFS on 127.0.0.1), seed it with a small fake Ego-Exo4D
+    release (every part, about 13 MiB in ~200 files), download all of it as `download` would,
+    check every file against what the server holds, and stop the server."""
+    run_demo(out_dir, num_workers, family="egoexo")
