@@ -185,6 +185,7 @@ async def build_plan(
         concurrency=max(8, options.concurrency),
         policy=PLAN_RETRY,
         on_progress=lambda n: sink(ObjectsLookedUp(count=n, total=len(wanted))),
+        merge_levels=family.lookup_merge_levels,
     )
     out = options.output_directory
     datasets = [

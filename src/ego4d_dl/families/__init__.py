@@ -64,6 +64,8 @@ class Family(Protocol):
 
     name: str  # "Ego4D"
     release: str  # the release, as shown: "v2_1"
+    # How many folder levels up a lookup may gather keys into one listing (lookup.py).
+    lookup_merge_levels: int
 
     async def fetch(self, store: ObjectStore) -> Sequence[Fetched]:
         """Every selected dataset's manifest (a clear error when one does not exist)."""
