@@ -425,3 +425,69 @@ def test_the_demo_downloads_a_whole_fake_ego_exo4d_release(tmp_path: Path) -> No
     assert ran.returncode == 0, ran.stderr
     assert "Ego-Exo4D v2" in ran.stdout
     assert "files are byte-identical to the sandbox's source" in ran.stdout
+
+
+def _put_release(sandbox: Sandbox, release: str, parts: dict[str, list[dict[str, Any]]]) -> None:
+    for part, entries in parts.items():
+        key = f"egoexo-public/{release}/{part}/manifest.json"
+        sandbox.put_object(CONSORTIUM_BUCKET, key, json.dumps(entries).encode())
+
+
+def _path(f: Any, relative_path: str, **more: Any) -> dict[str, Any]:
+    return {
+        "source_path": f"s3://{f.obj.bucket}/{f.obj.key}",
+        "relative_path": relative_path,
+        **more,
+    }
+
+
+def test_an_object_that_is_not_what_its_manifest_says_fails_that_file(
+    sandbox: Sandbox, egoexo_release: EgoExoSeededRelease, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    one, two, three = egoexo_release.for_part("metadata")[:3]
+    size = one.obj.size_bytes
+    _put_release(
+        sandbox,
+        "vsize",
+        {
+            "metadata": [
+                {"uid": "a", "paths": [_path(one, "wrong_size.json", size=size + 1)]},
+                {"uid": "b", "paths": [_path(two, "wrong_md5.json", checksum="0" * 32)]},
+                {"uid": "c", "paths": [_path(three, "right.json", checksum=three.obj.md5_hex)]},
+            ]
+        },
+    )
+    out = tmp_path / "out"
+    args = ("-o", out, "--release", "vsize", "--parts", "metadata", "-y")
+    ran = egoexo_dl(*args, "--endpoint-url", sandbox.endpoint_url)
+    assert ran.returncode == 1
+    assert f"the manifest says {size + 1:,} bytes, the object holds {size:,}" in ran.stdout
+    assert "the manifest's checksum 0000" in ran.stdout
+    assert _tree(out) == {"right.json": three.obj.md5_hex}
+
+
+def test_parts_that_share_a_destination_fetch_it_once_or_stop_the_plan(
+    sandbox: Sandbox, egoexo_release: EgoExoSeededRelease, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    one, two = egoexo_release.for_part("metadata")[:2]
+    shared = {"uid": "s", "paths": [_path(one, "shared/one.json")]}
+    _put_release(sandbox, "vsame", {"metadata": [shared], "annotations": [shared]})
+    out = tmp_path / "out"
+    ran = egoexo_dl(
+        "-o", out, "--release", "vsame", "--parts", "metadata", "annotations", "-y",
+        "--endpoint-url", sandbox.endpoint_url,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert "annotations: 1 paths repeat earlier ones; each fetched once" in ran.stderr
+    assert _tree(out) == {"shared/one.json": one.obj.md5_hex}
+
+    clash = {"uid": "t", "paths": [_path(two, "Shared/One.json")]}
+    folder = {"uid": "u", "paths": [_path(two, "shared/one.json/inside.json")]}
+    for name, entries in (("vclash", [clash]), ("vfolder", [folder])):
+        _put_release(sandbox, name, {"metadata": [shared], "annotations": entries})
+        ran = egoexo_dl(
+            "plan", "-o", out, "--release", name, "--parts", "metadata", "annotations",
+            "--endpoint-url", sandbox.endpoint_url,
+        )  # fmt: skip
+        assert ran.returncode == 2, (name, ran.stderr)
+        assert "refusing to plan either" in ran.stderr
