@@ -491,3 +491,25 @@ def test_parts_that_share_a_destination_fetch_it_once_or_stop_the_plan(
         )  # fmt: skip
         assert ran.returncode == 2, (name, ran.stderr)
         assert "refusing to plan either" in ran.stderr
+
+
+def test_shards_split_the_work_and_status_sees_both(
+    sandbox: Sandbox, egoexo_release: EgoExoSeededRelease, aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    fetched = []
+    for k in (1, 2):
+        ran = egoexo_dl(
+            "-o", out, "--parts", "all", "-y", "--json", "--shard", f"{k}/2",
+            "--endpoint-url", sandbox.endpoint_url,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        fetched.append(_summary(ran.stdout)["verified"])
+    truth = _truth(egoexo_release)
+    assert all(fetched) and sum(fetched) == len(truth)
+    assert _tree(out) == truth
+    status = egoexo_dl("status", "-o", out, "--parts", "all", "--json")
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["shard_count"] == 2
+    assert doc["totals"]["complete_files"] == len(truth)

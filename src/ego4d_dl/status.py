@@ -80,9 +80,7 @@ def _wanted_files(
         try:
             data = source.read_bytes()
         except FileNotFoundError:
-            warnings.append(
-                f"{ds}: no manifest saved in {source.parent}; run ego4d-dl download first"
-            )
+            warnings.append(f"{ds}: no manifest saved in {source.parent}; run the download first")
             continue
         except OSError as exc:
             warnings.append(f"{ds}: cannot read {source}: {exc}")
