@@ -20,9 +20,9 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
+from ego4d_dl.credentials import credential_errors as _credential_errors
 from ego4d_dl.errors import CredentialsError
 from ego4d_dl.sandbox import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Sandbox, SeededRelease
-from ego4d_dl.store import _credential_errors
 
 from .faultproxy import Delay, FaultProxy, Match, Rule
 from .slowlink import MiB, SeededDataset, check_download, cli, seed_dataset
