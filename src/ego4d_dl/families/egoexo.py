@@ -61,7 +61,7 @@ def egoexo_options(values: Mapping[str, Any]) -> tuple[Options, list[str], list[
     ``values`` use the original's names: ``out_dir``, ``parts``, ``uids``, ``benchmarks``,
     ``splits``, ``views``, ``universities``, ``num_workers``, ``release``, ``s3_profile``,
     ``base_dir``, and ego4d-dl's own (``endpoint_url``, ``shard``, ``max_bandwidth``, ...).
-    A filter given with no value is "given, admits nothing", as in the original.
+    A filter is ``None`` when not given (argparse's ``nargs="+"`` never gives an empty one).
     """
     if not values.get("out_dir"):
         raise ConfigError("missing -o/--out_dir (where the dataset should go)")
@@ -102,8 +102,8 @@ def egoexo_options(values: Mapping[str, Any]) -> tuple[Options, list[str], list[
 
 def saved_manifest_path(release: str, part: str) -> PurePosixPath:
     """Where a download keeps a part's manifest, relative to the output folder: inside
-    ego4d-dl's own folder, which no manifest path may name (the original's layout has no
-    place for it, and its ``--delete`` would see it as a stray file)."""
+    ego4d-dl's own folder, which no manifest path may name, so it never mixes with the
+    dataset's files (the original keeps no manifest on disk)."""
     return PurePosixPath(JOURNAL_DIR, "egoexo", release, *part.split("/"), "manifest.json")
 
 
