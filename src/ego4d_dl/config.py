@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_STALL_TIMEOUT_S",
     "MAX_PROCESSES",
     "Credentials",
+    "EgoExoChoice",
     "Endpoint",
     "Options",
     "VerifyMode",
@@ -90,6 +91,20 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EgoExoChoice:
+    """An Ego-Exo4D run's own choices (``egoexo-dl``): where the release's manifests are and
+    the original ``egoexo`` downloader's filters; ``None`` is "flag not given"."""
+
+    manifest_bucket: str
+    manifest_prefix: str  # the release folder, ending in "/": egoexo-public/v2/
+    uids: frozenset[str] | None = None
+    benchmarks: frozenset[str] | None = None
+    splits: frozenset[str] | None = None
+    views: frozenset[str] | None = None
+    universities: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Options:
     """One run's choices, after validation. Paths are absolute; names canonical."""
 
@@ -119,6 +134,8 @@ class Options:
     max_bandwidth_bytes_s: float | None = None
     # --processes N: worker processes over disjoint parts of the plan; None: automatic.
     processes: int | None = None
+    # Set for an Ego-Exo4D run (``datasets`` are then its parts, ``version`` its release).
+    egoexo: EgoExoChoice | None = None
 
 
 # The options a JSON config file may set, with the JSON type each must have. Names are the

@@ -10,10 +10,10 @@ from typer.core import TyperGroup
 
 from .seed import command_options, seed_args
 
-__all__ = ["COMMANDS", "app"]
+__all__ = ["COMMANDS", "Entry", "app", "load_command"]
 
 
-class _Entry:
+class Entry:
     """Where a command lives and what the main help says of it."""
 
     __slots__ = ("epilog", "function", "module", "short_help")
@@ -28,31 +28,31 @@ class _Entry:
 # Every command, in the order ``--help`` lists them. A command's module (and what it imports:
 # the engine, the store, Rich) is loaded only when that command runs or shows its help, so
 # ``ego4d-dl --help`` starts with Typer alone.
-COMMANDS: dict[str, _Entry] = {
-    "plan": _Entry(
+COMMANDS: dict[str, Entry] = {
+    "plan": Entry(
         "download", "plan_command", "What a download would fetch: files, sizes, free space."
     ),
-    "download": _Entry(
+    "download": Entry(
         "download",
         "download_command",
         "Download, verify, resume (the default command).",
         epilog="DOWNLOAD_EPILOG",
     ),
-    "datasets": _Entry("datasets", "datasets_command", "List the datasets of a release."),
-    "demo": _Entry(
+    "datasets": Entry("datasets", "datasets_command", "List the datasets of a release."),
+    "demo": Entry(
         "demo", "demo_command", "A real download from a local S3 sandbox; no credentials needed."
     ),
-    "verify": _Entry(
+    "verify": Entry(
         "verify", "verify_command", "Re-hash downloaded files against their ETags; --repair."
     ),
-    "status": _Entry("status", "status_command", "Progress of every shard and dataset, offline."),
-    "doctor": _Entry(
+    "status": Entry("status", "status_command", "Progress of every shard and dataset, offline."),
+    "doctor": Entry(
         "doctor", "doctor_command", "Check keys, clock, buckets, proxies and disk; explain."
     ),
 }
 
 
-def _load_command(name: str, entry: _Entry) -> Any:
+def load_command(name: str, entry: Entry) -> Any:
     """Import a command's module and build its Click command, as Typer would."""
     module = importlib.import_module(f".{entry.module}", __package__)
     epilog = getattr(module, entry.epilog) if entry.epilog else None
@@ -79,7 +79,7 @@ class _SeedCompatibleGroup(TyperGroup):
         command = self.commands.get(cmd_name)
         entry = COMMANDS.get(cmd_name)
         if command is None and entry is not None:
-            command = self.commands[cmd_name] = _load_command(cmd_name, entry)
+            command = self.commands[cmd_name] = load_command(cmd_name, entry)
         return command
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
