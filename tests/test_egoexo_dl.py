@@ -402,7 +402,7 @@ def test_a_folder_the_original_filled_is_adopted_without_refetching(
     name: str,
 ) -> None:
     run = originals[name]
-    assert run.code == 0, run.output
+    assert run.returncode == 0, run.output
     flags = ORIGINAL_COMMANDS[name](egoexo_release).flags
     ran = egoexo_dl(
         "-o", run.out, *flags.argv(), "-y", "--json", "--endpoint-url", sandbox.endpoint_url
