@@ -419,6 +419,7 @@ def test_a_folder_the_original_filled_is_adopted_without_refetching(
     assert all(truth[rel] == _EMPTY_MD5 for rel in set(tree) - set(run.tree))
 
 
+@pytest.mark.sandbox  # the demo starts a sandbox of its own
 def test_the_demo_downloads_a_whole_fake_ego_exo4d_release(tmp_path: Path) -> None:
     ran = egoexo_dl("demo", "-o", tmp_path / "demo")
     assert ran.code == 0, ran.stderr
