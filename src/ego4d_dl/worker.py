@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -197,6 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(OSError):
         conn.send(outcome)
     conn.close()
+    # Everything is closed (journal, files, sockets, the loop); the interpreter's teardown
+    # would only free modules: 0.15-0.3 s of CPU per worker (as ``cli._leave``).
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
