@@ -445,8 +445,9 @@ def _extras(
         )
         intro = (
             f"`--max-bandwidth` on loopback, part of `{_command()}` ({where}): each cap "
-            f"downloads enough `large` videos for about {args.cap_seconds:g} s at the cap; the "
-            "rate is taken between the first and the last `Progress` record "
+            f"downloads enough `large` videos for about {args.cap_seconds:g} s at the cap (at "
+            "least 2), then the same videos again without a cap (the machine's own limit at "
+            "that moment); rates are taken between the first and the last `Progress` record "
             "(`--json --progress-interval 0.5`). MB = 10^6 bytes."
         )
         _emit(args, "\n\n".join(["## Bandwidth caps", intro, caps_table(runs)]), "caps")

@@ -3,12 +3,14 @@
 Each cap downloads enough of the ``large`` profile's videos (``--video-uids``) to last about
 ``seconds`` at the cap, with ``--json --progress-interval 0.5``, and takes the rate between the
 first and the last ``Progress`` record (stamped as each line arrives: planning and the last
-renames are neither paced nor counted). One run without a cap, on every video, gives the
-machine's own limit: a cap above it cannot be reached, and the report says so.
+renames are neither paced nor counted). Right after each capped run the same videos are
+downloaded without a cap: the machine's own limit at that moment (the machine is shared, so
+it moves). A cap above that limit cannot be reached, and the report says so.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -63,6 +65,52 @@ def _run(
     return time.monotonic() - started, progress, proc.returncode
 
 
+def _one(
+    endpoint: str,
+    env: Mapping[str, str],
+    large: Profile,
+    *,
+    count: int,
+    cap_mb_s: float | None,
+    scratch: Path,
+) -> CapRun:
+    rows = large.rows[:count]
+    out = scratch / f"caps-{cap_mb_s or 'none'}"
+    # fmt: off
+    argv = [
+        sys.executable, "-m", "ego4d_dl", "download", "-o", str(out),
+        "--datasets", large.dataset, "--version", VERSION, "--endpoint-url", endpoint,
+        "--no-metadata", "--yes", "--json", "--progress-interval", "0.5",
+        "--video-uids", *(r.name.removesuffix(".mp4") for r in rows),
+    ]
+    # fmt: on
+    if cap_mb_s is not None:
+        argv += ["--max-bandwidth", f"{cap_mb_s:g}MB/s"]
+    wall, progress, code = _run(argv, env, scratch)
+    shutil.rmtree(out, ignore_errors=True)
+    held, over = None, 0.0
+    if len(progress) >= 2:
+        (t0, b0), (t1, b1) = progress[0], progress[-1]
+        over = t1 - t0
+        held = (b1 - b0) / over if over > 0 else None
+    run = CapRun(
+        cap_bytes_s=None if cap_mb_s is None else cap_mb_s * 1e6,
+        files=len(rows),
+        size_bytes=sum(r.size_bytes for r in rows),
+        wall_s=wall,
+        held_bytes_s=held,
+        held_over_s=over,
+        exit_code=code,
+    )
+    rate = "-" if held is None else f"{held / 1e6:.1f} MB/s"
+    print(
+        f"bench: cap {cap_mb_s or 'none'} MB/s, {len(rows)} files: held {rate} over {over:.1f} s, "
+        f"wall {wall:.1f} s, exit code {code}",
+        flush=True,
+    )
+    return run
+
+
 def measure_caps(
     endpoint: str,
     env: Mapping[str, str],
@@ -71,77 +119,41 @@ def measure_caps(
     caps_mb_s: Sequence[float],
     seconds: float,
     scratch: Path,
-) -> list[CapRun]:
-    """The uncapped run, then one run per cap (decimal MB/s)."""
-    results = []
-    for cap in (None, *caps_mb_s):
-        file_size = large.rows[0].size_bytes
-        count = len(large.rows)
-        if cap is not None:
-            count = max(2, min(count, math.ceil(cap * 1e6 * seconds / file_size)))
-        rows = large.rows[:count]
-        out = scratch / f"caps-{cap or 'none'}"
-        # fmt: off
-        argv = [
-            sys.executable, "-m", "ego4d_dl", "download", "-o", str(out),
-            "--datasets", large.dataset, "--version", VERSION, "--endpoint-url", endpoint,
-            "--no-metadata", "--yes", "--json", "--progress-interval", "0.5",
-            "--video-uids", *(r.name.removesuffix(".mp4") for r in rows),
-        ]
-        # fmt: on
-        if cap is not None:
-            argv += ["--max-bandwidth", f"{cap:g}MB/s"]
-        wall, progress, code = _run(argv, env, scratch)
-        shutil.rmtree(out, ignore_errors=True)
-        held, over = None, 0.0
-        if len(progress) >= 2:
-            (t0, b0), (t1, b1) = progress[0], progress[-1]
-            over = t1 - t0
-            held = (b1 - b0) / over if over > 0 else None
-        results.append(
-            CapRun(
-                cap_bytes_s=None if cap is None else cap * 1e6,
-                files=len(rows),
-                size_bytes=sum(r.size_bytes for r in rows),
-                wall_s=wall,
-                held_bytes_s=held,
-                held_over_s=over,
-                exit_code=code,
-            )
-        )
-        print(f"bench: caps {cap or 'none'} MB/s: {results[-1]}", flush=True)
-    return results
+) -> list[tuple[CapRun, CapRun]]:
+    """Per cap (decimal MB/s): the capped run, and the same videos uncapped right after."""
+    pairs = []
+    for cap in caps_mb_s:
+        size = large.rows[0].size_bytes
+        count = max(2, min(len(large.rows), math.ceil(cap * 1e6 * seconds / size)))
+        one = functools.partial(_one, endpoint, env, large, count=count, scratch=scratch)
+        pairs.append((one(cap_mb_s=cap), one(cap_mb_s=None)))
+    return pairs
 
 
-def caps_table(runs: Sequence[CapRun]) -> str:
+def caps_table(pairs: Sequence[tuple[CapRun, CapRun]]) -> str:
     """The markdown table: each cap, the rate held, its share of the cap, the machine's limit."""
-    limit = next((r.held_bytes_s for r in runs if r.cap_bytes_s is None), None)
     lines = [
-        "| cap | files | held (between Progress records) | of the cap | whole run (bytes / wall) "
-        "| note |",
-        "|---|---:|---:|---:|---:|---|",
+        "| cap | files | held (between Progress records) | of the cap | uncapped right after "
+        "| whole capped run (bytes / wall) | note |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]
-    for r in runs:
-        whole = r.size_bytes / r.wall_s / 1e6
-        held = "-" if r.held_bytes_s is None else f"{r.held_bytes_s / 1e6:.1f} MB/s"
-        held += f" over {r.held_over_s:.1f} s" if r.held_bytes_s is not None else ""
-        note = "" if r.exit_code == 0 else f"exit code {r.exit_code}"
-        if r.cap_bytes_s is None:
-            lines.append(
-                f"| none (the machine's own limit) | {r.files} | {held} | | {whole:.1f} MB/s "
-                f"| {note} |"
+    for capped, free in pairs:
+        assert capped.cap_bytes_s is not None
+        cap = capped.cap_bytes_s
+        held = capped.held_bytes_s
+        limit = free.held_bytes_s
+        notes = [f"exit code {r.exit_code}" for r in (capped, free) if r.exit_code != 0]
+        if limit is not None and limit < cap:
+            notes.append(
+                f"above the machine's own limit ({limit / 1e6:.0f} MB/s uncapped)"
+                + (f": held {held / limit:.0%} of that" if held is not None else "")
             )
-            continue
-        share = "-" if r.held_bytes_s is None else f"{r.held_bytes_s / r.cap_bytes_s:.1%}"
-        if limit is not None and limit < r.cap_bytes_s:
-            note = (note + "; " if note else "") + (
-                f"above the machine's own limit ({limit / 1e6:.0f} MB/s uncapped): "
-                f"held {r.held_bytes_s / limit:.0%} of that"
-                if r.held_bytes_s is not None
-                else "above the machine's own limit"
-            )
+        over = f"over {capped.held_over_s:.1f} s"
         lines.append(
-            f"| {r.cap_bytes_s / 1e6:g} MB/s | {r.files} | {held} | {share} | {whole:.1f} MB/s "
-            f"| {note} |"
+            f"| {cap / 1e6:g} MB/s | {capped.files} "
+            f"| {'-' if held is None else f'{held / 1e6:.1f} MB/s {over}'} "
+            f"| {'-' if held is None else f'{held / cap:.1%}'} "
+            f"| {'-' if limit is None else f'{limit / 1e6:.1f} MB/s'} "
+            f"| {capped.size_bytes / capped.wall_s / 1e6:.1f} MB/s | {'; '.join(notes)} |"
         )
     return "\n".join(lines)

@@ -401,7 +401,7 @@ def _ratio_target(
     result = results.get(profile)
     pairs = result.ratios(ours, peer) if result else []
     if not pairs:
-        return Target(what=what, measured="not measured", ok=None)
+        return Target(what=what, measured="-", ok=None)
     median = statistics.median(pairs)
     rounds = " ".join(f"{x:.2f}" for x in pairs)
     return Target(what=what, measured=f"{median:.2f}x (rounds: {rounds})", ok=median >= at_least)
@@ -412,7 +412,7 @@ def _cpu_target(results: dict[str, ProfileResult]) -> Target:
     result = results.get("large")
     value = result.cpu_per_gib("ego4d-dl") if result else None
     if result is None or value is None:
-        return Target(what=what, measured="not measured", ok=None)
+        return Target(what=what, measured="-", ok=None)
     peers = ", ".join(
         f"{t.name} {v:.2f}"
         for t in result.tools
@@ -432,7 +432,7 @@ def _far_targets(far: dict[str, ProfileResult]) -> list[Target]:
         pairs = result.ratios("ego4d-dl", best) if best else []
         what = f"far link, `{name}`: the default within 10 % of the best fixed concurrency"
         if not pairs:
-            targets.append(Target(what=what, measured="not measured", ok=None))
+            targets.append(Target(what=what, measured="-", ok=None))
             continue
         median = statistics.median(pairs)
         rounds = " ".join(f"{x:.2f}" for x in pairs)

@@ -164,7 +164,7 @@ def startup_targets(timings: Sequence[Timing], mixed: Profile) -> list[Target]:
     for label, what, limit in goals:
         t = by_label.get(label)
         if t is None:
-            targets.append(Target(what=what, measured="not measured", ok=None))
+            targets.append(Target(what=what, measured="-", ok=None))
             continue
         failed = any(code != 0 for code in t.exit_codes)
         measured = f"{t.median_s:.3f} s median, {t.min_s:.3f} s min, {len(t.times_s)} runs"

@@ -6,8 +6,10 @@ a target marked met on the wrong side of its threshold would go unnoticed there.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,7 +91,7 @@ def test_targets_are_met_or_short_on_the_right_side_of_their_thresholds() -> Non
     unmeasured = [t for t in targets if "small" in t.what]
     assert unmeasured
     assert all(t.ok is None for t in unmeasured)
-    assert "| not measured |" in report.targets_table(unmeasured)
+    assert "| - | not measured |" in report.targets_table(unmeasured)
 
 
 def test_the_far_target_compares_with_the_fastest_fixed_concurrency() -> None:
@@ -133,11 +135,16 @@ def test_a_cap_above_the_machines_own_limit_is_said_so() -> None:
             exit_code=0,
         )
 
-    table = caps.caps_table([cap_run(None, 300e6), cap_run(200e6, 199e6), cap_run(500e6, 290e6)])
+    table = caps.caps_table(
+        [
+            (cap_run(200e6, 199e6), cap_run(None, 300e6)),
+            (cap_run(500e6, 290e6), cap_run(None, 300e6)),
+        ]
+    )
     lines = table.splitlines()
-    assert "| 200 MB/s | 2 | 199.0 MB/s over 4.0 s | 99.5% |" in lines[3]
-    assert "machine" not in lines[3]
-    assert "above the machine's own limit (300 MB/s uncapped): held 97% of that" in lines[4]
+    assert "| 200 MB/s | 2 | 199.0 MB/s over 4.0 s | 99.5% | 300.0 MB/s |" in lines[2]
+    assert "machine" not in lines[2]
+    assert "above the machine's own limit (300 MB/s uncapped): held 97% of that" in lines[3]
 
 
 @pytest.mark.slow
@@ -177,4 +184,31 @@ def test_the_quick_bench_of_ego4d_dl_alone_runs_checks_and_reports(tmp_path: Pat
     assert "| **ego4d-dl** |" in text
     assert "<!-- bench:targets:begin -->" in text
     # s5cmd did not run: its targets are not measured rather than met or short.
-    assert "| `mixed`: ego4d-dl at least 0.8x s5cmd (time to durable) | not measured |" in text
+    assert "| `mixed`: ego4d-dl at least 0.8x s5cmd (time to durable) | - | not measured |" in text
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning apart needs two cores")
+def test_pinning_reaches_every_thread_and_is_undone() -> None:
+    # A child with threads of its own, as the server has: every one of them must move.
+    code = (
+        "import threading, time\n" + "threading.Thread(target=time.sleep, args=(30,)).start()\n" * 3
+    )
+    with subprocess.Popen([sys.executable, "-c", code + "time.sleep(30)"]) as child:
+        try:
+            tasks = Path(f"/proc/{child.pid}/task")
+            deadline = time.monotonic() + 10
+            while len(list(tasks.iterdir())) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            one = min(os.sched_getaffinity(0))
+            tools.pin_process(child.pid, {one})
+            assert {t.name: os.sched_getaffinity(int(t.name)) for t in tasks.iterdir()} == {
+                t.name: {one} for t in tasks.iterdir()
+            }
+            assert len(list(tasks.iterdir())) >= 4
+            tools.pin_process(child.pid, None)
+            assert all(
+                os.sched_getaffinity(int(t.name)) == os.sched_getaffinity(0)
+                for t in tasks.iterdir()
+            )
+        finally:
+            child.kill()
