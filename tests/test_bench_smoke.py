@@ -105,7 +105,7 @@ def test_the_far_target_compares_with_the_fastest_fixed_concurrency() -> None:
     )
     (target,) = report.issue_targets({}, {"mixed": far}, [])[-1:]
     assert target.ok is False
-    assert target.measured.startswith("0.80x `ego4d-dl c=64`")
+    assert target.measured.startswith("0.800x `ego4d-dl c=64`")
 
 
 def test_startup_targets_count_a_failing_command_as_short() -> None:
