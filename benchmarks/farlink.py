@@ -9,7 +9,7 @@ TLS, slow start, loss. The proxy forwards raw bytes, so SigV4 signatures made fo
 host:port still verify upstream.
 
 Standard library only: the bench (``bench.py --links far``) and the tests
-(``tests/slowlink.py``) start it as a child process, so its CPU is its own and is measured::
+(``tests/support/slowlink.py``) start it as a child process, so its CPU is its own and is measured::
 
     python benchmarks/farlink.py --upstream http://127.0.0.1:8333 --link far
     python benchmarks/farlink.py --upstream http://127.0.0.1:8333 --delay-ms 50 --rate-mb-s 8

@@ -1,5 +1,9 @@
 """Shared fixtures: one SeaweedFS sandbox and fake release per session, a clean AWS environment
-per test, and a guard that fails any connection beyond loopback."""
+per test, and a guard that fails any connection beyond loopback.
+
+Every test that uses the sandbox (directly or through a fixture that does) is marked
+``sandbox`` here, so ``pytest -m "not sandbox"`` runs the pure tests alone; an unmarked test
+that starts SeaweedFS anyway fails."""
 
 from __future__ import annotations
 
@@ -11,8 +15,11 @@ from typing import Any
 import pytest
 
 from ego4d_dl.sandbox import EgoExoSeededRelease, Sandbox, SeededRelease
+from tests.support.examples import fast_loop, use_fast_loop
 
 __all__ = ["NonLoopbackConnectionError", "aws_env", "egoexo_release", "release", "sandbox"]
+
+SANDBOX_FIXTURE = "sandbox"
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy"})
@@ -30,6 +37,37 @@ def _check_loopback(sock: socket.socket, address: Any) -> None:
         # Callers such as socket.create_connection only close their socket on OSError.
         sock.close()
         raise NonLoopbackConnectionError(f"tests may only connect to loopback, not {address!r}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``-m "not sandbox"`` is the fast inner loop: property tests draw a tenth of their
+    examples there (tests/support/examples.py); the full suite draws them all."""
+    if "not sandbox" in " ".join(str(config.option.markexpr).split()):
+        use_fast_loop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``sandbox`` every test whose fixture closure reaches the session's server."""
+    for item in items:
+        if SANDBOX_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.sandbox)
+
+
+@pytest.fixture(autouse=True)
+def _seaweedfs_only_when_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test not marked ``sandbox`` must not start SeaweedFS (``-m "not sandbox"`` promises a
+    run without a server): starting one fails the test. The session's sandbox, set up before
+    this fixture, is reached only by marked tests, and refuses to start at all in that run."""
+    if request.node.get_closest_marker("sandbox") is not None:
+        yield
+        return
+
+    def refuse(self: Sandbox, *args: object, **kwargs: object) -> None:
+        pytest.fail(f"{request.node.nodeid} starts SeaweedFS but is not marked sandbox")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Sandbox, "_launch", refuse)
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -54,6 +92,8 @@ def _loopback_only() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     """A running sandbox shared by the session; stopped at its end, pass or fail."""
+    if fast_loop():
+        pytest.fail('the sandbox was asked for in a -m "not sandbox" run: mark the test sandbox')
     with Sandbox() as running:
         yield running
 

@@ -22,8 +22,8 @@ from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.planned import Action, PlannedFile
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.versionfile import read_entries
-
-from .clirun import ORIGINAL_PYTHON, invoke, json_lines, original_cli_installed, tree_md5
+from tests.support.cli import ORIGINAL_PYTHON, cli, json_lines, original_cli_installed
+from tests.support.seed import tree_md5
 
 DATASETS = ("clips", "annotations")
 
@@ -79,11 +79,11 @@ def copy_of_original(original_tree: Path, tmp_path: Path, aws_env: dict[str, str
 
 
 def _download(out: Path, sandbox: Sandbox, *extra: str) -> tuple[int, list[dict[str, Any]]]:
-    done = invoke(
+    done = cli(
         "download", "-o", str(out), "--datasets", *DATASETS,
         "--endpoint-url", sandbox.endpoint_url, "--yes", "--json", *extra,
     )  # fmt: skip
-    return done.returncode, json_lines(done.stdout)
+    return done.code, json_lines(done.stdout)
 
 
 def _summary(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,10 +171,10 @@ def test_size_only_adoption_is_fast_and_verify_catches_what_it_missed(
     assert _summary(events)["bytes_fetched"] == 0
     assert not [e for e in events if e["event"] == "BytesHashed"]
 
-    found = invoke(
+    found = cli(
         "verify", "-o", str(out), "--datasets", *DATASETS, "--endpoint-url", sandbox.endpoint_url
     )
-    assert found.returncode == 1
+    assert found.code == 1
     assert f"corrupt: {note.relpath}" in found.stdout
 
 

@@ -16,8 +16,7 @@ import pytest
 import ego4d_dl
 from ego4d_dl.errors import ConfigError
 from ego4d_dl.sandbox import Sandbox, SeededRelease
-
-from .clirun import tree_md5
+from tests.support.seed import tree_md5
 
 SCRIPT = textwrap.dedent(
     """

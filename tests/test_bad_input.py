@@ -4,45 +4,21 @@ traceback, and never writes outside the output directory."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
 import pytest
-from typer.testing import CliRunner
 
-from ego4d_dl.cli import app
 from ego4d_dl.sandbox import Sandbox, SeededRelease
-
-from .smallfs import tmpfs_at
+from tests.support.cli import Ran, cli
+from tests.support.smallfs import tmpfs_at
 
 __all__: list[str] = []
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
-    code: int
-    stdout: str
-    stderr: str
-
-    def error_line(self) -> str:
-        """The single ``error:`` line (asserting there is exactly one and no traceback)."""
-        assert "Traceback" not in self.stderr + self.stdout, self.stderr
-        errors = [line for line in self.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1, f"expected one error line, got:\n{self.stderr}"
-        return errors[0]
-
-
-def invoke(args: Sequence[str], env: dict[str, str] | None = None) -> Outcome:
-    """Run the CLI in-process; an exception other than the CLI's own exit is a bug."""
-    result = CliRunner().invoke(app, list(args), env=env)
-    assert isinstance(result.exception, SystemExit | None), repr(result.exception)
-    return Outcome(code=result.exit_code, stdout=result.stdout, stderr=result.stderr)
-
-
 class Download(Protocol):
-    def __call__(self, *extra: str, out: Path | None = None) -> Outcome: ...
+    def __call__(self, *extra: str, out: Path | None = None) -> Ran: ...
 
 
 @pytest.fixture
@@ -51,19 +27,17 @@ def download(
 ) -> Download:
     """``download(*extra)``: a download of the sandbox's release into ``tmp_path/out``."""
 
-    def run(*extra: str, out: Path | None = None) -> Outcome:
+    def run(*extra: str, out: Path | None = None) -> Ran:
         target = out if out is not None else tmp_path / "out"
-        return invoke(
-            [
-                "download",
-                "--output_directory",
-                str(target),
-                "--endpoint-url",
-                sandbox.endpoint_url,
-                "--no-metadata",
-                "--yes",
-                *extra,
-            ]
+        return cli(
+            "download",
+            "--output_directory",
+            str(target),
+            "--endpoint-url",
+            sandbox.endpoint_url,
+            "--no-metadata",
+            "--yes",
+            *extra,
         )
 
     return run
@@ -294,8 +268,8 @@ def test_missing_credentials(
     """No keys anywhere (the shared credentials file is empty): exit 3 and say so."""
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
-    result = invoke(
-        ["download", "-o", str(tmp_path / "out"), "--endpoint-url", sandbox.endpoint_url, "--yes"]
+    result = cli(
+        "download", "-o", str(tmp_path / "out"), "--endpoint-url", sandbox.endpoint_url, "--yes"
     )
     assert result.code == 3
     assert "no AWS credentials found" in result.error_line()
@@ -314,7 +288,7 @@ def test_missing_credentials(
     ],
 )
 def test_malformed_endpoint_url(url: str, tmp_path: Path, aws_env: dict[str, str]) -> None:
-    result = invoke(["download", "-o", str(tmp_path / "out"), "--endpoint-url", url, "--yes"])
+    result = cli("download", "-o", str(tmp_path / "out"), "--endpoint-url", url, "--yes")
     assert result.code == 2
     assert "invalid --endpoint-url" in result.error_line()
     assert not (tmp_path / "out").exists()
@@ -339,7 +313,7 @@ def test_config_file_with_wrong_types(
 ) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config), encoding="utf-8")
-    result = invoke(["download", "-o", str(tmp_path / "out"), "--config", str(path), "--yes"])
+    result = cli("download", "-o", str(tmp_path / "out"), "--config", str(path), "--yes")
     assert result.code == 2
     assert message in result.error_line()
 
@@ -347,13 +321,13 @@ def test_config_file_with_wrong_types(
 def test_config_file_not_json(tmp_path: Path, aws_env: dict[str, str]) -> None:
     path = tmp_path / "config.json"
     path.write_text("{datasets: [annotations]", encoding="utf-8")
-    result = invoke(["download", "-o", str(tmp_path / "out"), "--config", str(path), "--yes"])
+    result = cli("download", "-o", str(tmp_path / "out"), "--config", str(path), "--yes")
     assert result.code == 2
     assert "is not valid JSON" in result.error_line()
 
 
 def test_config_file_missing(tmp_path: Path, aws_env: dict[str, str]) -> None:
     path = tmp_path / "config.json"
-    result = invoke(["download", "-o", str(tmp_path / "out"), "--config", str(path), "--yes"])
+    result = cli("download", "-o", str(tmp_path / "out"), "--config", str(path), "--yes")
     assert result.code == 2
     assert "does not exist" in result.error_line()

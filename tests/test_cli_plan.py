@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.sandbox import RESTRICTED_BUCKET, Sandbox, SeededRelease
-
-from .clitools import cli, plan_json, put_manifest
+from tests.support.cli import cli, plan_json
+from tests.support.seed import put_manifest
 
 ALL = ("full_scale", "clips", "annotations", "viz", "av_models", "vq2d_models")
 
@@ -128,7 +128,7 @@ def test_unknown_uids_are_listed_per_dataset(
     )
     # As in the original CLI: a UID that no requested video dataset holds stops the run.
     assert ran.code == 1
-    assert ran.error_line == (
+    assert ran.error_line() == (
         "error: 1 requested UIDs are in no requested video dataset (clips); not in the "
         "manifest: not-a-uid. Nothing was downloaded (the original ego4d CLI stops here too)."
     )
@@ -250,7 +250,7 @@ def test_duplicate_destinations_are_refused(
         "plan", "-o", tmp_path, "--endpoint-url", sandbox.endpoint_url, "--datasets", "t_duplicates"
     )
     assert ran.code == 2
-    assert "lines 2 and 3 would both write 'same.mp4'" in ran.error_line
+    assert "lines 2 and 3 would both write 'same.mp4'" in ran.error_line()
 
 
 def test_403_and_404_are_told_apart(
@@ -332,7 +332,7 @@ def test_bad_input_is_one_line_and_exit_code(
 ) -> None:
     ran = cli("plan", "-o", tmp_path, "--endpoint-url", sandbox.endpoint_url, *args)
     assert ran.code == code, ran.stderr
-    assert message in ran.error_line
+    assert message in ran.error_line()
     no_traceback(ran)
 
 
@@ -343,21 +343,21 @@ def test_output_directory_that_is_a_file(
     blocker.write_text("x")
     ran = cli("download", "-y", "-o", blocker / "sub", "--endpoint-url", sandbox.endpoint_url)
     assert ran.code == 2
-    assert "is a file, not a directory" in ran.error_line
+    assert "is a file, not a directory" in ran.error_line()
 
 
 def test_bad_config_and_endpoint(aws_env: dict[str, str], tmp_path: Path) -> None:
     config = tmp_path / "c.json"
     config.write_text("{broken")
     ran = cli("plan", "--config", config)
-    assert (ran.code, "not valid JSON" in ran.error_line) == (2, True)
+    assert (ran.code, "not valid JSON" in ran.error_line()) == (2, True)
     config.write_text('{"datasets": 5, "output_directory": "x"}')
     ran = cli("plan", "--config", config)
-    assert (ran.code, "must be a list of strings" in ran.error_line) == (2, True)
+    assert (ran.code, "must be a list of strings" in ran.error_line()) == (2, True)
     ran = cli("plan", "-o", tmp_path, "--endpoint-url", "localhost:8333")
-    assert (ran.code, "invalid --endpoint-url" in ran.error_line) == (2, True)
+    assert (ran.code, "invalid --endpoint-url" in ran.error_line()) == (2, True)
     ran = cli("plan")
-    assert (ran.code, "missing --output_directory" in ran.error_line) == (2, True)
+    assert (ran.code, "missing --output_directory" in ran.error_line()) == (2, True)
 
 
 def test_unreachable_server(aws_env: dict[str, str], tmp_path: Path) -> None:
@@ -368,7 +368,7 @@ def test_unreachable_server(aws_env: dict[str, str], tmp_path: Path) -> None:
         port = s.getsockname()[1]  # closed again before use: nothing listens there
     ran = cli("plan", "-o", tmp_path, "--endpoint-url", f"http://127.0.0.1:{port}")
     assert ran.code == 1
-    assert f"cannot reach http://127.0.0.1:{port}" in ran.error_line
+    assert f"cannot reach http://127.0.0.1:{port}" in ran.error_line()
     no_traceback(ran)
 
 
@@ -382,11 +382,11 @@ def test_wrong_secret_is_a_credentials_error(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     ran = cli("plan", "-o", tmp_path, "--endpoint-url", sandbox.endpoint_url, "--datasets", "clips")
     assert ran.code == 3
-    assert "SignatureDoesNotMatch" in ran.error_line
-    assert "expire after 14 days" in ran.error_line
+    assert "SignatureDoesNotMatch" in ran.error_line()
+    assert "expire after 14 days" in ran.error_line()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNUNKNOWN00")
     ran = cli("plan", "-o", tmp_path, "--endpoint-url", sandbox.endpoint_url, "--datasets", "clips")
-    assert (ran.code, "InvalidAccessKeyId" in ran.error_line) == (3, True)
+    assert (ran.code, "InvalidAccessKeyId" in ran.error_line()) == (3, True)
 
 
 def test_datasets_command_lists_datasets_csv(

@@ -20,16 +20,13 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ego4d_dl.cli import app
 from ego4d_dl.journal import JOURNAL_DIR
 from ego4d_dl.sandbox import (
     ACCESS_KEY_ID,
@@ -39,9 +36,8 @@ from ego4d_dl.sandbox import (
     later_release_spec,
 )
 from ego4d_dl.versionfile import read_entries
-
-from .clirun import ORIGINAL_PYTHON
-from .clitools import put_manifest
+from tests.support.cli import ORIGINAL_PYTHON, cli, cli_process
+from tests.support.seed import put_manifest
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,9 @@ class Case:
 
 
 @dataclass(frozen=True)
-class Ran:
+class Outcome:
+    """One case's run by either CLI, for comparing them."""
+
     code: int
     output: str  # stdout and stderr: the original prints most of it on stdout, we on stderr
     out: Path
@@ -377,25 +375,22 @@ def _environment(sandbox: Sandbox, home: Path, extra: Mapping[str, str]) -> dict
     }
 
 
-def _run_original(case: Case, place: Place, env: dict[str, str]) -> Ran:
+def _run_original(case: Case, place: Place, env: dict[str, str]) -> Outcome:
     place.work.mkdir(parents=True)
     done = subprocess.run(
         [str(ORIGINAL_PYTHON), "-m", "ego4d.cli.cli", *case.argv(place)],
         env=env, input=case.stdin, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
-    return Ran(done.returncode, done.stdout + done.stderr, place.out)
+    return Outcome(done.returncode, done.stdout + done.stderr, place.out)
 
 
-def _run_ours(case: Case, place: Place, env: dict[str, str]) -> Ran:
+def _run_ours(case: Case, place: Place, env: dict[str, str]) -> Outcome:
     place.work.mkdir(parents=True)
     argv = case.argv(place)
     if case.stdin:
         # A real pipe on stdin, as the shell gives one.
-        done = subprocess.run(
-            [sys.executable, "-m", "ego4d_dl", *argv],
-            env=env, input=case.stdin, capture_output=True, text=True, timeout=240, check=False,
-        )  # fmt: skip
-        return Ran(done.returncode, done.stdout + done.stderr, place.out)
+        ran = cli_process(*argv, env=env, clean_env=True, stdin=case.stdin, timeout_s=240)
+        return Outcome(ran.code, ran.stdout + ran.stderr, place.out)
     # In this process: the same code path, without an interpreter start-up per case. The
     # developer's own AWS and proxy settings are hidden, as from the subprocesses.
     hidden: dict[str, str | None] = {
@@ -403,10 +398,8 @@ def _run_ours(case: Case, place: Place, env: dict[str, str]) -> Ran:
         for name in os.environ
         if name.startswith("AWS_") or name.lower() in ("http_proxy", "https_proxy", "all_proxy")
     }
-    result = CliRunner().invoke(app, argv, env={**hidden, **env}, input="")
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return Ran(result.exit_code, result.stdout + result.stderr, place.out)
+    ran = cli(*argv, env={**hidden, **env}, input="")
+    return Outcome(ran.code, ran.stdout + ran.stderr, place.out)
 
 
 # A dataset of the default release whose manifest names one object the server lacks.
@@ -444,13 +437,13 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def originals(
     sandbox: Sandbox, releases: Releases, home: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Ran]:
+) -> dict[str, Outcome]:
     """Every case run by the original CLI, all started together."""
     if not ORIGINAL_PYTHON.exists():
         pytest.skip(f"the original CLI's Python is not at {ORIGINAL_PYTHON}")
     root = tmp_path_factory.mktemp("original")
 
-    def run(name: str) -> tuple[str, Ran]:
+    def run(name: str) -> tuple[str, Outcome]:
         case = CASES[name]
         env = _environment(sandbox, home, case.env)
         return name, _run_original(case, Place(root / name, releases), env)
@@ -460,12 +453,14 @@ def originals(
 
 
 @pytest.fixture
-def ours(sandbox: Sandbox, releases: Releases, home: Path, tmp_path: Path) -> Callable[..., Ran]:
+def ours(
+    sandbox: Sandbox, releases: Releases, home: Path, tmp_path: Path
+) -> Callable[..., Outcome]:
     """Run a case with ego4d-dl, in a directory of the test's own."""
 
     runs = iter(range(1000))
 
-    def run(name: str, *more: str) -> Ran:
+    def run(name: str, *more: str) -> Outcome:
         case = CASES[name]
         if more:
             case = Case(lambda p: [*CASES[name].argv(p), *more], case.stdin, case.env)
@@ -506,7 +501,9 @@ def version_entries(out: Path) -> set[tuple[str, str, str]]:
 
 
 @pytest.mark.parametrize("name", AGREE)
-def test_both_clis_agree(name: str, originals: dict[str, Ran], ours: Callable[..., Ran]) -> None:
+def test_both_clis_agree(
+    name: str, originals: dict[str, Outcome], ours: Callable[..., Outcome]
+) -> None:
     theirs = originals[name]
     mine = ours(name)
     assert "Traceback" not in mine.output, mine.output
@@ -542,12 +539,12 @@ _SAME_MESSAGES: dict[str, tuple[str, ...]] = {
 
 
 def test_the_selection_matrix_selects_what_the_filters_say(
-    originals: dict[str, Ran], releases: Releases
+    originals: dict[str, Outcome], releases: Releases
 ) -> None:
     """The matrix is not vacuous: what both selected is what each filter asks for."""
     default = releases.default
 
-    def names(ran: Ran) -> set[str]:
+    def names(ran: Outcome) -> set[str]:
         return set(data(ran.out))
 
     def relpaths(dataset: str, keep: Callable[[int], bool]) -> set[str]:
@@ -579,7 +576,7 @@ def test_the_selection_matrix_selects_what_the_filters_say(
 
 
 def test_list_datasets_names_the_same_datasets(
-    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+    originals: dict[str, Outcome], ours: Callable[..., Outcome], releases: Releases
 ) -> None:
     names = {f.dataset for f in releases.default.files}
     assert len(names) == 6
@@ -595,7 +592,7 @@ def test_list_datasets_names_the_same_datasets(
 
 
 def test_a_uid_held_by_another_requested_video_dataset_is_fetched_from_there(
-    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+    originals: dict[str, Outcome], ours: Callable[..., Outcome], releases: Releases
 ) -> None:
     theirs, mine = originals["uid_in_one_video_dataset"], ours("uid_in_one_video_dataset")
     assert theirs.code == 1  # the original wants every UID in every requested video dataset
@@ -608,7 +605,7 @@ def test_a_uid_held_by_another_requested_video_dataset_is_fetched_from_there(
 
 
 def test_an_unknown_release_is_one_error_naming_the_releases_the_bucket_holds(
-    originals: dict[str, Ran], ours: Callable[..., Ran]
+    originals: dict[str, Outcome], ours: Callable[..., Outcome]
 ) -> None:
     theirs, mine = originals["unknown_release"], ours("unknown_release")
     assert theirs.code == 1 and "Traceback" in theirs.output  # botocore's 404
@@ -622,7 +619,7 @@ def test_an_unknown_release_is_one_error_naming_the_releases_the_bucket_holds(
 
 
 def test_a_list_option_given_twice_takes_every_value_and_says_so(
-    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+    originals: dict[str, Outcome], ours: Callable[..., Outcome], releases: Releases
 ) -> None:
     theirs, mine = originals["repeated_list_option"], ours("repeated_list_option")
     assert (theirs.code, mine.code) == (0, 0)
@@ -637,7 +634,7 @@ def test_a_list_option_given_twice_takes_every_value_and_says_so(
 
 
 def test_skip_s3_checks_with_yes_no_longer_crashes(
-    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+    originals: dict[str, Outcome], ours: Callable[..., Outcome], releases: Releases
 ) -> None:
     theirs, mine = originals["skip_s3_checks_and_yes"], ours("skip_s3_checks_and_yes")
     assert theirs.code == 1 and "expected_gb" in theirs.output  # PR #370's unbound variable
@@ -647,7 +644,7 @@ def test_skip_s3_checks_with_yes_no_longer_crashes(
 
 
 def test_upper_case_uids_are_read_in_lower_case(
-    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+    originals: dict[str, Outcome], ours: Callable[..., Outcome], releases: Releases
 ) -> None:
     theirs, mine = originals["upper_case_uid"], ours("upper_case_uid")
     assert theirs.code == 1 and "Upper case uids invalid" in theirs.output
@@ -658,7 +655,7 @@ def test_upper_case_uids_are_read_in_lower_case(
 
 
 def test_a_missing_output_directory_is_a_usage_error(
-    originals: dict[str, Ran], ours: Callable[..., Ran]
+    originals: dict[str, Outcome], ours: Callable[..., Outcome]
 ) -> None:
     theirs, mine = originals["no_output_directory"], ours("no_output_directory")
     assert theirs.code == 1 and "Missing required flags: {'output_directory'}" in theirs.output
@@ -668,7 +665,7 @@ def test_a_missing_output_directory_is_a_usage_error(
 
 
 def test_upper_case_university_ids_are_read_in_lower_case(
-    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+    originals: dict[str, Outcome], ours: Callable[..., Outcome], releases: Releases
 ) -> None:
     theirs, mine = originals["upper_case_university"], ours("upper_case_university")
     assert theirs.code == 2 and "invalid choice: 'UTOKYO'" in theirs.output
@@ -680,7 +677,7 @@ def test_upper_case_university_ids_are_read_in_lower_case(
 
 
 def test_one_override_for_several_datasets_is_refused(
-    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+    originals: dict[str, Outcome], ours: Callable[..., Outcome], releases: Releases
 ) -> None:
     theirs, mine = originals["override_several_datasets"], ours("override_several_datasets")
     # The original reads the one file as each dataset's manifest: the clip lands twice.
@@ -692,7 +689,7 @@ def test_one_override_for_several_datasets_is_refused(
 
 
 def test_a_dataset_the_release_lacks_is_one_error(
-    originals: dict[str, Ran], ours: Callable[..., Ran]
+    originals: dict[str, Outcome], ours: Callable[..., Outcome]
 ) -> None:
     theirs, mine = originals["dataset_not_in_release"], ours("dataset_not_in_release")
     assert theirs.code == 1 and "Traceback" in theirs.output
@@ -701,7 +698,7 @@ def test_a_dataset_the_release_lacks_is_one_error(
 
 
 def test_a_missing_object_is_listed_and_the_exit_code_says_so(
-    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+    originals: dict[str, Outcome], ours: Callable[..., Outcome], releases: Releases
 ) -> None:
     theirs, mine = originals["missing_object"], ours("missing_object")
     assert theirs.code == 0  # "1/2 missing S3 downloads will be ignored", and exit 0
@@ -712,7 +709,7 @@ def test_a_missing_object_is_listed_and_the_exit_code_says_so(
 
 
 def test_stray_environment_keys_are_used_and_named_and_the_profile_flag_restores(
-    originals: dict[str, Ran], ours: Callable[..., Ran], releases: Releases
+    originals: dict[str, Outcome], ours: Callable[..., Outcome], releases: Releases
 ) -> None:
     theirs = originals["stray_environment_keys"]
     assert theirs.code == 0  # the original reads [default] only

@@ -20,19 +20,23 @@ from pathlib import Path
 import botocore.exceptions
 import pytest
 
+from ego4d_dl.credentials import credential_errors as _credential_errors
 from ego4d_dl.errors import CredentialsError
 from ego4d_dl.sandbox import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Sandbox, SeededRelease
-from ego4d_dl.store import _credential_errors
-
-from .faultproxy import Delay, FaultProxy, Match, Rule
-from .slowlink import MiB, SeededDataset, check_download, cli, seed_dataset
+from tests.support.cli import cli_process
+from tests.support.faultproxy import Delay, FaultProxy, Match, Rule
+from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset
 
 _RENEW = "renew them and run the same command to resume"
 
 
 @pytest.fixture(scope="module")
-def dataset(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
-    return seed_dataset(sandbox, "credential_refresh_test", [2 * MiB, MiB, MiB, 300_000])
+def dataset(sandbox: Sandbox, release: SeededRelease) -> Dataset:
+    return seed_dataset(
+        sandbox,
+        "credential_refresh_test",
+        blobs("credential_refresh_test", [2 * MIB, MIB, MIB, 300_000]),
+    )
 
 
 def _write_credential_process(folder: Path, *, expires_in_s: float, body: str = "") -> Path:
@@ -83,7 +87,7 @@ def process_env(
     return folder
 
 
-def _args(out: Path, dataset: SeededDataset, endpoint: str) -> list[str]:
+def _args(out: Path, dataset: Dataset, endpoint: str) -> list[str]:
     # fmt: off
     return [
         "download", "-o", str(out), "--datasets", dataset.name, "--no-metadata",
@@ -101,7 +105,7 @@ def _one_clear_error(stderr: str) -> str:
 
 
 def test_a_credential_process_that_fails_mid_run_exits_3_and_the_run_resumes(
-    process_env: Path, sandbox: Sandbox, dataset: SeededDataset, tmp_path: Path
+    process_env: Path, sandbox: Sandbox, dataset: Dataset, tmp_path: Path
 ) -> None:
     def revoke() -> None:
         (process_env / "revoked").touch()
@@ -113,10 +117,10 @@ def test_a_credential_process_that_fails_mid_run_exits_3_and_the_run_resumes(
             on_fire=revoke,
         )
         proxy.add(first_get)
-        ran = cli(*_args(tmp_path, dataset, proxy.url))
+        ran = cli_process(*_args(tmp_path, dataset, proxy.url))
         assert first_get.fired == 1
 
-    assert ran.returncode == 3, ran.stderr
+    assert ran.code == 3, ran.stderr
     line = _one_clear_error(ran.stderr)
     assert "the AWS credentials could not be obtained or refreshed" in line
     assert "the session has expired; sign in again" in line  # what the process said
@@ -129,8 +133,8 @@ def test_a_credential_process_that_fails_mid_run_exits_3_and_the_run_resumes(
 
     # Renewed: the same command finishes, without fetching the verified file again.
     (process_env / "revoked").unlink()
-    again = cli(*_args(tmp_path, dataset, sandbox.endpoint_url))
-    assert again.returncode == 0, again.stderr
+    again = cli_process(*_args(tmp_path, dataset, sandbox.endpoint_url))
+    assert again.code == 0, again.stderr
     skipped = {
         e["key"] for e in map(json.loads, again.stdout.splitlines()) if e["event"] == "FileSkipped"
     }
@@ -139,30 +143,30 @@ def test_a_credential_process_that_fails_mid_run_exits_3_and_the_run_resumes(
 
 
 def test_refreshed_credentials_that_are_still_expired_exit_3(
-    process_env: Path, sandbox: Sandbox, dataset: SeededDataset, tmp_path: Path
+    process_env: Path, sandbox: Sandbox, dataset: Dataset, tmp_path: Path
 ) -> None:
     # botocore raises a bare RuntimeError for this one, from inside its refresh code.
     _write_credential_process(process_env, expires_in_s=-60)
-    ran = cli(*_args(tmp_path, dataset, sandbox.endpoint_url))
-    assert ran.returncode == 3, ran.stderr
+    ran = cli_process(*_args(tmp_path, dataset, sandbox.endpoint_url))
+    assert ran.code == 3, ran.stderr
     line = _one_clear_error(ran.stderr)
     assert "refreshed credentials are still expired" in line
     assert _RENEW in line or "renew" in line
 
 
 def test_a_credential_process_that_prints_no_json_exits_3(
-    process_env: Path, sandbox: Sandbox, dataset: SeededDataset, tmp_path: Path
+    process_env: Path, sandbox: Sandbox, dataset: Dataset, tmp_path: Path
 ) -> None:
     _write_credential_process(process_env, expires_in_s=300, body="Please sign in first.\n")
-    ran = cli(*_args(tmp_path, dataset, sandbox.endpoint_url))
-    assert ran.returncode == 3, ran.stderr
+    ran = cli_process(*_args(tmp_path, dataset, sandbox.endpoint_url))
+    assert ran.code == 3, ran.stderr
     assert "the AWS credentials could not be obtained or refreshed" in _one_clear_error(ran.stderr)
 
 
 def test_an_sso_profile_without_a_token_exits_3(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    dataset: SeededDataset,
+    dataset: Dataset,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -176,8 +180,8 @@ def test_an_sso_profile_without_a_token_exits_3(
         encoding="utf-8",
     )
     args = _args(tmp_path / "out", dataset, sandbox.endpoint_url)
-    ran = cli(*args, "--aws_profile_name", "ego4d", env=dict(os.environ))
-    assert ran.returncode == 3, ran.stderr
+    ran = cli_process(*args, "--aws_profile_name", "ego4d", env=dict(os.environ))
+    assert ran.code == 3, ran.stderr
     line = _one_clear_error(ran.stderr)
     assert "the AWS credentials could not be obtained or refreshed" in line
     assert "profile 'ego4d'" in line

@@ -9,7 +9,6 @@ import math
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -18,15 +17,8 @@ from ego4d_dl.config import Credentials, Options, parse_endpoint
 from ego4d_dl.dashboard import Dashboard
 from ego4d_dl.downloading import run_download
 from ego4d_dl.events import (
-    BytesReceived,
-    ConcurrencyChanged,
     Event,
-    FileFailed,
     FileRestarted,
-    FileSkipped,
-    FileStarted,
-    FileStatus,
-    FileVerified,
     IntegrityFailed,
     ManifestLoaded,
     ObjectsLookedUp,
@@ -37,177 +29,24 @@ from ego4d_dl.events import (
     RunSummary,
 )
 from ego4d_dl.formatting import human_bytes
-from ego4d_dl.ondisk import ObjectVersion
-from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile
+from ego4d_dl.planned import Plan
 from ego4d_dl.sandbox import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Sandbox, SeededRelease
 from ego4d_dl.sinks import Rate
-
-MiB = 1 << 20
-OUT = Path("/data/ego4d")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _file(dataset: str, name: str, size: int, action: Action = Action.FETCH) -> PlannedFile:
-    return PlannedFile(
-        dataset=dataset,
-        uid=name,
-        version=ObjectVersion(
-            bucket="ego4d-cmu", key=f"public/v2/{dataset}/{name}", etag="0" * 32, size_bytes=size
-        ),
-        dest=OUT / "v2" / dataset / name,
-        action=action,
-    )
-
-
-A_JSON = _file("annotations", "a.json", 1 * MiB, Action.SKIP)
-B_JSON = _file("annotations", "b.json", 2 * MiB)
-V1 = _file("full_scale", "v1.mp4", 60 * MiB)
-V2 = _file("full_scale", "v2.mp4", 38 * MiB)
-V3 = _file("full_scale", "v3.mp4", 0, Action.MISSING)
-PLAN = Plan(
-    version="v2_1",
-    output_directory=OUT,
-    datasets=(
-        DatasetPlan(name="annotations", files=(A_JSON, B_JSON)),
-        DatasetPlan(name="full_scale", files=(V1, V2, V3)),
-    ),
+from tests.support.dashboard import (
+    PLAN,
+    V1,
+    V2,
+    Harness,
+    line_with,
+    steady_run,
 )
-
-
-def started(f: PlannedFile, present: int = 0) -> FileStarted:
-    return FileStarted(
-        dataset=f.dataset, key=f.key, dest=f.dest, size_bytes=f.size_bytes, present_bytes=present
-    )
-
-
-def received(f: PlannedFile, n: int) -> BytesReceived:
-    return BytesReceived(dataset=f.dataset, key=f.key, count=n)
-
-
-def verified(f: PlannedFile) -> FileVerified:
-    return FileVerified(
-        dataset=f.dataset,
-        key=f.key,
-        dest=f.dest,
-        size_bytes=f.size_bytes,
-        level="md5",
-        fetched_bytes=f.size_bytes,
-    )
-
-
-def summary(**kw: object) -> RunSummary:
-    values: dict[str, object] = {
-        "files": 5,
-        "verified": 3,
-        "skipped": 1,
-        "failed": 0,
-        "missing": 1,
-        "denied": 0,
-        "bytes_fetched": 100 * MiB,
-        "size_bytes": 101 * MiB,
-        "elapsed_s": 12.5,
-        "retries": 1,
-        "restarts": 0,
-        "levels": {"md5": 3},
-        "problems": (),
-    }
-    values.update(kw)
-    return RunSummary(**values)  # type: ignore[arg-type]
-
-
-class Harness:
-    """A dashboard on a recording console; ``render()`` returns the frame as plain text."""
-
-    def __init__(self, *, width: int = 100, height: int = 40, **kw: object) -> None:
-        self.clock = FakeClock()
-        self.console = Console(
-            file=io.StringIO(), width=width, height=height, record=True, color_system=None
-        )
-        self.dash = Dashboard(self.console, clock=self.clock, live=False, **kw)  # type: ignore[arg-type]
-
-    def feed(self, *events: Event) -> None:
-        for event in events:
-            self.dash(event)
-
-    def tick(self, seconds: float) -> str:
-        """Advance the clock and draw, as Rich's refresh thread would."""
-        self.clock.now += seconds
-        return self.render()
-
-    def render(self) -> str:
-        self.console.print(self.dash.render())
-        return self.console.export_text()
-
-
-def line_with(frame: str, needle: str) -> str:
-    matches = [line for line in frame.splitlines() if needle in line]
-    assert matches, f"no line with {needle!r} in:\n{frame}"
-    return matches[0]
+from tests.support.events import planned_file, received, started, summary
+from tests.support.seed import MIB
 
 
 @pytest.fixture
 def run() -> Harness:
     return steady_run()
-
-
-def steady_run(width: int = 100) -> Harness:
-    """Five seconds into a run at a steady 8 MiB/s: 40 of 100 MiB, one file verified, one
-    skipped, one missing; then a throttled retry and a lower concurrency limit."""
-    h = Harness(width=width)
-    h.dash.expect(PLAN)
-    h.feed(
-        RunStarted(
-            files=5,
-            size_bytes=101 * MiB,
-            present_bytes=0,
-            fetch_bytes=100 * MiB,
-            skipped_files=1,
-            concurrency=16,
-        ),
-        FileSkipped(
-            dataset="annotations",
-            key=A_JSON.key,
-            dest=A_JSON.dest,
-            size_bytes=A_JSON.size_bytes,
-            reason="complete",
-        ),
-        FileFailed(
-            dataset="full_scale",
-            key=V3.key,
-            dest=V3.dest,
-            status=FileStatus.MISSING,
-            reason="404 Not Found",
-        ),
-        started(B_JSON),
-    )
-    h.tick(0.0)
-    # Every quarter second 2 MiB: first all of b.json, then 1 MiB each of v1 and v2.
-    h.feed(received(B_JSON, 2 * MiB), verified(B_JSON), started(V1), started(V2))
-    h.tick(0.25)
-    for _ in range(19):
-        h.feed(received(V1, MiB), received(V2, MiB))
-        h.tick(0.25)
-    h.feed(
-        RangeRetried(
-            dataset="full_scale",
-            key=V2.key,
-            start=16 * MiB,
-            stop=24 * MiB,
-            attempt=1,
-            delay_s=0.5,
-            reason="503 SlowDown",
-            throttled=True,
-        ),
-        ConcurrencyChanged(limit=8, reason="throttled by the server"),
-    )
-    return h
 
 
 def test_overall_bar_rate_and_eta(run: Harness) -> None:
@@ -279,7 +118,7 @@ def test_warnings_panel_shows_the_latest(run: Harness) -> None:
 
 
 def test_bytes_after_a_retry_clear_retrying(run: Harness) -> None:
-    run.feed(received(V2, MiB))
+    run.feed(received(V2, MIB))
     frame = run.tick(0.25)
     assert "retrying" not in line_with(frame, "full_scale/v2.mp4")
     assert "0 retrying" in line_with(frame, "files 3/5:")
@@ -292,7 +131,7 @@ def test_warning_panel_keeps_only_the_last_few(run: Harness) -> None:
                 dataset="full_scale",
                 key=V1.key,
                 start=0,
-                stop=MiB,
+                stop=MIB,
                 attempt=attempt,
                 delay_s=1.0,
                 reason="connection reset",
@@ -312,11 +151,11 @@ def test_restart_and_integrity_failure_move_the_totals(run: Harness) -> None:
             key=V1.key,
             old_etag="a" * 32,
             new_etag="b" * 32,
-            discarded_bytes=19 * MiB,
+            discarded_bytes=19 * MIB,
         ),
         started(V1),
         IntegrityFailed(
-            dataset="full_scale", key=V2.key, reason="MD5 mismatch", refetch_bytes=8 * MiB
+            dataset="full_scale", key=V2.key, reason="MD5 mismatch", refetch_bytes=8 * MIB
         ),
     )
     frame = run.render()
@@ -331,9 +170,9 @@ def test_restart_and_integrity_failure_move_the_totals(run: Harness) -> None:
 
 
 def test_a_transfer_without_bytes_is_shown_stalled(run: Harness) -> None:
-    run.feed(received(V2, MiB))  # v2 is no longer retrying; v1 gets nothing from now on
+    run.feed(received(V2, MIB))  # v2 is no longer retrying; v1 gets nothing from now on
     for _ in range(24):
-        run.feed(received(V2, MiB // 4))
+        run.feed(received(V2, MIB // 4))
         frame = run.tick(0.25)
     assert "stalled 6s" in line_with(frame, "full_scale/v1.mp4")
     assert "stalled" not in line_with(frame, "full_scale/v2.mp4")
@@ -344,9 +183,9 @@ def test_rate_is_smoothed_and_eta_follows_it() -> None:
     h.feed(
         RunStarted(
             files=1,
-            size_bytes=200 * MiB,
+            size_bytes=200 * MIB,
             present_bytes=0,
-            fetch_bytes=200 * MiB,
+            fetch_bytes=200 * MIB,
             skipped_files=0,
             concurrency=16,
         ),
@@ -354,12 +193,12 @@ def test_rate_is_smoothed_and_eta_follows_it() -> None:
     )
     h.tick(0.0)
     for _ in range(40):  # 10 s at 8 MiB/s
-        h.feed(received(V1, 2 * MiB))
+        h.feed(received(V1, 2 * MIB))
         frame = h.tick(0.25)
     assert "8.0 MiB/s" in line_with(frame, "ETA")
     assert "ETA 0:00:15" in frame  # 120 MiB at 8 MiB/s
     for _ in range(40):  # then 10 s at 2 MiB/s
-        h.feed(received(V1, MiB // 2))
+        h.feed(received(V1, MIB // 2))
         frame = h.tick(0.25)
     # Exponential smoothing over 5 s: 2 + 6 * e^-2 MiB/s.
     expected = 2 + 6 * math.exp(-2)
@@ -369,13 +208,13 @@ def test_rate_is_smoothed_and_eta_follows_it() -> None:
 
 def test_many_transfers_show_the_largest_that_fit() -> None:
     h = Harness(max_transfers=5)
-    files = [_file("clips", f"c{i:02d}.mp4", (i + 1) * MiB) for i in range(20)]
+    files = [planned_file("clips", f"c{i:02d}.mp4", (i + 1) * MIB) for i in range(20)]
     h.feed(
         RunStarted(
             files=20,
-            size_bytes=210 * MiB,
+            size_bytes=210 * MIB,
             present_bytes=0,
-            fetch_bytes=210 * MiB,
+            fetch_bytes=210 * MIB,
             skipped_files=0,
             concurrency=16,
         ),
@@ -390,9 +229,9 @@ def test_many_transfers_show_the_largest_that_fit() -> None:
     short.feed(
         RunStarted(
             files=20,
-            size_bytes=210 * MiB,
+            size_bytes=210 * MIB,
             present_bytes=0,
-            fetch_bytes=210 * MiB,
+            fetch_bytes=210 * MIB,
             skipped_files=0,
             concurrency=16,
         ),
@@ -416,9 +255,9 @@ def test_finished_and_interrupted_frames(run: Harness) -> None:
     h.feed(
         RunStarted(
             files=1,
-            size_bytes=MiB,
+            size_bytes=MIB,
             present_bytes=0,
-            fetch_bytes=MiB,
+            fetch_bytes=MIB,
             skipped_files=0,
             concurrency=4,
         ),
@@ -436,9 +275,9 @@ def test_finished_and_interrupted_frames(run: Harness) -> None:
     h.feed(
         RunStarted(
             files=1,
-            size_bytes=MiB,
+            size_bytes=MIB,
             present_bytes=0,
-            fetch_bytes=MiB,
+            fetch_bytes=MIB,
             skipped_files=0,
             concurrency=4,
         ),
@@ -471,14 +310,14 @@ def test_rate_warms_up_as_a_mean_then_smooths() -> None:
     rate = Rate(5.0)
     rate.reset(0.0)
     assert rate.sample(0.01, 100) is None  # too soon to say
-    assert rate.sample(1.0, 10 * MiB) == pytest.approx(10 * MiB)
+    assert rate.sample(1.0, 10 * MIB) == pytest.approx(10 * MIB)
     # Within the warm-up it is the plain mean since the start.
-    assert rate.sample(2.0, 10 * MiB) == pytest.approx(5 * MiB)
-    assert rate.sample(4.0, 10 * MiB) == pytest.approx(2.5 * MiB)
+    assert rate.sample(2.0, 10 * MIB) == pytest.approx(5 * MIB)
+    assert rate.sample(4.0, 10 * MIB) == pytest.approx(2.5 * MIB)
     # Then each second weighs 1 - e^(-1/5).
-    value = rate.sample(5.0, 10 * MiB)
+    value = rate.sample(5.0, 10 * MIB)
     assert value is not None
-    assert rate.sample(6.0, 10 * MiB) == pytest.approx(value * math.exp(-1 / 5))
+    assert rate.sample(6.0, 10 * MIB) == pytest.approx(value * math.exp(-1 / 5))
 
 
 def test_live_display_starts_and_stops_with_the_run() -> None:
@@ -488,22 +327,22 @@ def test_live_display_starts_and_stops_with_the_run() -> None:
     threads = threading.active_count()
     dash(ManifestLoaded(dataset="full_scale", rows=3, selected=3, malformed=0))
     assert threading.active_count() == threads + 1  # the planning spinner refreshes
-    dash(PlanBuilt(files=3, size_bytes=MiB, fetch_bytes=MiB, heads=0, list_pages=1, elapsed_s=0))
+    dash(PlanBuilt(files=3, size_bytes=MIB, fetch_bytes=MIB, heads=0, list_pages=1, elapsed_s=0))
     dash.expect(PLAN)
     dash(
         RunStarted(
             files=5,
-            size_bytes=101 * MiB,
+            size_bytes=101 * MIB,
             present_bytes=0,
-            fetch_bytes=100 * MiB,
+            fetch_bytes=100 * MIB,
             skipped_files=1,
             concurrency=16,
         )
     )
     dash(started(V1))
-    dash(received(V1, 50 * MiB))
+    dash(received(V1, 50 * MIB))
     dash.note("stopping: a note from the command line")
-    dash(RunFinished(summary=summary(bytes_fetched=50 * MiB)))
+    dash(RunFinished(summary=summary(bytes_fetched=50 * MIB)))
     dash.close()
     dash.close()
     for _ in range(200):  # Rich's refresh thread ends at its next wake-up

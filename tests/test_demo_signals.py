@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from .slowlink import cli_env
+from tests.support.cli import cli_env
 
-pytestmark = pytest.mark.slow
+# The demo starts a sandbox of its own in the child process.
+pytestmark = [pytest.mark.slow, pytest.mark.sandbox]
 
 
 def _leftovers(tmp: Path) -> list[str]:

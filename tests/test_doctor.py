@@ -15,9 +15,8 @@ from ego4d_dl.config import Credentials, Options, parse_endpoint
 from ego4d_dl.doctor import diagnose
 from ego4d_dl.results import Blame, Severity
 from ego4d_dl.sandbox import ACCESS_KEY_ID, Sandbox, SeededRelease
-
-from .clirun import invoke
-from .smallfs import run_on_small_fs, small_fs_available
+from tests.support.cli import cli
+from tests.support.smallfs import run_on_small_fs, small_fs_available
 
 # The sandbox's key id (AKIAEGO4DSANDBOXUSER) as doctor shows it, its first four and last five
 # characters, written out rather than computed by the code under test.
@@ -25,13 +24,13 @@ MASKED = "AKIA...XUSER"
 
 
 def _doctor(out: Path, endpoint: str, *extra: str) -> tuple[int, dict[str, tuple[str, str]]]:
-    done = invoke(
+    done = cli(
         "doctor", "-o", str(out), "--datasets", "clips", "--endpoint-url", endpoint, "--json",
         *extra,
     )  # fmt: skip
     doc = json.loads(done.stdout)
-    assert doc["would_start"] == (done.returncode == 0)
-    return done.returncode, {f["check"]: (f["severity"], f["detail"]) for f in doc["findings"]}
+    assert doc["would_start"] == (done.code == 0)
+    return done.code, {f["check"]: (f["severity"], f["detail"]) for f in doc["findings"]}
 
 
 def test_a_healthy_setup_would_start(
@@ -51,9 +50,9 @@ def test_a_healthy_setup_would_start(
     assert found["output directory"][0] == "ok"
     assert "no proxy" in found["proxy"][1]
 
-    human = invoke("doctor", "-o", str(tmp_path), "--datasets", "clips", "--endpoint-url",
+    human = cli("doctor", "-o", str(tmp_path), "--datasets", "clips", "--endpoint-url",
                    sandbox.endpoint_url)  # fmt: skip
-    assert human.returncode == 0
+    assert human.code == 0
     assert "A download would start." in human.stdout
 
 
@@ -68,9 +67,9 @@ def test_a_missing_profile_is_named_with_the_fix(
     assert "aws configure --profile ego4d" in detail
     assert found["keys"][0] == "skip"
 
-    human = invoke("doctor", "-o", str(tmp_path), "--aws_profile_name", "ego4d",
+    human = cli("doctor", "-o", str(tmp_path), "--aws_profile_name", "ego4d",
                    "--endpoint-url", sandbox.endpoint_url)  # fmt: skip
-    assert human.returncode == 2
+    assert human.code == 2
     assert "A download would not start" in human.stdout
     assert "Traceback" not in human.stdout + human.stderr
 

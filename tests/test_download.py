@@ -27,8 +27,8 @@ from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.planning import build_plan
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededObject, SeededRelease, fake_bytes
 from ego4d_dl.store import ObjectHead, RangeBody, S3Store
-
-from .clitools import cli, put_manifest
+from tests.support.cli import COMMAND, cli, cli_process
+from tests.support.seed import put_manifest
 
 MIB = 1 << 20
 ALL = ("full_scale", "clips", "annotations", "viz", "av_models", "vq2d_models")
@@ -293,9 +293,6 @@ def test_sigkill_then_resume_fetches_only_missing_ranges(
     objs = seed_big(sandbox, "t_kill", 3, 48 * MIB + 5)
     total = sum(o.size_bytes for o in objs)
     args = [
-        sys.executable,
-        "-m",
-        "ego4d_dl",
         "download",
         "-y",
         "--json",
@@ -313,7 +310,10 @@ def test_sigkill_then_resume_fetches_only_missing_ranges(
         "40MB/s",
     ]
     proc = subprocess.Popen(
-        args, env={**os.environ, **aws_env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*COMMAND, *args],
+        env={**os.environ, **aws_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     # Kill it the moment the journal holds some committed progress: mid-transfer by design.
     deadline = time.monotonic() + 60
@@ -326,10 +326,8 @@ def test_sigkill_then_resume_fetches_only_missing_ranges(
     proc.wait()
     kept = journaled_bytes(tmp_path)
     assert 0 < kept < total
-    rerun = subprocess.run(
-        args, env={**os.environ, **aws_env}, capture_output=True, text=True, check=False
-    )
-    assert rerun.returncode == 0, rerun.stderr
+    rerun = cli_process(*args, env=aws_env)
+    assert rerun.code == 0, rerun.stderr
     summary = summary_of(rerun.stdout)
     assert summary["bytes_fetched"] == total - kept
     for i, o in enumerate(objs):
@@ -478,7 +476,7 @@ def test_without_yes_and_without_an_answer_it_stops_instead_of_hanging(
         "download", "-o", tmp_path, "--endpoint-url", sandbox.endpoint_url, "--datasets", "viz"
     )
     assert ran.code == 1
-    assert "Pass --yes" in ran.error_line
+    assert "Pass --yes" in ran.error_line()
     assert not (tmp_path / "v2" / "viz" / "viz_index.html").exists()
 
 

@@ -16,8 +16,7 @@ from ego4d_dl.egoexo_catalog import (
     release_root,
 )
 from ego4d_dl.errors import ConfigError
-
-from .egoexo_oracle import Flags, original_plan
+from tests.support.egoexo_oracle import Flags, original_plan
 
 # Every part present, each an empty manifest: the original reads what it expands to, finds
 # nothing to fetch and stops where it would look at the disk.

@@ -29,8 +29,8 @@ from ego4d_dl.egoexo_select import EgoExoSelection, select_part
 from ego4d_dl.errors import ManifestError
 from ego4d_dl.journal import JOURNAL_DIR
 from ego4d_dl.sandbox import egoexo_manifest_json, egoexo_release_spec, egoexo_scale_manifest
-
-from .egoexo_oracle import original_manifest_loads
+from tests.support.egoexo_oracle import original_manifest_loads
+from tests.support.examples import examples, fast_loop
 
 SPEC = egoexo_release_spec()
 MANIFESTS = {part: egoexo_manifest_json(entries) for part, entries in SPEC.parts}
@@ -147,7 +147,7 @@ def test_fields_the_format_does_not_name_are_ignored() -> None:
     assert isinstance(entry, Entry) and len(entry.rows) == 1
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(
         st.recursive(
@@ -174,7 +174,7 @@ def test_the_list_is_read_whatever_the_chunking(
     assert list(read_json_list(Chunked(text, sizes), source="s")) == values
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.data())
 def test_a_cut_document_is_an_error_not_a_shorter_list(data: st.DataObject) -> None:
     text = MANIFESTS["captures"].decode()
@@ -333,7 +333,7 @@ def test_good_relative_paths_land_where_they_say(path: str, tmp_path: Path) -> N
     assert destination(tmp_path, row) == tmp_path / path
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.text(alphabet=st.sampled_from("ab./\\\x00\n é~:"), max_size=24))
 def test_whatever_passes_stays_inside_the_output_directory(path: str) -> None:
     if relative_path_problem(path) is not None:
@@ -376,6 +376,7 @@ def _peak_bytes(work: Any) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(fast_loop(), reason="a scale test (5 s): the full suite runs it")
 def test_a_60000_entry_manifest_streams_in_bounded_memory(tmp_path: Path) -> None:
     manifest = tmp_path / "manifest.json"
     _scale_manifest(manifest, 60_000)

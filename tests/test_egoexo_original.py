@@ -22,8 +22,7 @@ from ego4d_dl.sandbox import (
     egoexo_manifest_json,
     egoexo_release_spec,
 )
-
-from .egoexo_oracle import (
+from tests.support.egoexo_oracle import (
     ORIGINAL_COMMANDS,
     ORIGINAL_PYTHON,
     OriginalRun,

@@ -27,8 +27,8 @@ from ego4d_dl.egoexo_select import (
     unknown_benchmarks_warning,
 )
 from ego4d_dl.sandbox import egoexo_manifest_json, egoexo_release_spec
-
-from .egoexo_oracle import Flags, original_filter, original_plan, ours
+from tests.support.egoexo_oracle import Flags, original_filter, original_plan, ours
+from tests.support.examples import examples
 
 SPEC = egoexo_release_spec()
 MANIFESTS = {part: egoexo_manifest_json(entries) for part, entries in SPEC.parts}
@@ -249,7 +249,7 @@ def _flag() -> st.SearchStrategy[tuple[str, ...] | None]:
     return st.none() | st.lists(st.sampled_from((*VOCAB, "zz")), min_size=1, max_size=3).map(tuple)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(manifests(), _flag(), _flag(), _flag(), _flag(), _flag())
 def test_random_manifests_and_flags_select_as_manifest_ok_and_path_ok(
     text: str,

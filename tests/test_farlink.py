@@ -23,8 +23,9 @@ import pytest
 from ego4d_dl.config import DEFAULT_CONCURRENCY, DEFAULT_MAX_CONCURRENCY
 from ego4d_dl.events import ConcurrencyCause
 from ego4d_dl.sandbox import Sandbox, SeededRelease
-
-from .slowlink import FarLinkProxy, SeededDataset, check_download, cli, seed_dataset
+from tests.support.cli import cli_process
+from tests.support.seed import Dataset, blobs, check_download, seed_dataset
+from tests.support.slowlink import FarLinkProxy
 
 pytestmark = pytest.mark.slow
 
@@ -110,13 +111,15 @@ def test_the_emulated_link_delays_each_way_and_paces_each_connection(talker: _Ta
 
 
 @pytest.fixture(scope="module")
-def far_dataset(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
+def far_dataset(sandbox: Sandbox, release: SeededRelease) -> Dataset:
     # 300 annotation-sized files: each one request, mostly its round trip through the link.
-    return seed_dataset(sandbox, "farlink_test", [128 * 1024 + i for i in range(300)])
+    return seed_dataset(
+        sandbox, "farlink_test", blobs("farlink_test", [128 * 1024 + i for i in range(300)])
+    )
 
 
 def _download(
-    sandbox: Sandbox, out: Path, dataset: SeededDataset, *extra: str
+    sandbox: Sandbox, out: Path, dataset: Dataset, *extra: str
 ) -> tuple[list[dict[str, Any]], str, int]:
     """Download through the far link; the JSON events, stderr, and the most connections the
     link had open at once."""
@@ -124,13 +127,13 @@ def _download(
         sandbox.endpoint_url, one_way_delay_s=_ONE_WAY_DELAY_S, rate_bytes_s=_RATE_BYTES_S
     ) as link:
         # fmt: off
-        done = cli(
+        done = cli_process(
             "download", "-o", str(out), "--datasets", dataset.name, "--no-metadata",
             "--endpoint-url", link.url, "--yes", "--json", *extra,
             timeout_s=240,
         )
         # fmt: on
-    assert done.returncode == 0, done.stderr
+    assert done.code == 0, done.stderr
     assert check_download(out, dataset) == []
     return (
         [json.loads(line) for line in done.stdout.splitlines()],
@@ -140,7 +143,7 @@ def _download(
 
 
 def test_default_grows_past_its_start_far_from_the_buckets(
-    sandbox: Sandbox, far_dataset: SeededDataset, aws_env: dict[str, str], tmp_path: Path
+    sandbox: Sandbox, far_dataset: Dataset, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     events, stderr, peak = _download(sandbox, tmp_path, far_dataset)
 
@@ -167,7 +170,7 @@ def test_default_grows_past_its_start_far_from_the_buckets(
 
 
 def test_explicit_concurrency_is_exactly_n_far_from_the_buckets(
-    sandbox: Sandbox, far_dataset: SeededDataset, aws_env: dict[str, str], tmp_path: Path
+    sandbox: Sandbox, far_dataset: Dataset, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     events, _, peak = _download(sandbox, tmp_path, far_dataset, "--concurrency", "8")
 

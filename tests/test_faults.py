@@ -24,7 +24,8 @@ from ego4d_dl.events import (
 )
 from ego4d_dl.retry import RetryPolicy
 from ego4d_dl.sandbox import ACCESS_KEY_ID, Sandbox, SeededRelease, fake_bytes
-from tests.faultproxy import (
+from tests.support.cli import COMMAND, cli_process
+from tests.support.faultproxy import (
     Corrupt,
     Delay,
     ErrorReply,
@@ -37,22 +38,23 @@ from tests.faultproxy import (
     Throttle,
     Truncate,
 )
-from tests.scenario import (
-    MIB,
-    Dataset,
+from tests.support.scenario import (
     FinalPathWatcher,
-    SourceFile,
-    cli_args,
+    download_args,
     iter_dests,
     journal_state,
-    md5_hex,
-    run_cli,
     run_in_process,
+)
+from tests.support.seed import (
+    MIB,
+    Dataset,
+    SourceFile,
+    md5_hex,
     seed_dataset,
     standard_files,
     unique_name,
 )
-from tests.smallfs import tmpfs_at
+from tests.support.smallfs import tmpfs_at
 
 __all__: list[str] = []
 
@@ -351,9 +353,9 @@ def test_replaced_object_interrupted_after_its_restart_resumes_the_new_version(
     )
     hang = Rule(match=gets, fault=Stall(after_bytes=0, seconds=60), after=2, times=None)
     proxy.add(hang)
-    args = cli_args(out, dataset.name, proxy.url, "--concurrency", "1", "--verify", "size")
+    args = download_args(out, dataset.name, proxy.url, "--concurrency", "1", "--verify", "size")
     proc = subprocess.Popen(
-        args,
+        [*COMMAND, *args],
         env={"PATH": os.environ["PATH"], **aws_env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -366,7 +368,7 @@ def test_replaced_object_interrupted_after_its_restart_resumes_the_new_version(
         proc.wait()
 
     proxy.clear()
-    second = run_cli(args, env=aws_env)
+    second = cli_process(*args, env=aws_env, clean_env=True)
     assert second.code == 0, second.stderr
     dataset.check_complete(out)
 
@@ -433,7 +435,9 @@ def test_server_down_from_the_start_fails_with_one_line(
     proxy: FaultProxy, dataset: Dataset, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     proxy.go_down()
-    result = run_cli(cli_args(tmp_path / "out", dataset.name, proxy.url), env=aws_env)
+    result = cli_process(
+        *download_args(tmp_path / "out", dataset.name, proxy.url), env=aws_env, clean_env=True
+    )
     assert result.code == 1
     line = result.error_line()
     assert "cannot reach" in line and proxy.url in line
@@ -459,7 +463,9 @@ def test_credentials_expiring_mid_run_stop_cleanly_and_resume(
     )
     proxy.add(expiry)
     proxy.add(Rule(match=object_gets(dataset), fault=Throttle(rate_bytes_s=8 * MIB), times=None))
-    first = run_cli(cli_args(out, dataset.name, proxy.url, "--json"), env=aws_env)
+    first = cli_process(
+        *download_args(out, dataset.name, proxy.url, "--json"), env=aws_env, clean_env=True
+    )
 
     assert first.code == 3, first.stderr
     line = first.error_line()
@@ -471,7 +477,9 @@ def test_credentials_expiring_mid_run_stop_cleanly_and_resume(
 
     proxy.clear()  # renewed keys: the server accepts them again
     proxy.reset_observations()
-    second = run_cli(cli_args(out, dataset.name, proxy.url, "--json"), env=aws_env)
+    second = cli_process(
+        *download_args(out, dataset.name, proxy.url, "--json"), env=aws_env, clean_env=True
+    )
 
     assert second.code == 0, second.stderr
     dataset.check_complete(out)
@@ -496,8 +504,8 @@ def test_disk_full_stops_cleanly_and_resumes_once_space_is_freed(
     device" line and exit 1, nothing on disk is corrupt, and after the filesystem grows the
     same command finishes the job without refetching what was journaled."""
     out = small_disk / "out"
-    args = cli_args(out, dataset.name, proxy.url, "--json", "--no-space-check")
-    first = run_cli(args, env=aws_env)
+    args = download_args(out, dataset.name, proxy.url, "--json", "--no-space-check")
+    first = cli_process(*args, env=aws_env, clean_env=True)
 
     assert first.code == 1, first.stderr
     line = first.error_line()
@@ -507,7 +515,7 @@ def test_disk_full_stops_cleanly_and_resumes_once_space_is_freed(
 
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     proxy.reset_observations()
-    second = run_cli(args, env=aws_env)
+    second = cli_process(*args, env=aws_env, clean_env=True)
 
     assert second.code == 0, second.stderr
     dataset.check_complete(out)
@@ -518,7 +526,7 @@ def test_not_enough_space_is_refused_before_any_transfer(
     small_disk: Path, proxy: FaultProxy, dataset: Dataset, aws_env: dict[str, str]
 ) -> None:
     out = small_disk / "out"
-    result = run_cli(cli_args(out, dataset.name, proxy.url), env=aws_env)
+    result = cli_process(*download_args(out, dataset.name, proxy.url), env=aws_env, clean_env=True)
     assert result.code == 1
     assert "not enough free space" in result.error_line()
     assert proxy.body_bytes(dataset.key_pattern) == 0
@@ -540,7 +548,7 @@ def _hold_tiny(proxy: FaultProxy, dataset: Dataset) -> None:
 
 def _start(args: list[str], aws_env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        args,
+        [*COMMAND, *args],
         env={"PATH": os.environ["PATH"], **aws_env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -570,7 +578,7 @@ def test_kill_9_at_a_random_moment_then_resume(
     proxy.add(Rule(match=object_gets(dataset), fault=Throttle(rate_bytes_s=2 * MIB), times=None))
     _hold_tiny(proxy, dataset)
     kill_at = rng.randint(200_000, dataset.size_bytes - 100)
-    args = cli_args(out, dataset.name, proxy.url, "--json")
+    args = download_args(out, dataset.name, proxy.url, "--json")
     proc = _start(args, aws_env)
     try:
         _wait_until(lambda: proxy.bytes_relayed >= kill_at, f"{kill_at} bytes relayed")
@@ -584,7 +592,7 @@ def test_kill_9_at_a_random_moment_then_resume(
 
     proxy.clear()
     proxy.reset_observations()
-    second = run_cli(args, env=aws_env)
+    second = cli_process(*args, env=aws_env, clean_env=True)
     assert second.code == 0, second.stderr
     dataset.check_complete(out)
     assert second.summary["bytes_fetched"] == dataset.size_bytes - state.journaled_bytes
@@ -622,7 +630,7 @@ def test_kill_9_loses_exactly_the_requests_in_flight(
     kept = 10 * MIB + len(dataset.files["small.json"].data)
     in_flight = cut_multi + cut_single + 5
     sources = dict(iter_dests(out, dataset))
-    args = cli_args(out, dataset.name, proxy.url, "--json")
+    args = download_args(out, dataset.name, proxy.url, "--json")
     proc = _start(args, aws_env)
     try:
         _wait_until(
@@ -648,7 +656,7 @@ def test_kill_9_loses_exactly_the_requests_in_flight(
 
     proxy.clear()
     proxy.reset_observations()
-    second = run_cli(args, env=aws_env)
+    second = cli_process(*args, env=aws_env, clean_env=True)
     assert second.code == 0, second.stderr
     dataset.check_complete(out)
     assert second.summary["bytes_fetched"] == dataset.size_bytes - kept
@@ -712,8 +720,8 @@ def test_disk_filling_up_mid_run_stops_cleanly(
 
     thread = threading.Thread(target=fill_when_bytes_flow, daemon=True)
     thread.start()
-    args = cli_args(out, dataset.name, proxy.url, "--json")
-    first = run_cli(args, env=aws_env)
+    args = download_args(out, dataset.name, proxy.url, "--json")
+    first = cli_process(*args, env=aws_env, clean_env=True)
     thread.join()
     assert first.code == 1, first.stderr
     line = first.error_line()
@@ -724,7 +732,7 @@ def test_disk_filling_up_mid_run_stops_cleanly(
 
     filler.unlink()
     proxy.clear()
-    second = run_cli(args, env=aws_env)
+    second = cli_process(*args, env=aws_env, clean_env=True)
     assert second.code == 0, second.stderr
     dataset.check_complete(out)
     assert second.summary["bytes_fetched"] == dataset.size_bytes - state.journaled_bytes

@@ -30,7 +30,8 @@ from ego4d_dl.sandbox import (
     SeededRelease,
     fake_bytes,
 )
-from tests.faultproxy import (
+from tests.support.cli import cli_process
+from tests.support.faultproxy import (
     Corrupt,
     Delay,
     ErrorReply,
@@ -44,18 +45,19 @@ from tests.faultproxy import (
     Throttle,
     Truncate,
 )
-from tests.scenario import (
-    MIB,
-    Dataset,
+from tests.support.scenario import (
     FinalPathWatcher,
-    SourceFile,
-    cli_args,
+    download_args,
     iter_dests,
     journal_state,
+    run_in_process,
+)
+from tests.support.seed import (
+    MIB,
+    Dataset,
+    SourceFile,
     manifest_csv,
     md5_hex,
-    run_cli,
-    run_in_process,
     seed_dataset,
     standard_files,
     unique_name,
@@ -551,7 +553,7 @@ def test_a_manifest_that_cannot_be_fetched_stops_before_any_transfer(
         )
     )
     out = tmp_path / "out"
-    result = run_cli(cli_args(out, dataset.name, proxy.url), env=aws_env)
+    result = cli_process(*download_args(out, dataset.name, proxy.url), env=aws_env, clean_env=True)
 
     assert result.code == EXIT_FAILED, result.stderr
     line = result.error_line()
@@ -640,7 +642,7 @@ def test_listings_that_keep_failing_stop_the_plan_with_one_line(
     the bucket and the server's answer, exit 1, and no object is requested."""
     proxy.add(Rule(match=listings(listed), fault=ErrorReply.internal_error(), times=None))
     out = tmp_path / "out"
-    result = run_cli(cli_args(out, listed.name, proxy.url), env=aws_env)
+    result = cli_process(*download_args(out, listed.name, proxy.url), env=aws_env, clean_env=True)
 
     assert result.code == EXIT_FAILED, result.stderr
     line = result.error_line()
@@ -688,7 +690,9 @@ def test_keys_renewed_mid_run_are_picked_up_and_the_run_completes(
         k: v for k, v in aws_env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     }
     out = tmp_path / "out"
-    result = run_cli(cli_args(out, dataset.name, proxy.url, "--json"), env=env)
+    result = cli_process(
+        *download_args(out, dataset.name, proxy.url, "--json"), env=env, clean_env=True
+    )
 
     assert result.code == EXIT_OK, result.stderr
     assert "Traceback" not in result.stderr

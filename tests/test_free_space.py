@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.sandbox import Sandbox, SeededRelease
-
-from .smallfs import run_on_small_fs, small_fs_available
+from tests.support.smallfs import run_on_small_fs, small_fs_available
 
 pytestmark = pytest.mark.skipif(
     not small_fs_available(), reason="cannot mount a tmpfs here (unshare)"

@@ -46,9 +46,7 @@ from ego4d_dl.render import render_datasets, render_summary
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
 from ego4d_dl.sinks import PlainProgressSink
 from ego4d_dl.text import safe
-
-from .clitools import cli
-from .slowlink import cli_env
+from tests.support.cli import cli, cli_env, cli_process
 
 DATASET = "hostile_names_test"
 PREFIX = f"public/v2/{DATASET}"
@@ -223,12 +221,12 @@ def test_manifest_rows_with_control_characters_are_malformed() -> None:
 def test_error_lines_quote_hostile_input_as_text(tmp_path: Path) -> None:
     ran = cli("plan", "-o", tmp_path, "--datasets", "[/x]")
     assert ran.code == 2
-    assert "[/x]" in ran.error_line  # it used to crash the error line itself
+    assert "[/x]" in ran.error_line()  # it used to crash the error line itself
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"datasets": [f"esc{ESC_RED}[/x]"]}), encoding="utf-8")
     ran = cli("plan", "-o", tmp_path, "--config", config)
     assert ran.code == 2 and "\x1b" not in ran.stderr, ran.stderr
-    assert "esc\\x1b[31m[/x]" in ran.error_line
+    assert "esc\\x1b[31m[/x]" in ran.error_line()
 
 
 # --- a hostile release in the sandbox ---------------------------------------------------------
@@ -307,14 +305,12 @@ def test_a_hostile_release_downloads_in_a_pipe(
 ) -> None:
     # fmt: off
     args = [
-        sys.executable, "-m", "ego4d_dl", "download", "-o", str(tmp_path), "--datasets",
-        DATASET, "--no-metadata", "--endpoint-url", sandbox.endpoint_url, "--yes",
+        "download", "-o", str(tmp_path), "--datasets", DATASET, "--no-metadata",
+        "--endpoint-url", sandbox.endpoint_url, "--yes",
     ]
     # fmt: on
-    done = subprocess.run(
-        args, env=cli_env(), capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 1, done.stderr  # missing files and malformed rows
+    done = cli_process(*args)
+    assert done.code == 1, done.stderr  # missing files and malformed rows
     assert "Traceback" not in done.stderr
     both = done.stdout + done.stderr
     assert "\x1b" not in both and "\u202e" not in both, both
@@ -323,10 +319,8 @@ def test_a_hostile_release_downloads_in_a_pipe(
         assert f"missing: {DATASET}/{uid} (" in done.stdout
     assert _landed(tmp_path, hostile) == hostile.downloaded
 
-    json_run = subprocess.run(
-        [*args, "--json"], env=cli_env(), capture_output=True, text=True, timeout=120, check=False
-    )
-    assert json_run.returncode == 1, json_run.stderr
+    json_run = cli_process(*args, "--json")
+    assert json_run.code == 1, json_run.stderr
     docs = [json.loads(line) for line in json_run.stdout.splitlines()]
     assert "\x1b" not in json_run.stdout  # JSON escapes control characters itself
     skipped = {d["key"] for d in docs if d["event"] == "FileSkipped"}

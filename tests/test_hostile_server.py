@@ -21,9 +21,9 @@ from ego4d_dl.journal import Journal, JournalView, journal_path
 from ego4d_dl.planning import build_plan
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
 from ego4d_dl.store import ListPage, ObjectHead, RangeBody, S3Store
-
-from .clitools import cli, put_manifest
-from .faultproxy import Corrupt, FaultProxy, Match, Rule
+from tests.support.cli import cli
+from tests.support.faultproxy import Corrupt, FaultProxy, Match, Rule
+from tests.support.seed import put_manifest
 
 MiB = 1 << 20
 MD5 = "0bea5bb1e8dd91637e91900805092038"
@@ -176,7 +176,7 @@ def test_a_manifest_that_never_matches_its_etag_stops_the_plan(
         proxy.add(_manifest_rule(times=None))
         ran = cli("plan", "-o", tmp_path, "--endpoint-url", proxy.url)
     assert ran.code == 1, ran.stderr
-    line = ran.error_line
+    line = ran.error_line()
     assert "public/v2_1/annotations/manifest.csv" in line
     assert "do not match the object's ETag" in line
 

@@ -25,6 +25,8 @@ from ego4d_dl.config import DEFAULT_MAX_CONCURRENCY, Options
 from ego4d_dl.engine import EngineSettings
 from ego4d_dl.events import ConcurrencyCause, ConcurrencyChanged
 from ego4d_dl.limiter import AdaptiveLimiter, make_limiter
+from tests.support.events import FakeClock
+from tests.support.examples import examples
 
 MB = 1_000_000
 
@@ -315,7 +317,7 @@ _observation = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     steps=st.lists(st.tuples(st.floats(0, 1.5), _observation), max_size=300),
     initial=st.integers(1, 64),
@@ -357,14 +359,6 @@ def test_settings_are_checked() -> None:
 
 
 # --- the limiter that applies it ---------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_fixed_concurrency_is_exactly_n() -> None:

@@ -9,8 +9,7 @@ import json
 
 from ego4d_dl.events import ConcurrencyCause, ConcurrencyChanged, RunStarted
 from ego4d_dl.sinks import JsonLinesSink, PlainProgressSink, is_warning
-
-from .test_dashboard import line_with, steady_run
+from tests.support.dashboard import line_with, steady_run
 
 GREW = ConcurrencyChanged(
     limit=64,

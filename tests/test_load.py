@@ -21,15 +21,15 @@ from ego4d_dl.config import DEFAULT_MAX_CONCURRENCY, Options
 from ego4d_dl.engine import EngineSettings
 from ego4d_dl.events import FileVerified
 from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, SeededRelease, fake_bytes
-from tests.faultproxy import FaultProxy, Gate, Match, Rule
-from tests.scenario import (
+from tests.support.cli import COMMAND
+from tests.support.faultproxy import FaultProxy, Gate, Match, Rule
+from tests.support.scenario import download_args, run_in_process
+from tests.support.seed import (
     FILES_BUCKET,
     MIB,
     SourceFile,
-    cli_args,
     manifest_csv,
     md5_hex,
-    run_in_process,
     seed_dataset,
     unique_name,
 )
@@ -123,13 +123,13 @@ def test_twenty_thousand_small_objects_with_bounded_memory_and_descriptors(
     bounds (file slots + connections + a few), and memory does not grow with the number of
     files once the transfers are under way."""
     out = tmp_path / "out"
-    args = cli_args(out, many_objects.name, sandbox.endpoint_url, "--json")
+    args = download_args(out, many_objects.name, sandbox.endpoint_url, "--json")
     done = [0]
     usage = Usage()
     stop = threading.Event()
     summary: dict[str, object] = {}
     with subprocess.Popen(
-        args,
+        [*COMMAND, *args],
         env={"PATH": os.environ["PATH"], **aws_env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from ego4d_dl.cli import app
 from ego4d_dl.events import (
@@ -41,81 +40,51 @@ from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile
 from ego4d_dl.render import confirmation_text
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.sinks import JsonLinesSink, PlainProgressSink
-
-from .slowlink import (
-    MiB,
-    SeededDataset,
-    ThrottledProxy,
-    check_download,
-    cli,
-    cli_env,
-    seed_dataset,
-)
+from tests.support.cli import cli, cli_env, cli_process
+from tests.support.events import FakeClock, summary
+from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset
+from tests.support.slowlink import ThrottledProxy
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d "
 KEY = "public/v2/full_scale/v1.mp4"
 DEST = Path("/data/ego4d/v2/full_scale/v1.mp4")
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _summary(**kw: object) -> RunSummary:
-    values: dict[str, object] = {
-        "files": 3,
-        "verified": 1,
-        "skipped": 1,
-        "failed": 0,
-        "missing": 1,
-        "denied": 0,
-        "bytes_fetched": 100 * MiB,
-        "size_bytes": 101 * MiB,
-        "elapsed_s": 10.0,
-        "retries": 1,
-        "restarts": 0,
-        "levels": {"md5": 1},
-        "problems": (),
-    }
-    values.update(kw)
-    return RunSummary(**values)  # type: ignore[arg-type]
+    return summary(**{"files": 3, "verified": 1, "elapsed_s": 10.0, "levels": {"md5": 1}, **kw})
 
 
 def _script(clock: FakeClock) -> Iterator[Event]:
     """Planning, a 100 MiB run at 8 MiB/s with a skip, a missing file and a retry."""
     yield ManifestLoaded(dataset="full_scale", rows=3, selected=3, malformed=0)
     yield PlanBuilt(
-        files=3, size_bytes=101 * MiB, fetch_bytes=100 * MiB, heads=0, list_pages=1, elapsed_s=0.2
+        files=3, size_bytes=101 * MIB, fetch_bytes=100 * MIB, heads=0, list_pages=1, elapsed_s=0.2
     )
     yield RunStarted(
         files=3,
-        size_bytes=101 * MiB,
+        size_bytes=101 * MIB,
         present_bytes=0,
-        fetch_bytes=100 * MiB,
+        fetch_bytes=100 * MIB,
         skipped_files=1,
         concurrency=16,
     )
-    yield FileSkipped(dataset="full_scale", key="k0", dest=DEST, size_bytes=MiB, reason="complete")
+    yield FileSkipped(dataset="full_scale", key="k0", dest=DEST, size_bytes=MIB, reason="complete")
     yield FileFailed(  # the store names the object; the line does not say it twice
         dataset="full_scale", key="public/v2/full_scale/v3.mp4", dest=DEST,
         status=FileStatus.MISSING,
         reason="s3://ego4d-cmu/public/v2/full_scale/v3.mp4: 404 Not Found",
     )  # fmt: skip
     yield FileStarted(
-        dataset="full_scale", key=KEY, dest=DEST, size_bytes=100 * MiB, present_bytes=0
+        dataset="full_scale", key=KEY, dest=DEST, size_bytes=100 * MIB, present_bytes=0
     )
     for _ in range(5):
         clock.now += 1.0
-        yield BytesReceived(dataset="full_scale", key=KEY, count=8 * MiB)
+        yield BytesReceived(dataset="full_scale", key=KEY, count=8 * MIB)
     yield RangeRetried(
         dataset="full_scale",
         key=KEY,
         start=0,
-        stop=MiB,
+        stop=MIB,
         attempt=1,
         delay_s=0.5,
         reason="connection reset",
@@ -124,7 +93,7 @@ def _script(clock: FakeClock) -> Iterator[Event]:
 
 
 def test_plain_lines_carry_progress_rate_eta_and_warnings() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     out = io.StringIO()
     sink = PlainProgressSink(
         out, interval_s=10, clock=clock, wallclock=lambda: 1.7e9, ticking=False
@@ -151,7 +120,7 @@ def test_plain_lines_carry_progress_rate_eta_and_warnings() -> None:
 
 
 def test_quiet_lines_are_only_errors() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     out = io.StringIO()
     sink = PlainProgressSink(out, quiet=True, clock=clock, ticking=False)
     for event in _script(clock):
@@ -167,7 +136,7 @@ def test_plain_progress_lines_come_on_their_own_clock_and_stop_with_the_run() ->
     sink = PlainProgressSink(out, interval_s=0.02)
     sink(
         RunStarted(
-            files=1, size_bytes=MiB, present_bytes=0, fetch_bytes=MiB, skipped_files=0,
+            files=1, size_bytes=MIB, present_bytes=0, fetch_bytes=MIB, skipped_files=0,
             concurrency=4,
         )
     )  # fmt: skip
@@ -183,7 +152,7 @@ def test_plain_progress_lines_come_on_their_own_clock_and_stop_with_the_run() ->
 
 
 def test_json_lines_are_json_to_the_last_one() -> None:
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     out, log = io.StringIO(), io.StringIO()
     sink = JsonLinesSink(out, clock=clock, ticking=False, log=log)
     for event in _script(clock):
@@ -205,9 +174,9 @@ def test_json_lines_are_json_to_the_last_one() -> None:
         "RunFinished",
     ]
     progress = docs[-2]
-    assert progress["bytes"] == 40 * MiB
-    assert progress["total_bytes"] == 100 * MiB
-    assert progress["bytes_per_s"] == 8 * MiB
+    assert progress["bytes"] == 40 * MIB
+    assert progress["total_bytes"] == 100 * MIB
+    assert progress["bytes_per_s"] == 8 * MIB
     assert progress["eta_s"] == 7.5
     assert progress["files_done"] == 2
     assert docs[-1]["summary"]["verified"] == 1
@@ -226,7 +195,7 @@ def test_a_closed_pipe_never_stops_the_run() -> None:
             self.writes += 1
             raise BrokenPipeError(32, "Broken pipe")
 
-    clock = FakeClock()
+    clock = FakeClock(50.0)
     for stream, sink in (
         (plain := Closed(), PlainProgressSink(plain, clock=clock, ticking=False)),
         (lines := Closed(), JsonLinesSink(lines, clock=clock, ticking=False)),
@@ -262,22 +231,22 @@ def test_confirmation_shows_size_count_free_space_and_what_resumes() -> None:
             DatasetPlan(
                 name="full_scale",
                 files=(
-                    _planned("a.mp4", 100 * MiB, Action.FETCH),
-                    _planned("b.mp4", 50 * MiB, Action.RESUME, present=20 * MiB),
-                    _planned("c.mp4", 10 * MiB, Action.SKIP),
+                    _planned("a.mp4", 100 * MIB, Action.FETCH),
+                    _planned("b.mp4", 50 * MIB, Action.RESUME, present=20 * MIB),
+                    _planned("c.mp4", 10 * MIB, Action.SKIP),
                     _planned("d.mp4", 0, Action.MISSING),
                 ),
             ),
         ),
     )
-    assert confirmation_text(plan, free_bytes=200 * MiB) == (
+    assert confirmation_text(plan, free_bytes=200 * MIB) == (
         "Ego4D v2_1 -> /data/ego4d: 2 files to fetch, 130.0 MiB\n"
         "  resuming 1 file partly downloaded: 20.0 MiB on disk, 30.0 MiB to go\n"
         "  already complete, skipped: 1 file (10.0 MiB)\n"
         "  not available: 1 file (listed in the summary)\n"
         "  free space: 200.0 MiB, enough"
     )
-    assert confirmation_text(plan, free_bytes=100 * MiB).endswith("100.0 MiB, NOT enough")
+    assert confirmation_text(plan, free_bytes=100 * MIB).endswith("100.0 MiB, NOT enough")
     assert confirmation_text(plan, free_bytes=None).endswith("free space: unknown")
 
 
@@ -285,32 +254,36 @@ def test_confirmation_shows_size_count_free_space_and_what_resumes() -> None:
 
 
 @pytest.fixture(scope="module")
-def paced(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
+def paced(sandbox: Sandbox, release: SeededRelease) -> Dataset:
     """About 29 MiB: some 3 s through a 10 MiB/s link."""
-    return seed_dataset(sandbox, "output_paced", [12 * MiB, 9 * MiB, 6 * MiB, 2 * MiB, 300_000, 0])
+    return seed_dataset(
+        sandbox,
+        "output_paced",
+        blobs("output_paced", [12 * MIB, 9 * MIB, 6 * MIB, 2 * MIB, 300_000, 0]),
+    )
 
 
 @pytest.fixture(scope="module")
-def with_missing(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
-    return seed_dataset(sandbox, "output_missing", [100_000], missing=1)
+def with_missing(sandbox: Sandbox, release: SeededRelease) -> Dataset:
+    return seed_dataset(sandbox, "output_missing", blobs("output_missing", [100_000]), missing=1)
 
 
 @pytest.fixture
 def proxy(sandbox: Sandbox) -> Iterator[ThrottledProxy]:
-    with ThrottledProxy(sandbox.endpoint_url, rate_bytes_s=10 * MiB) as running:
+    with ThrottledProxy(sandbox.endpoint_url, rate_bytes_s=10 * MIB) as running:
         yield running
 
 
 def test_in_a_pipe_progress_lines_go_to_stderr_and_the_summary_to_stdout(
-    aws_env: dict[str, str], paced: SeededDataset, proxy: ThrottledProxy, tmp_path: Path
+    aws_env: dict[str, str], paced: Dataset, proxy: ThrottledProxy, tmp_path: Path
 ) -> None:
     # fmt: off
-    done = cli(
+    done = cli_process(
         "download", "-o", str(tmp_path), "--datasets", paced.name, "--no-metadata",
         "--endpoint-url", proxy.url, "--yes", "--progress-interval", "0.25",
     )
     # fmt: on
-    assert done.returncode == 0, done.stderr
+    assert done.code == 0, done.stderr
     for stream in (done.stdout, done.stderr):
         assert "\x1b" not in stream
         assert "\r" not in stream
@@ -327,15 +300,15 @@ def test_in_a_pipe_progress_lines_go_to_stderr_and_the_summary_to_stdout(
 
 
 def test_json_every_stdout_line_is_json(
-    aws_env: dict[str, str], paced: SeededDataset, proxy: ThrottledProxy, tmp_path: Path
+    aws_env: dict[str, str], paced: Dataset, proxy: ThrottledProxy, tmp_path: Path
 ) -> None:
     # fmt: off
-    done = cli(
+    done = cli_process(
         "download", "-o", str(tmp_path), "--datasets", paced.name, "--endpoint-url",
         proxy.url, "--yes", "--json", "--progress-interval", "0.25",
     )
     # fmt: on
-    assert done.returncode == 0, done.stderr
+    assert done.code == 0, done.stderr
     docs = [json.loads(line) for line in done.stdout.splitlines()]
     kinds = [d["event"] for d in docs]
     assert kinds[0] == "ManifestLoaded"
@@ -353,16 +326,16 @@ def test_json_every_stdout_line_is_json(
 
 
 def test_quiet_prints_only_errors_warnings_and_the_summary(
-    aws_env: dict[str, str], sandbox: Sandbox, with_missing: SeededDataset, tmp_path: Path
+    aws_env: dict[str, str], sandbox: Sandbox, with_missing: Dataset, tmp_path: Path
 ) -> None:
     # fmt: off
-    done = cli(
+    done = cli_process(
         "download", "-o", str(tmp_path), "--datasets", with_missing.name, "--no-metadata",
         "--endpoint-url", sandbox.endpoint_url, "--yes", "--quiet", "--progress-interval",
         "0.01",
     )
     # fmt: on
-    assert done.returncode == 1  # a file is missing
+    assert done.code == 1  # a file is missing
     lines = done.stderr.splitlines()
     failed = [line for line in lines if re.match(STAMP + "missing: output_missing/gone-00", line)]
     assert len(failed) == 1
@@ -375,16 +348,16 @@ def test_quiet_prints_only_errors_warnings_and_the_summary(
 
 
 def test_without_yes_and_with_nothing_on_stdin_nobody_answers(
-    aws_env: dict[str, str], sandbox: Sandbox, with_missing: SeededDataset, tmp_path: Path
+    aws_env: dict[str, str], sandbox: Sandbox, with_missing: Dataset, tmp_path: Path
 ) -> None:
     # fmt: off
-    done = cli(
+    done = cli_process(
         "download", "-o", str(tmp_path), "--datasets", with_missing.name,
         "--endpoint-url", sandbox.endpoint_url,
     )
     # fmt: on
     # End of input at the question: exit 1, as the original CLI (without its traceback).
-    assert done.returncode == 1
+    assert done.code == 1
     assert done.stderr.splitlines()[-1] == (
         "error: no answer to the question (end of input); nothing was downloaded. Pass --yes "
         "to start without asking"
@@ -397,7 +370,7 @@ def test_without_yes_and_with_nothing_on_stdin_nobody_answers(
 def test_the_prompt_at_a_terminal(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    with_missing: SeededDataset,
+    with_missing: Dataset,
     tmp_path: Path,
     typed: bytes,
     downloads: bool,
@@ -444,9 +417,9 @@ def test_the_prompt_at_a_terminal(
 
 
 def _help(*args: str) -> str:
-    done = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "80"}, color=False)
-    assert done.exit_code == 0, done.output
-    return done.output
+    done = cli(*args, "--help", env={"COLUMNS": "80"})
+    assert done.code == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def test_main_help_teaches_with_three_examples() -> None:
@@ -476,7 +449,8 @@ def test_help_fits_80_columns(command: tuple[str, ...]) -> None:
 def test_every_option_has_a_one_line_help_with_its_default() -> None:
     group: Any = typer.main.get_command(app)
     root = group.make_context("ego4d-dl", [], resilient_parsing=True)
-    assert set(group.commands) == {
+    commands = {name: group.get_command(root, name) for name in group.list_commands(root)}
+    assert set(commands) == {
         "plan",
         "download",
         "datasets",
@@ -485,7 +459,7 @@ def test_every_option_has_a_one_line_help_with_its_default() -> None:
         "status",
         "doctor",
     }
-    for name, command in group.commands.items():
+    for name, command in commands.items():
         assert command.short_help, name
         ctx = command.make_context(name, [], parent=root, resilient_parsing=True)
         for param in command.params:

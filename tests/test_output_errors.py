@@ -17,20 +17,22 @@ import pytest
 
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.sinks import JsonLinesSink, PlainProgressSink
-
-from .faultproxy import Delay, FaultProxy, Match, Rule
-from .slowlink import MiB, SeededDataset, check_download, cli, cli_env, seed_dataset
+from tests.support.cli import cli_env, cli_process
+from tests.support.faultproxy import Delay, FaultProxy, Match, Rule
+from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset
 
 _DEV_FULL = Path("/dev/full")
 needs_dev_full = pytest.mark.skipif(not _DEV_FULL.exists(), reason="no /dev/full here")
 
 
 @pytest.fixture(scope="module")
-def dataset(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
-    return seed_dataset(sandbox, "output_errors_test", [3 * MiB, 2 * MiB, 1 * MiB])
+def dataset(sandbox: Sandbox, release: SeededRelease) -> Dataset:
+    return seed_dataset(
+        sandbox, "output_errors_test", blobs("output_errors_test", [3 * MIB, 2 * MIB, 1 * MIB])
+    )
 
 
-def _args(out: Path, dataset: SeededDataset, endpoint: str, *extra: str) -> list[str]:
+def _args(out: Path, dataset: Dataset, endpoint: str, *extra: str) -> list[str]:
     # fmt: off
     return [
         "download", "-o", str(out), "--datasets", dataset.name, "--no-metadata",
@@ -83,7 +85,7 @@ def test_the_sinks_report_a_stream_that_cannot_be_written_once_and_never_raise()
 
 @needs_dev_full
 def test_download_json_to_a_full_device_fails_before_fetching(
-    aws_env: dict[str, str], sandbox: Sandbox, dataset: SeededDataset, tmp_path: Path
+    aws_env: dict[str, str], sandbox: Sandbox, dataset: Dataset, tmp_path: Path
 ) -> None:
     with _DEV_FULL.open("w") as full:
         ran = _run(*_args(tmp_path, dataset, sandbox.endpoint_url, "--json"), stdout=full)
@@ -97,7 +99,7 @@ def test_download_json_to_a_full_device_fails_before_fetching(
 
 @needs_dev_full
 def test_plan_and_summary_to_a_full_device_exit_1(
-    aws_env: dict[str, str], sandbox: Sandbox, dataset: SeededDataset, tmp_path: Path
+    aws_env: dict[str, str], sandbox: Sandbox, dataset: Dataset, tmp_path: Path
 ) -> None:
     endpoint = sandbox.endpoint_url
     for extra in ([], ["--json"]):
@@ -120,7 +122,7 @@ def test_plan_and_summary_to_a_full_device_exit_1(
 
 
 def test_a_closed_stdout_is_an_error_not_a_crash(
-    aws_env: dict[str, str], sandbox: Sandbox, dataset: SeededDataset, tmp_path: Path
+    aws_env: dict[str, str], sandbox: Sandbox, dataset: Dataset, tmp_path: Path
 ) -> None:
     command = [sys.executable, "-m", "ego4d_dl", *_args(tmp_path, dataset, sandbox.endpoint_url)]
     for extra in (["--json"], []):
@@ -138,7 +140,7 @@ def test_a_closed_stdout_is_an_error_not_a_crash(
 
 
 def test_a_pipe_closed_before_the_first_line(
-    aws_env: dict[str, str], sandbox: Sandbox, dataset: SeededDataset, tmp_path: Path
+    aws_env: dict[str, str], sandbox: Sandbox, dataset: Dataset, tmp_path: Path
 ) -> None:
     """``| head -0``: the reader is gone before anything is written."""
     read_end, write_end = os.pipe()
@@ -153,7 +155,7 @@ def test_a_pipe_closed_before_the_first_line(
 
 
 def test_a_pipe_closed_mid_run_stops_the_download_and_the_next_run_resumes(
-    aws_env: dict[str, str], sandbox: Sandbox, dataset: SeededDataset, tmp_path: Path
+    aws_env: dict[str, str], sandbox: Sandbox, dataset: Dataset, tmp_path: Path
 ) -> None:
     """``--json | head``: the reader leaves after the first verified file while the last file
     is held at the proxy; the next event cannot be written, the run stops with exit 1, and the
@@ -202,8 +204,8 @@ def test_a_pipe_closed_mid_run_stops_the_download_and_the_next_run_resumes(
     verified = {doc["key"] for doc in seen if doc["event"] == "FileVerified"}
     assert verified
 
-    again = cli(*_args(out, dataset, sandbox.endpoint_url, "--json"))
-    assert again.returncode == 0, again.stderr
+    again = cli_process(*_args(out, dataset, sandbox.endpoint_url, "--json"))
+    assert again.code == 0, again.stderr
     events = [json.loads(line) for line in again.stdout.splitlines()]
     skipped = {doc["key"] for doc in events if doc["event"] == "FileSkipped"}
     assert verified <= skipped  # journaled complete by the stopped run: not fetched again

@@ -17,7 +17,6 @@ import signal
 import sqlite3
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,17 +24,9 @@ import pytest
 
 from ego4d_dl.events import Event, IntegrityFailed
 from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
-from tests.scenario import (
-    MIB,
-    Dataset,
-    SourceFile,
-    cli_args,
-    journal_state,
-    md5_hex,
-    run_cli,
-    seed_dataset,
-    unique_name,
-)
+from tests.support.cli import COMMAND, cli_process
+from tests.support.scenario import download_args, journal_state
+from tests.support.seed import MIB, Dataset, SourceFile, md5_hex, seed_dataset, unique_name
 
 __all__: list[str] = []
 
@@ -83,7 +74,7 @@ def _sources(out: Path, dataset: Dataset) -> dict[str, bytes]:
 
 def _start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        args,
+        [*COMMAND, *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -112,20 +103,22 @@ def test_overlapping_runs_are_refused_and_the_first_ends_byte_exact(
     is mid-transfer: both refused with a message that says what runs and what to do; what the
     first run journaled is the object's bytes, and it finishes byte-exact."""
     out = tmp_path / "out"
-    args = cli_args(out, dataset.name, sandbox.endpoint_url, "--json")
+    args = download_args(out, dataset.name, sandbox.endpoint_url, "--json")
     first = _start([*args, "--max-bandwidth", "200KB/s"], aws_env)
     try:
         _wait_for_part(dataset.dest(out, "big.bin"))
         for shard in ("1/1", "1/2"):
-            late = run_cli(
-                cli_args(out, dataset.name, sandbox.endpoint_url, "--shard", shard), env=aws_env
+            late = cli_process(
+                *download_args(out, dataset.name, sandbox.endpoint_url, "--shard", shard),
+                env=aws_env,
+                clean_env=True,
             )
             assert first.poll() is None, "the first run ended too soon to test anything"
             assert late.code == 2, late.stderr
             line = late.error_line()
             assert "without --shard is writing into" in line and f"pid {first.pid}" in line
             assert "split the work" in line  # how to do it right next time
-        plan = run_cli([*args, "--dry-run"], env=aws_env)
+        plan = cli_process(*args, "--dry-run", env=aws_env, clean_env=True)
         assert plan.code == 0, plan.stderr  # looking is always allowed
         assert "its latest progress may not be shown yet" in plan.stderr
         assert first.poll() is None
@@ -134,7 +127,7 @@ def test_overlapping_runs_are_refused_and_the_first_ends_byte_exact(
         _, stderr = first.communicate(timeout=60)
     assert first.returncode == 130, stderr
     journal_state(out, _sources(out, dataset))  # every journaled byte is the object's
-    finish = run_cli(args, env=aws_env)
+    finish = cli_process(*args, env=aws_env, clean_env=True)
     assert finish.code == 0, finish.stderr
     dataset.check_complete(out)
     state = journal_state(out, _sources(out, dataset))
@@ -145,28 +138,29 @@ def test_same_n_shards_run_side_by_side_other_runs_wait(
     sandbox: Sandbox, dataset: Dataset, aws_env: dict[str, str], tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    args = cli_args(out, dataset.name, sandbox.endpoint_url)
+    args = download_args(out, dataset.name, sandbox.endpoint_url)
     shard_of_big = next(
         k for k in (1, 2)
-        if run_cli([*args, "--shard", f"{k}/2", "--dry-run", "--json"], env=aws_env)
-        .stdout.count("big.bin") > 0
+        if cli_process(
+            *args, "--shard", f"{k}/2", "--dry-run", "--json", env=aws_env, clean_env=True
+        ).stdout.count("big.bin") > 0
     )  # fmt: skip
     running = _start([*args, "--shard", f"{shard_of_big}/2", "--max-bandwidth", "200KB/s"], aws_env)
     try:
         _wait_for_part(dataset.dest(out, "big.bin"))
-        refused = run_cli([*args, "--shard", f"{shard_of_big}/2"], env=aws_env)
+        refused = cli_process(*args, "--shard", f"{shard_of_big}/2", env=aws_env, clean_env=True)
         assert refused.code == 2 and "already running" in refused.error_line()
         for other in (["--shard", "1/3"], ["--shard", "1/1"], []):
-            refused = run_cli([*args, *other], env=aws_env)
+            refused = cli_process(*args, *other, env=aws_env, clean_env=True)
             assert refused.code == 2 and "--shard K/2" in refused.error_line()
-        beside = run_cli([*args, "--shard", f"{3 - shard_of_big}/2"], env=aws_env)
+        beside = cli_process(*args, "--shard", f"{3 - shard_of_big}/2", env=aws_env, clean_env=True)
         assert beside.code == 0, beside.stderr
         assert running.poll() is None, "the first shard ended too soon to test anything"
     finally:
         running.send_signal(signal.SIGINT)
         _, stderr = running.communicate(timeout=60)
     assert running.returncode == 130, stderr
-    finish = run_cli([*args, "--shard", f"{shard_of_big}/2"], env=aws_env)
+    finish = cli_process(*args, "--shard", f"{shard_of_big}/2", env=aws_env, clean_env=True)
     assert finish.code == 0, finish.stderr
     dataset.check_complete(out)
 
@@ -201,8 +195,12 @@ def test_planted_links_are_replaced_and_their_targets_untouched(
     (journal / "runs.lock").symlink_to(outside / "not-a-lock")
     (outside / "not-a-lock").write_bytes(b"keep me too")
 
-    plan = run_cli(
-        [*cli_args(out, dataset.name, sandbox.endpoint_url), "--dry-run", "--json"], env=aws_env
+    plan = cli_process(
+        *download_args(out, dataset.name, sandbox.endpoint_url),
+        "--dry-run",
+        "--json",
+        env=aws_env,
+        clean_env=True,
     )
     assert plan.code == 0, plan.stderr
     notes = {
@@ -212,7 +210,9 @@ def test_planted_links_are_replaced_and_their_targets_untouched(
     assert "never written through" in notes["b.json"]
     assert "hard link" in notes["mid.bin"]
 
-    ran = run_cli(cli_args(out, dataset.name, sandbox.endpoint_url), env=aws_env)
+    ran = cli_process(
+        *download_args(out, dataset.name, sandbox.endpoint_url), env=aws_env, clean_env=True
+    )
     assert ran.code == 0, ran.stderr
     assert "replaced by a file of ego4d-dl's own" in ran.stderr
     dataset.check_complete(out)
@@ -232,11 +232,19 @@ def test_a_dataset_folder_linked_to_another_disk_keeps_working(
     elsewhere.mkdir(parents=True)
     dataset.folder(out).parent.mkdir(parents=True)
     dataset.folder(out).symlink_to(elsewhere)
-    ran = run_cli(cli_args(out, dataset.name, sandbox.endpoint_url, "--json"), env=aws_env)
+    ran = cli_process(
+        *download_args(out, dataset.name, sandbox.endpoint_url, "--json"),
+        env=aws_env,
+        clean_env=True,
+    )
     assert ran.code == 0, ran.stderr
     dataset.check_complete(out)
     assert {p.name for p in elsewhere.iterdir()} >= set(dataset.files)
-    again = run_cli(cli_args(out, dataset.name, sandbox.endpoint_url, "--json"), env=aws_env)
+    again = cli_process(
+        *download_args(out, dataset.name, sandbox.endpoint_url, "--json"),
+        env=aws_env,
+        clean_env=True,
+    )
     assert again.code == 0 and again.summary["bytes_fetched"] == 0
 
 
@@ -302,7 +310,9 @@ def _interrupted_download(
     out: Path, dataset: Dataset, sandbox: Sandbox, env: dict[str, str]
 ) -> None:
     """A run stopped mid-transfer: part files, a journal, saved manifests."""
-    run = _start(cli_args(out, dataset.name, sandbox.endpoint_url, "--max-bandwidth", "4MB/s"), env)
+    run = _start(
+        download_args(out, dataset.name, sandbox.endpoint_url, "--max-bandwidth", "4MB/s"), env
+    )
     _wait_for_part(dataset.dest(out, "big.bin"), min_bytes=2 * MIB)
     time.sleep(0.6)  # past a journal commit
     run.send_signal(signal.SIGINT)
@@ -314,7 +324,7 @@ def _answer_prompt(args: list[str], env: dict[str, str], answer: bytes) -> tuple
     """Run ``args`` with a terminal on stdin; answer its question with ``answer``."""
     main, secondary = pty.openpty()
     proc = subprocess.Popen(
-        args, env={**os.environ, **env}, stdin=secondary, stdout=subprocess.PIPE,
+        [*COMMAND, *args], env={**os.environ, **env}, stdin=secondary, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, close_fds=True,
     )  # fmt: skip
     os.close(secondary)
@@ -351,21 +361,25 @@ def test_a_declined_prompt_and_a_dry_run_change_nothing(
     before = tree_hash(out)
     assert any(name.endswith(".part") for name in before)
 
-    args = [a for a in cli_args(out, dataset.name, sandbox.endpoint_url) if a != "--yes"]
+    args = [a for a in download_args(out, dataset.name, sandbox.endpoint_url) if a != "--yes"]
     code, text = _answer_prompt(args, aws_env, b"n\n")
     assert "Start the download?" in text and code in (0, 1), text
     assert tree_hash(out) == before
-    dry = run_cli([*args, "--dry-run"], env=aws_env)
+    dry = cli_process(*args, "--dry-run", env=aws_env, clean_env=True)
     assert dry.code == 0, dry.stderr
     assert tree_hash(out) == before
     # A folder that does not exist yet is not created by a "no" either.
     fresh = tmp_path / "fresh"
-    args = [a for a in cli_args(fresh, dataset.name, sandbox.endpoint_url) if a != "--yes"]
+    args = [a for a in download_args(fresh, dataset.name, sandbox.endpoint_url) if a != "--yes"]
     code, text = _answer_prompt(args, aws_env, b"n\n")
     assert not fresh.exists(), text
 
     # And a "yes" then does all of it.
-    ran = run_cli(cli_args(out, dataset.name, sandbox.endpoint_url, "--json"), env=aws_env)
+    ran = cli_process(
+        *download_args(out, dataset.name, sandbox.endpoint_url, "--json"),
+        env=aws_env,
+        clean_env=True,
+    )
     assert ran.code == 0, ran.stderr
     dataset.check_complete(out)
     assert not (folder / "a.json.0123abcd").exists()
@@ -386,7 +400,7 @@ def test_in_process_decline_changes_nothing(
     import asyncio
 
     from ego4d_dl.downloading import run_download
-    from tests.scenario import options_for
+    from tests.support.scenario import options_for
 
     async def no(_: object) -> bool:
         return False
@@ -424,27 +438,26 @@ def test_a_damaged_journal_is_one_clear_error_and_verify_repair_rebuilds_it(
     sandbox: Sandbox, dataset: Dataset, aws_env: dict[str, str], tmp_path: Path, damage: object
 ) -> None:
     out = tmp_path / "out"
-    args = cli_args(out, dataset.name, sandbox.endpoint_url, "--json")
-    assert run_cli(args, env=aws_env).code == 0
+    args = download_args(out, dataset.name, sandbox.endpoint_url, "--json")
+    assert cli_process(*args, env=aws_env, clean_env=True).code == 0
     journal = out / ".ego4d-dl" / "journal.sqlite"
     damage(journal)  # type: ignore[operator]
     before = tree_hash(out)
 
-    broken = run_cli(args, env=aws_env)
+    broken = cli_process(*args, env=aws_env, clean_env=True)
     assert broken.code == 2, broken.stderr
     line = broken.error_line()
     assert str(journal) in line and "verify --repair" in line
     assert tree_hash(out) == before  # refused before touching anything
 
-    repair = run_cli(
-        [sys.executable, "-m", "ego4d_dl", "verify", "--repair", "-o", str(out), "--datasets",
-         dataset.name, "--endpoint-url", sandbox.endpoint_url, "--no-metadata"],
-        env=aws_env,
+    repair = cli_process(
+        "verify", "--repair", "-o", str(out), "--datasets", dataset.name,
+        "--endpoint-url", sandbox.endpoint_url, "--no-metadata", env=aws_env, clean_env=True,
     )  # fmt: skip
     assert repair.code == 0, repair.stdout + repair.stderr
     assert "rebuilt" in repair.stderr
     assert list((out / ".ego4d-dl").glob("journal.sqlite.damaged-*"))  # kept, not deleted
-    again = run_cli(args, env=aws_env)
+    again = cli_process(*args, env=aws_env, clean_env=True)
     assert again.code == 0, again.stderr
     assert again.summary["bytes_fetched"] == 0 and again.summary["skipped"] == len(dataset.files)
     dataset.check_complete(out)

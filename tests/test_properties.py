@@ -21,16 +21,10 @@ from ego4d_dl.journal import Journal, journal_path
 from ego4d_dl.ondisk import ObjectVersion
 from ego4d_dl.ranges import merge_ranges, missing_ranges, part_bounds, plan_pieces
 from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
-from tests.faultproxy import FaultProxy
-from tests.scenario import (
-    MIB,
-    Dataset,
-    SourceFile,
-    md5_hex,
-    run_in_process,
-    seed_dataset,
-    unique_name,
-)
+from tests.support.examples import examples
+from tests.support.faultproxy import FaultProxy
+from tests.support.scenario import run_in_process
+from tests.support.seed import MIB, Dataset, SourceFile, md5_hex, seed_dataset, unique_name
 
 __all__: list[str] = []
 
@@ -148,7 +142,9 @@ def journaled_ranges(draw: st.DrawFn) -> tuple[int, list[Range], list[Range]]:
 # No deadline: each example writes and commits SQLite, whose fsyncs take what the disk and a
 # busy machine give them.
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 def test_journal_ranges_merge_idempotently(
     journal_dir: Path, case: tuple[int, list[Range], list[Range]]

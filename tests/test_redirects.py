@@ -28,8 +28,10 @@ from ego4d_dl.config import Credentials, parse_endpoint
 from ego4d_dl.errors import TransientError
 from ego4d_dl.sandbox import fake_bytes
 from ego4d_dl.store import S3Store
+from tests.support.awslike import AwsFront, MotoS3, make_certificates
 
-from .awslike import AwsFront, MotoS3, make_certificates
+# moto's S3 server in a child process: a server like the sandbox, out of the fast loop.
+pytestmark = pytest.mark.sandbox
 
 MiB = 1 << 20
 KEY = "public/v2/full_scale/0a1b2c3d.mp4"

@@ -17,11 +17,11 @@ import pytest
 
 from ego4d_dl.config import Credentials, Endpoint, parse_endpoint
 from ego4d_dl.errors import NetworkError
+from ego4d_dl.regions import region_from_headers, usable_region
 from ego4d_dl.sandbox import ACCESS_KEY_ID, RESTRICTED_BUCKET, SECRET_ACCESS_KEY, Sandbox
 from ego4d_dl.sandbox import SeededRelease as Release
-from ego4d_dl.store import S3Store, proxy_for, region_from_headers, usable_region
-
-from .loopback_proxy import loopback_proxy
+from ego4d_dl.store import S3Store, proxy_for
+from tests.support.loopback_proxy import loopback_proxy
 
 KEYS = Credentials(access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
 

@@ -281,6 +281,7 @@ def test_a_second_sandbox_runs_alongside_and_stop_cleans_up(
         _ = second.endpoint_url
 
 
+@pytest.mark.sandbox  # starts weed itself, without the session fixture
 def test_startup_timeout_shows_the_log_and_keeps_a_given_workdir(tmp_path: Path) -> None:
     workdir = tmp_path / "sandbox"
     sandbox = Sandbox(workdir=workdir, startup_timeout_s=0)

@@ -23,8 +23,8 @@ import pytest
 from ego4d_dl.errors import ConfigError
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.shard import owns, parse_shard, shard_of
-
-from .clirun import ego4d_dl, invoke, tree_md5
+from tests.support.cli import cli, cli_process
+from tests.support.seed import tree_md5
 
 ALL_DATASETS = ("full_scale", "clips", "annotations", "viz", "av_models", "vq2d_models")
 SLURM_SCRIPT = Path(__file__).parent.parent / "examples" / "slurm-ego4d-dl.sh"
@@ -71,11 +71,11 @@ def test_shard_hash_does_not_depend_on_the_process() -> None:
 
 
 def _plan_destinations(out: Path, endpoint: str, *extra: str) -> list[tuple[str, str]]:
-    done = invoke(
+    done = cli(
         "plan", "-o", str(out), "--datasets", *ALL_DATASETS, "--endpoint-url", endpoint,
         "--json", *extra,
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.code == 0, done.stderr
     doc = json.loads(done.stdout)
     return [
         (f["key"], str(Path(f["destination"]).relative_to(out)))
@@ -132,11 +132,11 @@ def test_shards_cover_every_file_once_and_make_the_unsharded_tree(
         assert task.returncode == 0, output
         assert f"shard {k}/{n}: every file complete and verified" in output
 
-    single = invoke(
+    single = cli(
         "download", "-o", str(whole), "--datasets", *ALL_DATASETS,
         "--endpoint-url", sandbox.endpoint_url, "--yes", "--quiet",
     )  # fmt: skip
-    assert single.returncode == 0, single.stderr
+    assert single.code == 0, single.stderr
     truth = _truth(release)
     sharded_tree = tree_md5(sharded)
     assert sharded_tree == tree_md5(whole)
@@ -145,8 +145,8 @@ def test_shards_cover_every_file_once_and_make_the_unsharded_tree(
     assert journals == [f"journal-shard-{k}-of-{n}.sqlite" for k in range(1, n + 1)]
 
     # status reads the three journals and counts every file complete, each in its shard.
-    done = invoke("status", "-o", str(sharded), "--json")
-    assert done.returncode == 0, done.stderr
+    done = cli("status", "-o", str(sharded), "--json")
+    assert done.code == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["shard_count"] == n
     assert status["totals"]["files"] == len(truth)
@@ -174,8 +174,8 @@ def test_status_counts_partial_and_unstarted_shards(
     }
     assert shard_size[2] >= 20 * 2**20, "shard 2 must hold enough to be caught half-way"
 
-    first = invoke("download", *common, "--yes", "--quiet", "--shard", f"1/{n}")
-    assert first.returncode == 0, first.stderr
+    first = cli("download", *common, "--yes", "--quiet", "--shard", f"1/{n}")
+    assert first.code == 0, first.stderr
     # Shard 2, slowed to 4 MiB/s and one request at a time, is stopped (as Slurm does at a
     # time limit) once it has fetched more than any one part: some ranges are journaled.
     second = subprocess.Popen(
@@ -194,8 +194,8 @@ def test_status_counts_partial_and_unstarted_shards(
     _, err = second.communicate(timeout=60)
     assert second.returncode == 130, err
 
-    done = invoke("status", "-o", str(out), "--json", "--no-metadata")
-    assert done.returncode == 0, done.stderr
+    done = cli("status", "-o", str(out), "--json", "--no-metadata")
+    assert done.code == 0, done.stderr
     status = json.loads(done.stdout)
     by_shard = {s["shard"]: s for s in status["shards"]}
     assert set(by_shard) == {f"{k}/{n}" for k in (1, 2, 3)}
@@ -206,7 +206,7 @@ def test_status_counts_partial_and_unstarted_shards(
     mine = [v for v in videos if shard_of(v.obj.key, n) == 2]
     finished = [v for v in mine if (out / v.relpath).is_file()]
     assert two["complete_files"] == len(finished) < len(mine)
-    plan = json.loads(invoke("plan", *common, "--json", "--shard", f"2/{n}").stdout)
+    plan = json.loads(cli("plan", *common, "--json", "--shard", f"2/{n}").stdout)
     resumed = [
         f
         for ds in plan["datasets"]
@@ -226,17 +226,17 @@ def test_status_counts_partial_and_unstarted_shards(
     assert totals["complete_files"] == one["complete_files"] + two["complete_files"]
 
     # The human table says the same, and resuming shard 2 finishes it.
-    table = invoke("status", "-o", str(out), "--no-metadata")
+    table = cli("status", "-o", str(out), "--no-metadata")
     assert "shard 3/3 (not started)" in table.stdout
-    again = invoke("download", *common, "--yes", "--quiet", "--shard", f"2/{n}")
-    assert again.returncode == 0, again.stderr
-    status = json.loads(invoke("status", "-o", str(out), "--json", "--no-metadata").stdout)
+    again = cli("download", *common, "--yes", "--quiet", "--shard", f"2/{n}")
+    assert again.code == 0, again.stderr
+    status = json.loads(cli("status", "-o", str(out), "--json", "--no-metadata").stdout)
     two = next(s for s in status["shards"] if s["shard"] == f"2/{n}")["totals"]
     assert two["complete_files"] == len(mine) and two["partial_files"] == 0
 
 
 def test_status_explains_an_empty_directory(tmp_path: Path, aws_env: dict[str, str]) -> None:
-    done = ego4d_dl("status", "-o", str(tmp_path / "nowhere"))
-    assert done.returncode == 2
+    done = cli_process("status", "-o", str(tmp_path / "nowhere"))
+    assert done.code == 2
     assert "does not exist" in done.stderr
     assert "Traceback" not in done.stderr

@@ -23,20 +23,21 @@ import pytest
 
 from ego4d_dl.files import part_path
 from ego4d_dl.journal import Journal, journal_path
-from ego4d_dl.sandbox import Sandbox, SeededRelease, fake_bytes
-
-from .faultproxy import Delay, FaultProxy, Match, Rule
-from .slowlink import MiB, SeededDataset, ThrottledProxy, check_download, cli, cli_env, seed_dataset
+from ego4d_dl.sandbox import Sandbox, SeededRelease
+from tests.support.cli import cli_env, cli_process
+from tests.support.faultproxy import Delay, FaultProxy, Match, Rule
+from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset
+from tests.support.slowlink import ThrottledProxy
 
 # A second and a half at most per file through the link; several files verify early, the big
 # ones are still in flight when the signal comes.
-_RATE_BYTES_S = 8 * MiB
+_RATE_BYTES_S = 8 * MIB
 
 
 @pytest.fixture(scope="module")
-def interrupted_dataset(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
-    sizes = [16 * MiB, 12 * MiB, 9 * MiB, 4 * MiB, 2 * MiB, 1 * MiB, 200_000, 0]
-    return seed_dataset(sandbox, "signals_test", sizes)
+def interrupted_dataset(sandbox: Sandbox, release: SeededRelease) -> Dataset:
+    sizes = [16 * MIB, 12 * MIB, 9 * MIB, 4 * MIB, 2 * MIB, 1 * MIB, 200_000, 0]
+    return seed_dataset(sandbox, "signals_test", blobs("signals_test", sizes))
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ def proxy(sandbox: Sandbox) -> Iterator[ThrottledProxy]:
         yield running
 
 
-def _download_args(out: Path, dataset: SeededDataset, endpoint: str) -> list[str]:
+def _download_args(out: Path, dataset: Dataset, endpoint: str) -> list[str]:
     # fmt: off
     return [
         "download", "-o", str(out), "--datasets", dataset.name, "--no-metadata",
@@ -98,18 +99,18 @@ class JournalState:
     partial_bytes: int  # journaled ranges of unfinished files that the next run resumes
 
 
-def check_journal(out: Path, dataset: SeededDataset) -> JournalState:
+def check_journal(out: Path, dataset: Dataset) -> JournalState:
     """The journal opens and claims nothing the disk does not hold: every complete file is
     there with the right bytes, every journaled range of a partial file matches the source
     (and its recorded MD5)."""
-    by_key = {key: (bucket, size) for bucket, key, size in dataset.source_by_relpath.values()}
+    by_key = {dataset.key(name): source.data for name, source in dataset.files.items()}
     complete = complete_bytes = partial_bytes = 0
     with Journal(journal_path(out), readonly=True) as journal:
         assert journal.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         for entry in journal.entries():
-            bucket, size = by_key[entry.key]
+            source = by_key[entry.key]
+            size = len(source)
             assert entry.size_bytes == size
-            source = fake_bytes(f"{bucket}/{entry.key}", size)
             dest = out / entry.dest
             if entry.complete:
                 assert dest.read_bytes() == source, entry.dest
@@ -137,12 +138,10 @@ def check_journal(out: Path, dataset: SeededDataset) -> JournalState:
     )
 
 
-def _resume_and_finish(
-    out: Path, dataset: SeededDataset, sandbox: Sandbox, state: JournalState
-) -> None:
+def _resume_and_finish(out: Path, dataset: Dataset, sandbox: Sandbox, state: JournalState) -> None:
     """The same command again (at full speed): only what was missing moves, all verifies."""
-    done = cli(*_download_args(out, dataset, sandbox.endpoint_url))
-    assert done.returncode == 0, done.stderr
+    done = cli_process(*_download_args(out, dataset, sandbox.endpoint_url))
+    assert done.code == 0, done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])["summary"]
     assert summary["skipped"] == state.complete
     assert summary["verified"] == len(dataset.md5_by_relpath) - state.complete
@@ -154,7 +153,7 @@ def _resume_and_finish(
 
 
 def _interrupt(
-    out: Path, dataset: SeededDataset, endpoint: str, signals: list[signal.Signals]
+    out: Path, dataset: Dataset, endpoint: str, signals: list[signal.Signals]
 ) -> tuple[int, list[dict[str, Any]], str]:
     """Start the download, send ``signals`` once it is mid-transfer; exit code, JSON lines
     and stderr."""
@@ -187,7 +186,7 @@ def _interrupt(
 def test_a_signal_stops_cleanly_and_the_next_run_resumes(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    interrupted_dataset: SeededDataset,
+    interrupted_dataset: Dataset,
     proxy: ThrottledProxy,
     tmp_path: Path,
     signum: signal.Signals,
@@ -212,7 +211,7 @@ def test_a_signal_stops_cleanly_and_the_next_run_resumes(
 def test_a_second_ctrl_c_leaves_at_once_and_loses_nothing_journaled(
     aws_env: dict[str, str],
     sandbox: Sandbox,
-    interrupted_dataset: SeededDataset,
+    interrupted_dataset: Dataset,
     proxy: ThrottledProxy,
     tmp_path: Path,
 ) -> None:
@@ -288,7 +287,7 @@ class _Chars:
         return self.text
 
 
-def _nothing_transferred(out: Path, dataset: SeededDataset, proxy: FaultProxy) -> None:
+def _nothing_transferred(out: Path, dataset: Dataset, proxy: FaultProxy) -> None:
     """No object of the dataset was requested, nothing of it is on disk, and the journal
     (if the run got to open it) is sound and empty."""
     assert proxy.wait_idle()
@@ -310,7 +309,7 @@ def fault_proxy(sandbox: Sandbox) -> Iterator[FaultProxy]:
 @pytest.mark.parametrize("held", ["manifest", "lookups"])
 def test_a_signal_while_planning_stops_before_any_transfer(
     aws_env: dict[str, str],
-    interrupted_dataset: SeededDataset,
+    interrupted_dataset: Dataset,
     fault_proxy: FaultProxy,
     tmp_path: Path,
     held: str,
@@ -357,7 +356,7 @@ def test_a_signal_while_planning_stops_before_any_transfer(
 
 def test_ctrl_c_at_the_prompt_stops_before_any_transfer(
     aws_env: dict[str, str],
-    interrupted_dataset: SeededDataset,
+    interrupted_dataset: Dataset,
     fault_proxy: FaultProxy,
     tmp_path: Path,
 ) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from ego4d_dl.config import Credentials, Endpoint
-from ego4d_dl.errors import ObjectNotFoundError, RemoteChangedError
+from ego4d_dl.errors import AccessDeniedError, ObjectNotFoundError, RemoteChangedError
 from ego4d_dl.sandbox import (
     ACCESS_KEY_ID,
     SECRET_ACCESS_KEY,
@@ -18,12 +18,17 @@ from ego4d_dl.sandbox import (
     fake_bytes,
 )
 from ego4d_dl.store import S3Store
+from tests.support.faultproxy import ErrorReply, FaultProxy, Match, Rule
 
 
 def _store(sandbox: Sandbox) -> S3Store:
+    return _store_at(sandbox.endpoint_url)
+
+
+def _store_at(endpoint_url: str) -> S3Store:
     return S3Store(
         credentials=Credentials(access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY),
-        endpoint=Endpoint(url=sandbox.endpoint_url, region="us-east-1"),
+        endpoint=Endpoint(url=endpoint_url, region="us-east-1"),
         max_connections=4,
         stall_timeout_s=10,
     )
@@ -90,3 +95,52 @@ def test_errors_without_a_fast_answer_still_come_from_botocore(sandbox, release,
             assert store._routes[f.obj.bucket] is not None
 
     asyncio.run(go())
+
+
+def test_a_missing_object_costs_one_request_once_the_route_is_known(sandbox, release, aws_env):
+    """Counted at a proxy in front of the sandbox: a hand-signed GET answered 404 (or 412, or
+    403) raises at once instead of having botocore ask the same question again."""
+    f = _multipart(release)
+    missing = f.obj.key + ".nope"
+
+    async def go(endpoint_url: str) -> None:
+        async with _store_at(endpoint_url) as store:
+            assert await _read(store, f, 0, 10, f.obj.etag) != b""  # botocore's: the route
+            assert store._routes[f.obj.bucket] is not None
+            with pytest.raises(ObjectNotFoundError, match=r"no such object \(404\)"):
+                async with store.get_range(
+                    f.obj.bucket, missing, start=0, stop=10, size_bytes=100, etag=f.obj.etag
+                ):
+                    pass
+            with pytest.raises(RemoteChangedError, match=r"changed on the server \(412\)"):
+                await _read(store, f, 0, 10, "0" * 32 + "-3")
+            with pytest.raises(AccessDeniedError, match=r"access denied \(403 AccessDenied\)"):
+                await _read(store, f, 20, 30, f.obj.etag)
+
+    denied = ErrorReply(status=403, reason="Forbidden", code="AccessDenied", message="Denied")
+    with FaultProxy(sandbox.endpoint_url) as proxy:
+        proxy.add(Rule(match=Match(method="GET", range=(20, 29)), fault=denied, times=None))
+        asyncio.run(go(proxy.url))
+        gets = [(s.key, s.status) for s in proxy.seen if s.method == "GET"]
+    assert gets == [(f.obj.key, 206), (missing, 404), (f.obj.key, 412), (f.obj.key, 403)], gets
+
+
+def test_a_missing_object_costs_one_request_without_a_route(sandbox, release, aws_env):
+    """The bucket's first GET goes through botocore (no route yet): a 404 there is one
+    request too, and teaches no route."""
+    f = _multipart(release)
+    missing = f.obj.key + ".nope"
+
+    async def go(endpoint_url: str) -> None:
+        async with _store_at(endpoint_url) as store:
+            with pytest.raises(ObjectNotFoundError):
+                async with store.get_range(
+                    f.obj.bucket, missing, start=0, stop=10, size_bytes=100, etag=f.obj.etag
+                ):
+                    pass
+            assert f.obj.bucket not in store._routes
+
+    with FaultProxy(sandbox.endpoint_url) as proxy:
+        asyncio.run(go(proxy.url))
+        gets = [(s.key, s.status) for s in proxy.seen if s.method == "GET"]
+    assert gets == [(missing, 404)], gets

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from ego4d_dl.sandbox import Sandbox, SeededRelease
-
-from .slowlink import MiB, SeededDataset, ThrottledProxy, check_download, cli_env, seed_dataset
+from tests.support.cli import cli_env
+from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset
+from tests.support.slowlink import ThrottledProxy
 
 _EXIT = re.compile(r"^EXIT_CODE:(\d+)$", re.MULTILINE)
 _OVERALL = re.compile(r"([\d.]+)%\s+\S+ \S+ / \S+ \S+\s+\S+ \S+/s\s+ETA")
@@ -94,18 +95,22 @@ def pane() -> Iterator[Pane]:
 
 
 @pytest.fixture(scope="module")
-def watched(sandbox: Sandbox, release: SeededRelease) -> SeededDataset:
+def watched(sandbox: Sandbox, release: SeededRelease) -> Dataset:
     """About 28 MiB: some 5 s through a 6 MiB/s link."""
-    return seed_dataset(sandbox, "terminal_test", [12 * MiB, 8 * MiB, 6 * MiB, 2 * MiB, 300_000])
+    return seed_dataset(
+        sandbox,
+        "terminal_test",
+        blobs("terminal_test", [12 * MIB, 8 * MIB, 6 * MIB, 2 * MIB, 300_000]),
+    )
 
 
 @pytest.fixture
 def proxy(sandbox: Sandbox) -> Iterator[ThrottledProxy]:
-    with ThrottledProxy(sandbox.endpoint_url, rate_bytes_s=6 * MiB) as running:
+    with ThrottledProxy(sandbox.endpoint_url, rate_bytes_s=6 * MIB) as running:
         yield running
 
 
-def _download(out: Path, dataset: SeededDataset, endpoint: str, *extra: str) -> str:
+def _download(out: Path, dataset: Dataset, endpoint: str, *extra: str) -> str:
     # fmt: off
     return shlex.join([
         sys.executable, "-m", "ego4d_dl", "download", "-o", str(out), "--datasets",
@@ -121,7 +126,7 @@ def _percent(text: str) -> float | None:
 
 def test_the_dashboard_appears_updates_and_ends_with_the_summary(
     aws_env: dict[str, str],
-    watched: SeededDataset,
+    watched: Dataset,
     proxy: ThrottledProxy,
     pane: Pane,
     tmp_path: Path,
@@ -157,7 +162,7 @@ def test_the_dashboard_appears_updates_and_ends_with_the_summary(
 
 def test_ctrl_c_in_a_terminal_then_the_prompt_resumes(
     aws_env: dict[str, str],
-    watched: SeededDataset,
+    watched: Dataset,
     proxy: ThrottledProxy,
     tmp_path: Path,
 ) -> None:
@@ -188,6 +193,7 @@ def test_ctrl_c_in_a_terminal_then_the_prompt_resumes(
 
 
 @pytest.mark.slow
+@pytest.mark.sandbox  # the demo starts a sandbox of its own
 def test_demo_in_a_terminal(pane: Pane, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     pane.run(shlex.join([sys.executable, "-m", "ego4d_dl", "demo", "-o", str(out)]))

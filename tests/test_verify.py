@@ -11,8 +11,8 @@ import pytest
 
 from ego4d_dl.journal import Journal, journal_path
 from ego4d_dl.sandbox import Sandbox, SeededFile, SeededRelease
-
-from .clirun import invoke, tree_md5
+from tests.support.cli import cli
+from tests.support.seed import tree_md5
 
 MiB = 1024 * 1024
 
@@ -46,11 +46,11 @@ def downloaded(
     sandbox: Sandbox, release: SeededRelease, aws_env: dict[str, str], tmp_path: Path
 ) -> Path:
     out = tmp_path / "out"
-    done = invoke(
+    done = cli(
         "download", "-o", str(out), "--datasets", "clips", "annotations",
         "--endpoint-url", sandbox.endpoint_url, "--yes", "--quiet",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    assert done.code == 0, done.stderr
     return out
 
 
@@ -67,8 +67,8 @@ def test_verify_finds_damage_and_repair_fixes_it(
     os.truncate(out / truncated.relpath, 1000)
     (out / deleted.relpath).unlink()
 
-    found = invoke("verify", *args, "--json")
-    assert found.returncode == 1, found.stderr
+    found = cli("verify", *args, "--json")
+    assert found.code == 1, found.stderr
     verdicts = _verdicts(found.stdout)
     assert verdicts.pop(video.relpath) == ("corrupt", "")
     assert verdicts.pop(truncated.relpath) == ("truncated", "")
@@ -79,7 +79,7 @@ def test_verify_finds_damage_and_repair_fixes_it(
         == len(release.for_dataset("clips")) + len(release.for_dataset("annotations")) - 3 + 1
     )  # + ego4d.json
     # The verdict is kept: the next download refetches the corrupt file despite its size.
-    plan = json.loads(invoke("plan", *args, "--json").stdout)
+    plan = json.loads(cli("plan", *args, "--json").stdout)
     actions = {
         Path(f["destination"]).relative_to(out).as_posix(): f["action"]
         for ds in plan["datasets"]
@@ -87,13 +87,13 @@ def test_verify_finds_damage_and_repair_fixes_it(
     }
     assert actions[video.relpath] == "refetch"
 
-    human = invoke("verify", *args)
-    assert human.returncode == 1
+    human = cli("verify", *args)
+    assert human.code == 1
     assert f"corrupt: {video.relpath}" in human.stdout
     assert "--repair" in human.stdout
 
-    repaired = invoke("verify", *args, "--repair", "--json")
-    assert repaired.returncode == 0, repaired.stderr
+    repaired = cli("verify", *args, "--repair", "--json")
+    assert repaired.code == 0, repaired.stderr
     doc = json.loads(repaired.stdout)
     assert doc["repair"]["verified"] == 3
     assert doc["repair"]["bytes_fetched"] == (
@@ -105,8 +105,8 @@ def test_verify_finds_damage_and_repair_fixes_it(
     tree = tree_md5(out)
     assert {rel: tree[rel] for rel in truth} == truth
 
-    again = invoke("verify", *args, "--json")
-    assert again.returncode == 0
+    again = cli("verify", *args, "--json")
+    assert again.code == 0
     assert {v for v, _ in _verdicts(again.stdout).values()} == {"ok"}
 
 
@@ -123,14 +123,14 @@ def test_verify_without_a_journal_plans_from_the_manifests(
     args: tuple[str, ...] = ("-o", str(out), "--datasets", "full_scale", "clips")
     args += ("--video_uids", uneven.uid, _pick(release, "clips", parts=3).uid, single.uid)
     args += ("--endpoint-url", sandbox.endpoint_url, "--no-metadata")
-    done = invoke("download", *args, "--yes", "--quiet")
-    assert done.returncode == 0, done.stderr
+    done = cli("download", *args, "--yes", "--quiet")
+    assert done.code == 0, done.stderr
     shutil.rmtree(out / ".ego4d-dl")
     copy = out / single.relpath
     copy.write_bytes(b"\0" * single.obj.size_bytes)  # right size, wrong bytes
 
-    found = invoke("verify", *args, "--json")
-    assert found.returncode == 1, found.stderr
+    found = cli("verify", *args, "--json")
+    assert found.code == 1, found.stderr
     verdicts = _verdicts(found.stdout)
     assert verdicts[uneven.relpath] == ("ok", "composite-md5")
     assert verdicts[single.relpath] == ("corrupt", "")
@@ -141,6 +141,6 @@ def test_verify_without_a_journal_plans_from_the_manifests(
 
 
 def test_verify_refuses_a_missing_directory(tmp_path: Path, aws_env: dict[str, str]) -> None:
-    done = invoke("verify", "-o", str(tmp_path / "nope"))
-    assert done.returncode == 2
+    done = cli("verify", "-o", str(tmp_path / "nope"))
+    assert done.code == 2
     assert "does not exist" in done.stderr

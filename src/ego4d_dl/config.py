@@ -34,7 +34,9 @@ __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_STALL_TIMEOUT_S",
+    "MAX_PROCESSES",
     "Credentials",
+    "EgoExoChoice",
     "Endpoint",
     "Options",
     "VerifyMode",
@@ -89,6 +91,20 @@ class Endpoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EgoExoChoice:
+    """An Ego-Exo4D run's own choices (``egoexo-dl``): where the release's manifests are and
+    the original ``egoexo`` downloader's filters; ``None`` is "flag not given"."""
+
+    manifest_bucket: str
+    manifest_prefix: str  # the release folder, ending in "/": egoexo-public/v2/
+    uids: frozenset[str] | None = None
+    benchmarks: frozenset[str] | None = None
+    splits: frozenset[str] | None = None
+    views: frozenset[str] | None = None
+    universities: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Options:
     """One run's choices, after validation. Paths are absolute; names canonical."""
 
@@ -116,6 +132,10 @@ class Options:
     shard: tuple[int, int] | None = None
     # --max-bandwidth, shared by every connection of the run; None: no cap.
     max_bandwidth_bytes_s: float | None = None
+    # --processes N: worker processes over disjoint parts of the plan; None: automatic.
+    processes: int | None = None
+    # Set for an Ego-Exo4D run (``datasets`` are then its parts, ``version`` its release).
+    egoexo: EgoExoChoice | None = None
 
 
 # The options a JSON config file may set, with the JSON type each must have. Names are the
@@ -138,6 +158,7 @@ CONFIG_KEYS: dict[str, type] = {
     "assume_yes": bool,
     "verify": str,
     "max_bandwidth": str,
+    "processes": int,
     # The original's own keys (its argparse dests), accepted as its config files hold them.
     "bypass_existing": bool,
     "bypass_version_check": bool,
@@ -350,6 +371,7 @@ def build_options(values: Mapping[str, Any]) -> tuple[Options, list[str]]:
     endpoint = parse_endpoint(values.get("endpoint_url"))
     shard = values.get("shard")
     max_bandwidth = values.get("max_bandwidth")
+    processes = _processes(values.get("processes"), shard=bool(shard))
     options = Options(
         output_directory=output_directory,
         version=version,
@@ -369,5 +391,26 @@ def build_options(values: Mapping[str, Any]) -> tuple[Options, list[str]]:
         verify=verify,  # type: ignore[arg-type]
         shard=parse_shard(str(shard)) if shard else None,
         max_bandwidth_bytes_s=parse_bandwidth(str(max_bandwidth)) if max_bandwidth else None,
+        processes=processes,
     )
     return options, warnings
+
+
+# A bound only to catch typos: each process holds a connection pool and a journal.
+MAX_PROCESSES = 64
+
+
+def _processes(raw: object, *, shard: bool) -> int | None:
+    """``--processes N`` checked (``None``: automatic); more than one does not combine with
+    ``--shard`` (a cluster's processes already split the plan)."""
+    if raw is None:
+        return None
+    count = int(str(raw))
+    if not 1 <= count <= MAX_PROCESSES:
+        raise ConfigError(f"--processes must be between 1 and {MAX_PROCESSES}, not {count}")
+    if shard and count > 1:
+        raise ConfigError(
+            "--processes and --shard do not combine: run one process per shard, or more "
+            "shards (--shard K/N with a larger N)"
+        )
+    return count

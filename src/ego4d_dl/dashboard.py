@@ -125,7 +125,7 @@ class Dashboard:
 
     def expect(self, plan: Plan) -> None:
         with self._lock:
-            self._title = safe(f"Ego4D {plan.version} -> {plan.output_directory}")
+            self._title = safe(f"{plan.family} {plan.version} -> {plan.output_directory}")
             for ds in plan.datasets:
                 totals = ds.totals
                 row = self._row(ds.name)

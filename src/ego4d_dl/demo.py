@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Credentials, Options, parse_endpoint
+from .config import Credentials, EgoExoChoice, Options, parse_endpoint
+from .egoexo_catalog import release_root
 from .errors import ConfigError
 from .sandbox import ACCESS_KEY_ID, SECRET_ACCESS_KEY, Sandbox, SandboxError
 
@@ -28,28 +29,61 @@ class DemoRelease:
     stop: Callable[[], None]
 
 
+_SANDBOX_KEYS = Credentials(access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY)
+
+
+def _ego4d(
+    sandbox: Sandbox, output_directory: Path, concurrency: int
+) -> tuple[Options, dict[str, str]]:
+    release = sandbox.seed_release()
+    options = Options(
+        output_directory=output_directory,
+        version=release.version,
+        datasets=tuple(sorted({f.dataset for f in release.files})),
+        credentials=_SANDBOX_KEYS,
+        endpoint=parse_endpoint(sandbox.endpoint_url),
+        concurrency=concurrency,
+        assume_yes=True,
+    )
+    truth = {f.relpath: f.obj.md5_hex for f in release.files}
+    truth["ego4d.json"] = release.metadata.md5_hex
+    return options, truth
+
+
+def _egoexo(
+    sandbox: Sandbox, output_directory: Path, concurrency: int
+) -> tuple[Options, dict[str, str]]:
+    release = sandbox.seed_egoexo_release()
+    root = release_root(release.release, release.base_dir)
+    options = Options(
+        output_directory=output_directory,
+        version=release.release,
+        datasets=release.parts,
+        credentials=_SANDBOX_KEYS,
+        endpoint=parse_endpoint(sandbox.endpoint_url),
+        concurrency=concurrency,
+        assume_yes=True,
+        metadata=False,
+        egoexo=EgoExoChoice(manifest_bucket=root.bucket, manifest_prefix=root.prefix),
+    )
+    return options, {f.relative_path: f.obj.md5_hex for f in release.files}
+
+
+_FAMILIES = {"ego4d": _ego4d, "egoexo": _egoexo}
+
+
 @contextmanager
-def demo_release(output_directory: Path, *, concurrency: int) -> Iterator[DemoRelease]:
-    """Start and seed a sandbox; stop it (and delete its data) on exit."""
+def demo_release(
+    output_directory: Path, *, concurrency: int, family: str = "ego4d"
+) -> Iterator[DemoRelease]:
+    """Start and seed a sandbox with a fake release of ``family`` (``ego4d``: about 110 MiB;
+    ``egoexo``: Ego-Exo4D, every part, about 13 MiB); stop it (and delete its data) on exit."""
     try:
         sandbox = Sandbox().start()
     except SandboxError as exc:
         raise ConfigError(str(exc).splitlines()[0]) from None
     try:
-        release = sandbox.seed_release()
-        options = Options(
-            output_directory=output_directory,
-            version=release.version,
-            datasets=tuple(sorted({f.dataset for f in release.files})),
-            credentials=Credentials(
-                access_key_id=ACCESS_KEY_ID, secret_access_key=SECRET_ACCESS_KEY
-            ),
-            endpoint=parse_endpoint(sandbox.endpoint_url),
-            concurrency=concurrency,
-            assume_yes=True,
-        )
-        truth = {f.relpath: f.obj.md5_hex for f in release.files}
-        truth["ego4d.json"] = release.metadata.md5_hex
+        options, truth = _FAMILIES[family](sandbox, output_directory, concurrency)
         yield DemoRelease(
             options=options,
             expected_md5=truth,

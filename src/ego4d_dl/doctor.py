@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .catalog import CONSORTIUM_BUCKET
 from .config import Options
+from .credentials import KeyInfo, resolve_keys
 from .downloading import free_bytes, plan_readonly
 from .errors import (
     ConfigError,
@@ -23,9 +24,10 @@ from .errors import (
 from .events import discard
 from .formatting import human_bytes, plural
 from .planned import Action, Plan
+from .regions import usable_region
 from .results import Blame, Diagnosis, Finding, Severity
 from .session import open_store
-from .store import KeyInfo, S3Store, proxy_for, resolve_keys, usable_region
+from .store import S3Store, proxy_for
 
 __all__ = ["Blame", "Diagnosis", "Finding", "Severity", "diagnose", "mask_key_id"]
 

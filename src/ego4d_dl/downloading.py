@@ -50,8 +50,10 @@ from .versionfile import update_version_files
 
 __all__ = [
     "DownloadResult",
+    "adopt_into",
     "check_free_space",
     "default_jobs",
+    "finish_download",
     "free_bytes",
     "make_engine",
     "make_throttle",
@@ -60,6 +62,7 @@ __all__ = [
     "save_manifests",
     "save_release_manifest",
     "space_needed",
+    "transfer",
 ]
 
 
@@ -254,37 +257,88 @@ async def run_download(
     """Plan, ask ``confirm``, then claim the folder and transfer; nothing on disk changes
     before ``confirm`` says yes (it is not asked when there is nothing to do)."""
     settings = settings or EngineSettings.from_options(options)
-    out = options.output_directory
     async with open_store(options, max_connections=settings.max_requests) as store:
         plan = await plan_readonly(options, store, sink=sink)
-        if space_check:
+        return await finish_download(
+            options,
+            plan,
+            store=store,
+            settings=settings,
+            sink=sink,
+            confirm=confirm,
+            on_engine=on_engine,
+            space_check=space_check,
+        )
+
+
+async def finish_download(
+    options: Options,
+    plan: Plan,
+    *,
+    store: S3Store,
+    settings: EngineSettings,
+    sink: EventSink,
+    confirm: Callable[[Plan], Awaitable[bool]],
+    on_engine: Callable[[Engine], None],
+    space_check: bool,
+) -> DownloadResult:
+    """``run_download`` once the plan is made: ask, claim, keep the manifests, adopt, transfer
+    (in this process: ``processes`` runs several)."""
+    out = options.output_directory
+    if space_check:
+        check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
+    work = plan.totals.fetch_files + plan.totals.adopt_files
+    if work and not await confirm(plan):
+        return DownloadResult(plan=plan, summary=None, declined=True)
+    await asyncio.to_thread(ensure_dir, out)
+    with Journal(journal_path(out, options.shard)) as journal:
+        notes = tuple(journal.notes)
+        await asyncio.to_thread(save_manifests, plan)
+        kept = await save_release_manifest(store, plan) if options.release_manifest else None
+        adoption = await adopt_into(options, plan, store=store, journal=journal, sink=sink)
+        plan = adoption.plan
+        if space_check and adoption.rejected_files:
             check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
-        work = plan.totals.fetch_files + plan.totals.adopt_files
-        if work and not await confirm(plan):
-            return DownloadResult(plan=plan, summary=None, declined=True)
-        await asyncio.to_thread(ensure_dir, out)
-        with Journal(journal_path(out, options.shard)) as journal:
-            notes = tuple(journal.notes)
-            plan = refresh(plan, JournalView(out, journal, journal.path))
-            await asyncio.to_thread(save_manifests, plan)
-            kept = await save_release_manifest(store, plan) if options.release_manifest else None
-            adoption = await adopt(
-                plan,
-                store=store,
-                journal=journal,
-                verify=options.verify == "etag",
-                jobs=default_jobs(),
-                sink=sink,
-            )
-            journal.commit()
-            plan = adoption.plan
-            if space_check and adoption.rejected_files:
-                check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
-            engine = make_engine(options, settings, store=store, journal=journal, sink=sink)
-            on_engine(engine)
-            summary = await engine.run(plan.files)
-            if summary.stop_kind not in _NO_BOOKKEEPING:
-                await update_version_files(plan, journal, store, concurrency=options.concurrency)
-            return DownloadResult(
-                plan=plan, summary=summary, adoption=adoption, notes=notes, release_manifest=kept
-            )
+        summary = await transfer(
+            options, settings, plan, store=store, journal=journal, sink=sink, on_engine=on_engine
+        )
+        return DownloadResult(
+            plan=plan, summary=summary, adoption=adoption, notes=notes, release_manifest=kept
+        )
+
+
+async def adopt_into(
+    options: Options, plan: Plan, *, store: S3Store, journal: Journal, sink: EventSink
+) -> Adoption:
+    """The plan classified again against the claimed ``journal``, its files on disk adopted
+    into it (``adopt``) and the journal committed."""
+    plan = refresh(plan, JournalView(options.output_directory, journal, journal.path))
+    adoption = await adopt(
+        plan,
+        store=store,
+        journal=journal,
+        verify=options.verify == "etag",
+        jobs=default_jobs(),
+        sink=sink,
+    )
+    journal.commit()
+    return adoption
+
+
+async def transfer(
+    options: Options,
+    settings: EngineSettings,
+    plan: Plan,
+    *,
+    store: S3Store,
+    journal: Journal,
+    sink: EventSink,
+    on_engine: Callable[[Engine], None],
+) -> RunSummary:
+    """The engine over ``plan`` with a claimed ``journal``, then the ``manifest.ver`` files."""
+    engine = make_engine(options, settings, store=store, journal=journal, sink=sink)
+    on_engine(engine)
+    summary = await engine.run(plan.files)
+    if summary.stop_kind not in _NO_BOOKKEEPING:
+        await update_version_files(plan, journal, store, concurrency=options.concurrency)
+    return summary

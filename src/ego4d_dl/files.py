@@ -32,6 +32,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+# No aiofiles: a piece is written with one pwritev of the buffers it arrived in, in a thread the
+# engine already hops to once per piece; aiofiles would add a hop per call and cannot pwritev.
 _HASH_BLOCK = 4 * 1024 * 1024
 # pwritev takes at most IOV_MAX buffers (1024 on Linux).
 _MAX_IOV = 512

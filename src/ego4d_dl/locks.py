@@ -227,6 +227,8 @@ class DirectoryClaim:
     def _refuse(self, found: tuple[int, int] | None) -> None:
         out = self.path.parent.parent
         running = _running(*found, self.shard[1] if self.shard else None) if found else Running()
+        if running.shard_count is not None and self._parent_of_processes():
+            running = Running(shard=(0, running.shard_count))
         who = self._describe(running)
         who = f" ({who})" if who else ""
         if running.unsharded:
@@ -235,6 +237,10 @@ class DirectoryClaim:
                 "wait for it to finish (or stop it with Ctrl-C), then run again; to split "
                 "the work, start every process with --shard K/N and the same N"
             )
+        elif running.shard is not None and running.shard[0] == 0:
+            # "Shard 0 of N" is the parent of a run with --processes N (processes.py).
+            what = f"an ego4d-dl run with --processes {running.shard[1]} is writing into {out}"
+            todo = "wait for it to finish (or stop it with Ctrl-C), then run again"
         elif running.shard is not None:
             k, n = running.shard
             what = f"shard {k}/{n} is already running in {out}{who}"
@@ -252,6 +258,14 @@ class DirectoryClaim:
             what = f"another ego4d-dl is writing into {out}{who}"
             todo = "wait for it to finish"
         raise RunConflictError(f"{what}: {todo}")
+
+    def _parent_of_processes(self) -> bool:
+        """Whether the shards running are a ``--processes N`` run's workers: their parent
+        holds the claim of shard 0, which no ``--shard K/N`` can take."""
+        try:
+            return self._fd >= 0 and _conflict(self._fd, fcntl.F_WRLCK, _K_BASE, 1) is not None
+        except (LocksUnsupported, OSError):
+            return False
 
     def release(self) -> None:
         """Give the claim up (closing the lock file releases every lock on it)."""

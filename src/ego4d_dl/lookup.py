@@ -50,16 +50,18 @@ async def lookup_objects(
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     on_progress: Callable[[int], None] | None = None,
     span_keys: int = _SPAN_KEYS,
+    merge_levels: int = 0,
 ) -> tuple[dict[tuple[str, str], LookupResult], Lookup]:
     """Resolve each ``(bucket, key)`` to its size and ETag, or to the error that explains why not.
+
+    Keys are grouped by folder; ``merge_levels`` times, a folder with too few wanted keys to
+    be worth a listing joins its parent's group (a layout of many small folders, such as
+    Ego-Exo4D's take folders, is then listed rather than HEADed key by key).
 
     ``CredentialsError`` and ``NetworkError`` (after retries) abort the whole lookup: they
     concern every object. ``on_progress(n)`` is called as ``n`` more objects are resolved.
     """
-    groups: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for bucket, key in wanted:
-        folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-        groups[(bucket, folder)].add(key)
+    groups = _groups(wanted, merge_levels)
     run = _Lookups(store, concurrency, policy, sleep, on_progress, span_keys)
     try:
         async with asyncio.TaskGroup() as tg:
@@ -68,6 +70,27 @@ async def lookup_objects(
     except BaseExceptionGroup as group:
         raise most_relevant(group) from None
     return run.results, Lookup(heads=run.heads, list_pages=run.pages)
+
+
+def _parent(path: str) -> str:
+    """The folder holding ``path`` (a key, or a folder ending in ``/``), ending in ``/``."""
+    path = path.rstrip("/")
+    return path.rsplit("/", 1)[0] + "/" if "/" in path else ""
+
+
+def _groups(
+    wanted: Iterable[tuple[str, str]], merge_levels: int
+) -> dict[tuple[str, str], set[str]]:
+    groups: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for bucket, key in wanted:
+        groups[(bucket, _parent(key))].add(key)
+    for _ in range(merge_levels):
+        merged: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for (bucket, folder), keys in groups.items():
+            small = len(keys) < LIST_MIN_KEYS and folder
+            merged[(bucket, _parent(folder) if small else folder)].update(keys)
+        groups = merged
+    return groups
 
 
 class _Lookups:

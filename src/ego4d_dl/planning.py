@@ -16,8 +16,9 @@ from .errors import (
     TransferError,
 )
 from .events import EventSink, ObjectsLookedUp, PlanBuilt, discard
-from .families import Family, Wanted, announce
+from .families import Family, Wanted, announce, manifest_mismatch
 from .families.ego4d import PLAN_RETRY, Ego4D
+from .families.egoexo import EgoExo
 from .journal import JournalView
 from .lookup import LookupResult, lookup_objects
 from .ondisk import Classification, ObjectVersion, OnDisk, Origin, classify, snapshot
@@ -34,6 +35,7 @@ from .store import ObjectStore
 __all__ = [
     "PLAN_RETRY",
     "build_plan",
+    "family_for",
     "look_on_disk",
     "refresh",
 ]
@@ -42,6 +44,11 @@ __all__ = [
 def _inside(path: Path, root: Path) -> bool:
     """Whether ``path`` is below ``root``, lexically (no symlinks are followed or created)."""
     return os.path.normpath(path).startswith(os.path.normpath(root) + os.sep)
+
+
+def family_for(options: Options) -> Family:
+    """The release family ``options`` describe: Ego-Exo4D for ``egoexo-dl``, else Ego4D."""
+    return EgoExo(options) if options.egoexo is not None else Ego4D(options)
 
 
 def look_on_disk(version: ObjectVersion, dest: Path, view: JournalView) -> Classification:
@@ -129,7 +136,15 @@ def _planned_group(
         dest = out / w.dest
         if not _inside(dest, out):
             raise PlanError(f"{name}: {w.dest} would be written outside {out}")
-        files.append(_planned(w.dataset, w.uid, (w.bucket, w.key), dest, found, view))
+        planned = _planned(w.dataset, w.uid, (w.bucket, w.key), dest, found, view)
+        problem = (
+            None
+            if planned.action.is_problem
+            else manifest_mismatch(w, size_bytes=planned.size_bytes, etag=planned.etag)
+        )
+        if problem is not None:
+            planned = dataclasses.replace(planned, action=Action.FAILED, note=problem)
+        files.append(planned)
     return tuple(files)
 
 
@@ -143,9 +158,9 @@ async def build_plan(
 ) -> Plan:
     """Everything the run would do, without moving a byte of any object or changing anything
     on disk (``view`` reads the journals; the files are only ``lstat``-ed). ``family`` is the
-    release family (Ego4D for ``options`` when not given)."""
+    release family (``family_for(options)`` when not given)."""
     started = time.monotonic()
-    family = family or Ego4D(options)
+    family = family or family_for(options)
     fetched = await family.fetch(store)
     selected = []
     warnings: list[str] = []
@@ -170,6 +185,7 @@ async def build_plan(
         concurrency=max(8, options.concurrency),
         policy=PLAN_RETRY,
         on_progress=lambda n: sink(ObjectsLookedUp(count=n, total=len(wanted))),
+        merge_levels=family.lookup_merge_levels,
     )
     out = options.output_directory
     datasets = [

@@ -43,7 +43,7 @@ def confirmation_text(plan: Plan, *, free_bytes: int | None) -> str:
     resumes and what is already complete (several lines, no trailing newline)."""
     t = plan.totals
     lines = [
-        f"Ego4D {safe(plan.version)} -> {safe(str(plan.output_directory))}: "
+        f"{safe(plan.family)} {safe(plan.version)} -> {safe(str(plan.output_directory))}: "
         f"{plural(t.fetch_files)} to fetch, "
         f"{human_bytes(t.fetch_bytes)}"
     ]
@@ -89,7 +89,8 @@ def _totals_row(name: str, t: Totals) -> list[Text | str]:
 def render_plan(console: Console, plan: Plan, *, free_bytes: int | None) -> None:
     """The plan as a table per dataset with totals, free space and every problem file."""
     table = Table(
-        title=_line(f"Ego4D {plan.version} -> {plan.output_directory}"), title_justify="left"
+        title=_line(f"{plan.family} {plan.version} -> {plan.output_directory}"),
+        title_justify="left",
     )
     table.add_column("dataset", overflow="fold")
     for header in ("files", "size", "complete", "to fetch", "failing"):
@@ -175,7 +176,7 @@ def _status_cells(c: StatusCounts) -> list[str]:
 
 def render_status(console: Console, status: Status) -> None:
     """Per shard and per dataset: complete, partial, to fetch, on disk without a journal."""
-    title = f"Ego4D {status.version} in {status.output_directory}"
+    title = f"{status.family} {status.version} in {status.output_directory}"
     if status.shard_count:
         title += f" ({status.shard_count} shards)"
     table = Table(title=_line(title), title_justify="left")

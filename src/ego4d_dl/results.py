@@ -228,6 +228,7 @@ class Status:
     datasets: tuple[DatasetStatus, ...]
     journals: tuple[Path, ...]
     warnings: tuple[str, ...] = ()
+    family: str = "Ego4D"
 
     @property
     def counts(self) -> StatusCounts:

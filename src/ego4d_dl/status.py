@@ -23,9 +23,9 @@ from .catalog import major_version
 from .config import Options
 from .errors import ConfigError, Ego4dDLError
 from .families import Family, Fetched, Wanted
-from .families.ego4d import Ego4D
 from .journal import Journal, JournalEntry, find_journals
 from .ondisk import Classification, DiskState, ObjectVersion, OnDisk, Origin, classify, snapshot
+from .planning import family_for
 from .results import DatasetStatus, ShardStatus, Status, StatusCounts
 from .shard import Shard, shard_of
 
@@ -80,9 +80,7 @@ def _wanted_files(
         try:
             data = source.read_bytes()
         except FileNotFoundError:
-            warnings.append(
-                f"{ds}: no manifest saved in {source.parent}; run ego4d-dl download first"
-            )
+            warnings.append(f"{ds}: no manifest saved in {source.parent}; run the download first")
             continue
         except OSError as exc:
             warnings.append(f"{ds}: cannot read {source}: {exc}")
@@ -156,10 +154,11 @@ def collect_status(options: Options, *, datasets_given: bool) -> Status:
     warnings: list[str] = []
     if not out.is_dir():
         raise ConfigError(f"output directory {out} does not exist")
-    family = Ego4D(options)
+    family = family_for(options)
     datasets = options.datasets if datasets_given else None
-    if not family.saved(out, datasets) and not options.metadata:
-        raise ConfigError(f"no saved manifests under {out / major_version(options.version)}")
+    if not family.saved(out, datasets) and not family.extras():
+        where = out if options.egoexo else out / major_version(options.version)
+        raise ConfigError(f"no saved manifests under {where}")
     plain, sharded = find_journals(out)
     journals = ([plain] if plain else []) + [sharded[s] for s in sorted(sharded)]
     known: dict[str, list[JournalEntry]] = {}
@@ -209,4 +208,5 @@ def collect_status(options: Options, *, datasets_given: bool) -> Status:
         datasets=by_dataset,
         journals=tuple(journals),
         warnings=tuple(warnings),
+        family=family.name,
     )

@@ -1,10 +1,11 @@
 """The ``ego4d-dl`` command line: Typer front end, seed-compatible flags, exit codes.
 
-The only package that imports typer and the only one that exits; ``ls`` is its map: ``app``
-(the Typer application, commands registered), one module per command (``download`` holds
-``plan`` too), ``options`` (flag declarations), ``seed`` (the original CLI's argparse habits),
-``console``, ``display``, ``prompt`` and ``signals`` (what a run shows and asks), ``outcome``
-(exit codes).
+The only package that imports typer and the only one that exits; ``ls`` is its map: ``root``
+(the Typer application and the table of commands, loaded on use), one module per command
+(``download`` holds ``plan`` too), ``options`` (flag declarations), ``seed`` (the original CLI's
+argparse habits), ``console``, ``display``, ``prompt`` and ``signals`` (what a run shows and
+asks), ``outcome`` (exit codes); ``egoexo``, ``egoexo_options`` and ``egoexo_commands`` are the
+``egoexo-dl`` command line (the original ``egoexo`` downloader's flags, the same commands).
 
 It accepts the original ``ego4d`` CLI's flags in both spellings (``--output_directory`` and
 ``--output-directory``), its list form (``--datasets full_scale annotations``) and its JSON
@@ -21,23 +22,40 @@ import contextlib
 import io
 import os
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .app import app, register_commands
-
-register_commands()
+if TYPE_CHECKING:
+    from .root import app
 
 __all__ = ["app", "main"]
 
 
+def __getattr__(name: str) -> Any:
+    # Typer is imported on first use, so that ``ego4d-dl --version`` answers without it.
+    if name == "app":
+        from .root import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def main() -> NoReturn:
     """Console-script entry point (also ``python -m ego4d_dl``)."""
+    if sys.argv[1:] == ["--version"]:
+        # Alone, --version asks for this tool's version; with other flags it is the original
+        # CLI's release (``--version v2``) and goes to the download command.
+        from .. import __version__
+
+        sys.stdout.write(f"ego4d-dl {__version__}\n")
+        _leave(0)
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             # Started with that descriptor closed (``>&-``): Python leaves None there. A
             # closed stream instead makes every write fail as a closed stream does, which
             # the command reports (exit 1) instead of crashing on None.
             setattr(sys, name, _ClosedStream(name))
+    from .root import app
+
     try:
         app(prog_name="ego4d-dl")
     except SystemExit as exc:

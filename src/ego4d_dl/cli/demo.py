@@ -22,7 +22,7 @@ from .options import Concurrency
 from .outcome import download_exit_code, exit_code_for
 from .signals import stop_engine_on_signals, stop_planning_on_signals
 
-__all__ = ["demo_command"]
+__all__ = ["demo_command", "run_demo"]
 
 
 def demo_command(
@@ -43,6 +43,11 @@ def demo_command(
     release (about 110 MiB), download all of it as `download` would, check every file
     against what the server holds, and stop the server. Shows the live dashboard in a
     terminal, plain lines otherwise."""
+    run_demo(output_directory, concurrency, family="ego4d")
+
+
+def run_demo(output_directory: Path | None, concurrency: int | None, *, family: str) -> None:
+    """The demo of one release family (``ego4d`` or ``egoexo``, as ``demo.demo_release``)."""
     out = (output_directory or Path(tempfile.mkdtemp(prefix="ego4d-dl-demo-"))).expanduser()
     try:
         check_output_directory(out.absolute(), create=True)
@@ -73,7 +78,9 @@ def demo_command(
         "starting the local S3 sandbox (SeaweedFS on 127.0.0.1) and seeding it ..."
     )
     try:
-        with demo_release(out, concurrency=concurrency or DEFAULT_CONCURRENCY) as demo:
+        with demo_release(
+            out, concurrency=concurrency or DEFAULT_CONCURRENCY, family=family
+        ) as demo:
             stderr_console.print(shown(f"sandbox at {demo.endpoint_url}; downloading into {out}"))
             result = run_async(
                 lambda: go(demo.options, demo.stop), credentials=demo.options.credentials

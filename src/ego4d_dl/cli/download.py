@@ -9,12 +9,13 @@ from typing import Any
 import typer
 
 from ..config import DEFAULT_STALL_TIMEOUT_S, Options, build_options, check_output_directory
-from ..downloading import DownloadResult, free_bytes, plan_readonly, run_download
-from ..engine import Engine
+from ..downloading import DownloadResult, free_bytes, plan_readonly
 from ..errors import Ego4dDLError
 from ..events import RunSummary, StopKind, discard
 from ..jsonforms import plan_json
 from ..planned import Plan
+from ..processes import Stoppable
+from ..processes import download as run_download
 from ..readback_view import CheckProgressSink
 from ..render import render_plan, render_summary
 from ..session import open_store
@@ -36,6 +37,7 @@ from .options import (
     Metadata,
     NoSpaceCheck,
     OutputDirectory,
+    Processes,
     Profile,
     ProgressInterval,
     Quiet,
@@ -141,6 +143,7 @@ def download_command(
     progress_interval: ProgressInterval = 10.0,
     shard: ShardOption = None,
     max_bandwidth: MaxBandwidth = None,
+    processes: Processes = None,
 ) -> None:
     """Download datasets: plan, confirm, fetch concurrently, verify every file, resume later."""
     try:
@@ -234,7 +237,7 @@ class _DownloadRun:
             return False  # the output broke while planning: do not begin unseen
         return await confirm_download(plan, assume_yes=self.options.assume_yes, quiet=self.quiet)
 
-    def on_engine(self, engine: Engine) -> None:
+    def on_engine(self, engine: Stoppable) -> None:
         self._on_signal(engine)
         self.guard.arm(engine.stop)
 

@@ -33,6 +33,7 @@ __all__ = [
     "Metadata",
     "NoSpaceCheck",
     "OutputDirectory",
+    "Processes",
     "Profile",
     "ProgressInterval",
     "Quiet",
@@ -205,6 +206,18 @@ ShardOption = Annotated[
         "[default: all files].",
         show_default=False,
         metavar="K/N",
+    ),
+]
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        metavar="N",
+        help="Worker processes, each over its own part of the plan (its own shard's journal; "
+        "--concurrency and --max-bandwidth are shared out among them) [default: automatic: "
+        "1 on 2 cores or fewer, else one per 2 cores, at most 8, and at most one per GiB or "
+        "per 2,000 files to fetch].",
+        show_default=False,
     ),
 ]
 MaxBandwidth = Annotated[

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from ..downloading import DownloadResult
+from typing import TYPE_CHECKING
+
 from ..errors import ConfigError, CredentialsError, Ego4dDLError, ManifestError, PlanError
 from ..events import StopKind
 from ..results import Blame, Diagnosis, VerifyResult
+
+if TYPE_CHECKING:
+    from ..downloading import DownloadResult
 
 __all__ = [
     "EXIT_CREDENTIALS",

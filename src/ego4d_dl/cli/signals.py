@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from ..engine.core import Engine
+from ..processes import Stoppable
 from ..sinks import Display
 from .outcome import EXIT_INTERRUPTED
 
@@ -65,12 +65,12 @@ def stop_planning_on_signals(
 
 def stop_engine_on_signals(
     display: Display, *, before_exit: Callable[[], object] | None = None
-) -> Callable[[Engine], None]:
+) -> Callable[[Stoppable], None]:
     """For ``run_download``'s ``on_engine``: the first Ctrl-C or SIGTERM stops scheduling,
     cancels requests in flight and flushes the journal (then the summary); a second leaves
     at once (after ``before_exit``)."""
 
-    def install(engine: Engine) -> None:
+    def install(engine: Stoppable) -> None:
         on_signals(
             engine.stop,
             "stopping: cancelling requests in flight and saving progress "

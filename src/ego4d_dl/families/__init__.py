@@ -17,7 +17,7 @@ from ..events import EventSink, ManifestLoaded
 from ..manifest import MalformedRow
 from ..store import ObjectStore
 
-__all__ = ["Family", "Fetched", "Selected", "Wanted", "announce"]
+__all__ = ["Family", "Fetched", "Selected", "Wanted", "announce", "manifest_mismatch"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,6 +32,7 @@ class Wanted:
     dest: PurePosixPath
     line: int = 0  # in its manifest, for messages
     size_bytes: int | None = None  # as the manifest states it, when it does
+    checksum: str | None = None  # as the manifest states it (an MD5 in hex), when it does
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +64,8 @@ class Family(Protocol):
 
     name: str  # "Ego4D"
     release: str  # the release, as shown: "v2_1"
+    # How many folder levels up a lookup may gather keys into one listing (lookup.py).
+    lookup_merge_levels: int
 
     async def fetch(self, store: ObjectStore) -> Sequence[Fetched]:
         """Every selected dataset's manifest (a clear error when one does not exist)."""
@@ -84,6 +87,25 @@ class Family(Protocol):
         """Where earlier downloads kept the manifests of ``datasets`` (all of them: ``None``)
         in ``output_directory``: ``status`` reads them, offline."""
         ...
+
+
+_MD5_HEX = frozenset("0123456789abcdef")
+
+
+def manifest_mismatch(wanted: Wanted, *, size_bytes: int, etag: str) -> str | None:
+    """Why the object found for ``wanted`` is not the file its manifest describes (another
+    size, or an MD5 that a single-part ETag contradicts), or ``None``. A checksum that is not
+    an MD5, or an ETag that is not one (multipart, SSE-KMS), proves nothing either way."""
+    if wanted.size_bytes is not None and wanted.size_bytes != size_bytes:
+        return (
+            f"the manifest says {wanted.size_bytes:,} bytes, the object holds {size_bytes:,}: "
+            "the release changed since its manifest was written"
+        )
+    checksum = (wanted.checksum or "").strip().lower()
+    md5_etag = len(etag) == 32 and set(etag) <= _MD5_HEX
+    if len(checksum) == 32 and set(checksum) <= _MD5_HEX and md5_etag and checksum != etag:
+        return f"the manifest's checksum {checksum} is not the object's MD5 {etag}"
+    return None
 
 
 def announce(sink: EventSink, selected: Selected) -> None:

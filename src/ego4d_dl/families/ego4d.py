@@ -317,6 +317,7 @@ class Ego4D:
     """The Ego4D family for one run's options (``Family``)."""
 
     name = "Ego4D"
+    lookup_merge_levels = 0  # a dataset is one folder of many keys
 
     def __init__(self, options: Options) -> None:
         self.options = options

@@ -17,11 +17,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-__all__ = ["ProxyRecord", "loopback_proxy"]
+from tests.support.relay import relay, serving
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
-)
+__all__ = ["ProxyRecord", "loopback_proxy"]
 
 
 @dataclass
@@ -72,39 +70,19 @@ def loopback_proxy(
                 record.requests.append((self.command, path, self.headers.get("Authorization", "")))
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-            conn = http.client.HTTPConnection(host, port, timeout=30)
-            try:
-                conn.request(self.command, path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            finally:
-                conn.close()
-            self.send_response(resp.status, resp.reason)
-            for k, v in resp.getheaders():
-                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length":
-                    self.send_header(k, v)
+            answer = relay(host, port, self.command, path, self.headers.items(), body, timeout_s=30)
+            self.send_response(answer.status, answer.reason)
+            for k, v in answer.headers:
+                self.send_header(k, v)
             for k, v in (add_headers(self.command, path) if add_headers else {}).items():
                 self.send_header(k, v)
-            if self.command == "HEAD":
-                # A HEAD's length is the object's, though no body follows.
-                self.send_header("Content-Length", resp.getheader("Content-Length") or "0")
-            else:
-                self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Length", answer.content_length)
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(data)
+                self.wfile.write(answer.body)
 
         do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    record.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
+        record.url = f"http://127.0.0.1:{server.server_address[1]}"
         yield record
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()

@@ -1,7 +1,7 @@
-"""Helpers for tests that watch or interrupt a download while it runs: a loopback TCP proxy
-that caps the bytes per second flowing back from the sandbox (so a small download lasts a
-few seconds), the benchmarks' far-link emulator (a delay each way, each connection paced),
-and a seeder for a dataset of our own in the session's sandbox.
+"""Slow links for tests that watch or interrupt a download while it runs: a loopback TCP
+proxy that caps the bytes per second flowing back from the sandbox (so a small download lasts
+a few seconds), and the benchmarks' far-link emulator (a delay each way, each connection
+paced) in a child process.
 
 The proxy forwards raw bytes, so SigV4 signatures (made for the proxy's host:port) still
 verify upstream. Nothing else about the traffic changes.
@@ -10,10 +10,6 @@ verify upstream. Nothing else about the traffic changes.
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
-import io
-import os
 import re
 import signal
 import socket
@@ -21,24 +17,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
-from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, fake_bytes
+__all__ = ["FarLinkProxy", "ThrottledProxy"]
 
-__all__ = [
-    "FarLinkProxy",
-    "SeededDataset",
-    "ThrottledProxy",
-    "check_download",
-    "cli",
-    "cli_env",
-    "seed_dataset",
-]
-
-MiB = 1 << 20
 _CHUNK = 16 * 1024
 
 
@@ -136,7 +120,7 @@ class ThrottledProxy:
                 dst.shutdown(socket.SHUT_WR)
 
 
-_FARLINK = Path(__file__).resolve().parent.parent / "benchmarks" / "farlink.py"
+_FARLINK = Path(__file__).resolve().parents[2] / "benchmarks" / "farlink.py"
 
 
 class FarLinkProxy:
@@ -186,91 +170,3 @@ class FarLinkProxy:
         totals = re.search(r"farlink: (\d+) connections, at most (\d+) at once", out)
         if totals is not None:
             self.connections, self.peak_connections = int(totals[1]), int(totals[2])
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SeededDataset:
-    """A dataset put into the sandbox by a test: where its files land and their MD5s."""
-
-    name: str
-    version: str
-    md5_by_relpath: dict[str, str]
-    source_by_relpath: dict[str, tuple[str, str, int]]  # bucket, key, size
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(size for _, _, size in self.source_by_relpath.values())
-
-
-def seed_dataset(
-    sandbox: Sandbox,
-    name: str,
-    sizes_bytes: list[int],
-    *,
-    part_bytes: int = 8 * MiB,
-    missing: int = 0,
-) -> SeededDataset:
-    """Put ``len(sizes_bytes)`` objects (multipart above ``part_bytes``) and a manifest for
-    dataset ``name`` of release v2_1 into the consortium bucket; idempotent. The manifest
-    also lists ``missing`` objects that do not exist (not in ``md5_by_relpath``)."""
-    version = "v2_1"
-    sandbox.create_bucket(CONSORTIUM_BUCKET)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["file_uid", "s3_path", "type", "benchmarks"])
-    md5s: dict[str, str] = {}
-    sources: dict[str, tuple[str, str, int]] = {}
-    for i, size in enumerate(sizes_bytes):
-        key = f"public/v2/{name}/blob-{i:02d}.bin"
-        data = fake_bytes(f"{CONSORTIUM_BUCKET}/{key}", size)
-        parts = [part_bytes] * (size // part_bytes) if size > part_bytes else []
-        if parts and size % part_bytes:
-            parts.append(size % part_bytes)
-        sandbox.put_object(CONSORTIUM_BUCKET, key, data, part_sizes_bytes=parts)
-        writer.writerow([f"{name}-{i:02d}", f"s3://{CONSORTIUM_BUCKET}/{key}", "file", ""])
-        relpath = f"v2/{name}/blob-{i:02d}.bin"
-        md5s[relpath] = hashlib.md5(data).hexdigest()
-        sources[relpath] = (CONSORTIUM_BUCKET, key, size)
-    for i in range(missing):
-        key = f"public/v2/{name}/gone-{i:02d}.bin"
-        writer.writerow([f"{name}-gone-{i:02d}", f"s3://{CONSORTIUM_BUCKET}/{key}", "file", ""])
-    sandbox.put_object(
-        CONSORTIUM_BUCKET, f"public/{version}/{name}/manifest.csv", out.getvalue().encode()
-    )
-    return SeededDataset(name=name, version=version, md5_by_relpath=md5s, source_by_relpath=sources)
-
-
-def check_download(out: Path, dataset: SeededDataset) -> list[str]:
-    """Relative paths that are missing or differ from what was seeded."""
-    bad = []
-    for relpath, want in sorted(dataset.md5_by_relpath.items()):
-        path = out / relpath
-        if not path.is_file() or hashlib.md5(path.read_bytes()).hexdigest() != want:
-            bad.append(relpath)
-    return bad
-
-
-# Variables that would make Rich colour a pipe or size its output: a test of what users get by
-# default must not inherit them from the developer's shell or CI.
-_DISPLAY_VARIABLES = ("FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS")
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """The current environment (with the sandbox's AWS variables) minus display overrides."""
-    env = {k: v for k, v in os.environ.items() if k not in _DISPLAY_VARIABLES}
-    env.update(extra)
-    return env
-
-
-def cli(*args: str, timeout_s: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
-    """``ego4d-dl ARGS`` in a subprocess, stdout and stderr captured as text."""
-    kw.setdefault("env", cli_env())
-    kw.setdefault("stdin", subprocess.DEVNULL)
-    return subprocess.run(  # type: ignore[call-overload,no-any-return]
-        [sys.executable, "-m", "ego4d_dl", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-        **kw,
-    )

@@ -39,6 +39,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.relay import relay, serving
+
 __all__ = ["AwsFront", "FrontRequest", "MotoS3", "make_certificates"]
 
 _REGIONS = ("us-east-1", "us-west-1", "eu-central-1")
@@ -46,7 +48,6 @@ _HOST_RE = re.compile(
     r"(?:(?P<bucket>[a-z0-9][a-z0-9.-]*)\.)?s3(?:\.(?P<region>[a-z]{2}-[a-z]+-\d))?\.amazonaws\.com"
 )
 _SCOPE_RE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/s3/aws4_request")
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
 
 
 def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
@@ -191,7 +192,7 @@ class AwsFront:
     requests: list[FrontRequest] = field(default_factory=list)
     connects: list[str] = field(default_factory=list)
     _server: http.server.ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
+    _stack: contextlib.ExitStack | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -241,9 +242,18 @@ class AwsFront:
                 split = urllib.parse.urlsplit(self.path)
                 status, extra, answer = front._region_answer(self.command, host, split, self)
                 if status is None:
-                    status, headers, answer = front._relay(
-                        target, self.command, self.path, self.headers, body
+                    relayed = relay(
+                        target.hostname or "127.0.0.1",
+                        target.port or 80,
+                        self.command,
+                        self.path,
+                        self.headers.items(),
+                        body,
+                        timeout_s=60,
                     )
+                    status, headers, answer = relayed.status, relayed.headers, relayed.body
+                    if self.command == "HEAD":
+                        headers.append(("Content-Length", relayed.content_length))
                 else:
                     headers = extra
                 auth = self.headers.get("Authorization") or ""
@@ -275,10 +285,8 @@ class AwsFront:
 
             do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _serve
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._stack = contextlib.ExitStack()
+        self._server = self._stack.enter_context(serving(Handler))
         return self
 
     def __exit__(
@@ -287,11 +295,8 @@ class AwsFront:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._stack is not None:
+            self._stack.close()
 
     def _region_answer(
         self, method: str, host: str, split: urllib.parse.SplitResult, handler: Any
@@ -349,27 +354,6 @@ class AwsFront:
                 _error("TemporaryRedirect", "Please re-send this request elsewhere."),
             )
         return None, [], b""
-
-    @staticmethod
-    def _relay(
-        target: urllib.parse.SplitResult, method: str, path: str, headers: Any, body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=60)
-        try:
-            sent = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
-            conn.request(method, path, body=body or None, headers=sent)
-            resp = conn.getresponse()
-            data = resp.read()
-            kept = [
-                (k, v)
-                for k, v in resp.getheaders()
-                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
-            ]
-            if method == "HEAD":
-                kept.append(("Content-Length", resp.getheader("Content-Length") or "0"))
-            return resp.status, kept, data
-        finally:
-            conn.close()
 
 
 def _error(code: str, message: str, **fields: str) -> bytes:

@@ -1,199 +1,40 @@
-"""Test support for the fault, bad-input and load tests: seed a dataset of one's own into the
-sandbox, run ego4d-dl (as a subprocess or in-process), and check what landed on disk and in
-the journal against the truth. Imports ego4d_dl only to drive it, never to compute the truth.
+"""Test support for the fault, ownership and load tests: the arguments of a download of a
+seeded dataset (``tests/support/seed.py``), a download run on this thread's loop with its
+events, and what landed on disk and in the journal checked against the truth. Imports ego4d_dl
+only to drive it, never to compute the truth.
 """
 
 from __future__ import annotations
 
 import asyncio
-import csv
 import hashlib
-import io
-import itertools
-import json
-import os
-import re
 import sqlite3
-import subprocess
-import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ego4d_dl.config import Endpoint, Options
 from ego4d_dl.downloading import DownloadResult, run_download
 from ego4d_dl.engine import EngineSettings
 from ego4d_dl.events import Event
-from ego4d_dl.sandbox import CONSORTIUM_BUCKET, Sandbox, fake_bytes
+from tests.support.seed import VERSION, Dataset, md5_hex
 
 __all__ = [
-    "MIB",
-    "CliResult",
-    "Dataset",
     "FinalPathWatcher",
-    "SourceFile",
+    "JournalState",
+    "download_args",
+    "iter_dests",
     "journal_state",
-    "md5_hex",
-    "run_cli",
+    "options_for",
     "run_in_process",
-    "seed_dataset",
-    "standard_files",
-    "unique_name",
 ]
 
-MIB = 1 << 20
-VERSION = "v2_1"
-FILES_BUCKET = "ego4d-cmu"
-_counter = itertools.count()
 
-
-def md5_hex(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def unique_name(label: str) -> str:
-    """A dataset name of our own (lower case, digits, underscores), unique in the session."""
-    clean = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:40]
-    return f"t{next(_counter)}_{os.getpid()}_{clean}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SourceFile:
-    """One file to seed: its name, bytes and multipart part sizes (empty: one PUT)."""
-
-    name: str
-    data: bytes
-    parts: tuple[int, ...] = ()
-
-
-def standard_files(tag: str) -> list[SourceFile]:
-    """A small mix (about 14 MiB): multipart with a short last part, single-part, small, tiny."""
+def download_args(out: Path, dataset: str, endpoint_url: str, *extra: str) -> list[str]:
+    """``download`` of one dataset into ``out``, without metadata or a question (for
+    ``cli_process``, or after ``COMMAND`` for a process of one's own)."""
     return [
-        SourceFile(
-            name="multi.bin",
-            data=fake_bytes(f"{tag}/multi", 11 * MIB + 5),
-            parts=(5 * MIB, 5 * MIB, MIB + 5),
-        ),
-        SourceFile(name="single.bin", data=fake_bytes(f"{tag}/single", 3 * MIB)),
-        SourceFile(name="small.json", data=fake_bytes(f"{tag}/small", 100 * 1024)),
-        SourceFile(name="tiny.txt", data=fake_bytes(f"{tag}/tiny", 10)),
-    ]
-
-
-@dataclass(slots=True, kw_only=True)
-class Dataset:
-    """A dataset seeded for one test: where its objects are and what they hold."""
-
-    name: str
-    bucket: str
-    files: dict[str, SourceFile]
-    etags: dict[str, str] = field(default_factory=dict)
-
-    def key(self, name: str) -> str:
-        return f"public/v2/{self.name}/{name}"
-
-    @property
-    def key_pattern(self) -> str:
-        """An fnmatch pattern for every object of the dataset (not its manifest)."""
-        return f"public/v2/{self.name}/*"
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(len(f.data) for f in self.files.values())
-
-    def folder(self, out: Path) -> Path:
-        return out / "v2" / self.name
-
-    def dest(self, out: Path, name: str) -> Path:
-        return self.folder(out) / name
-
-    def replace(self, sandbox: Sandbox, source: SourceFile) -> None:
-        """Put a new version of one object on the server."""
-        obj = sandbox.put_object(
-            self.bucket, self.key(source.name), source.data, part_sizes_bytes=source.parts
-        )
-        self.files[source.name] = source
-        self.etags[source.name] = obj.etag
-
-    def check_complete(self, out: Path) -> None:
-        """Every file is at its final path with exactly the source bytes; no part file left."""
-        for name, source in self.files.items():
-            dest = self.dest(out, name)
-            assert dest.is_file(), f"{dest} is missing"
-            assert md5_hex(dest.read_bytes()) == md5_hex(source.data), f"{dest} differs"
-            assert not dest.with_name(dest.name + ".part").exists(), f"{dest}.part left behind"
-
-
-def manifest_csv(rows: Sequence[tuple[str, str]]) -> bytes:
-    """A file-dataset manifest (``file_uid,s3_path``) of ``(uid, location)`` rows."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["file_uid", "s3_path", "type"])
-    for uid, location in rows:
-        writer.writerow([uid, location, "file"])
-    return out.getvalue().encode()
-
-
-def seed_dataset(
-    sandbox: Sandbox, name: str, files: Sequence[SourceFile], *, bucket: str = FILES_BUCKET
-) -> Dataset:
-    """Upload ``files`` and a manifest naming them, as dataset ``name`` of release v2_1.
-
-    Needs the release's buckets (the ``release`` fixture).
-    """
-    dataset = Dataset(name=name, bucket=bucket, files={f.name: f for f in files})
-    for source in files:
-        dataset.replace(sandbox, source)
-    rows = [(f"uid-{f.name}", f"s3://{bucket}/{dataset.key(f.name)}") for f in files]
-    sandbox.put_object(
-        CONSORTIUM_BUCKET, f"public/{VERSION}/{name}/manifest.csv", manifest_csv(rows)
-    )
-    return dataset
-
-
-# --- running ego4d-dl -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CliResult:
-    """A finished ``python -m ego4d_dl`` run."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        """The ``--json`` event lines."""
-        out = []
-        for line in self.stdout.splitlines():
-            if line.startswith("{"):
-                out.append(json.loads(line))
-        return out
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        """The run summary of a ``--json`` run."""
-        finished = [e for e in self.events if e["event"] == "RunFinished"]
-        assert finished, f"no RunFinished event; stderr:\n{self.stderr}"
-        summary: dict[str, Any] = finished[-1]["summary"]
-        return summary
-
-    def error_line(self) -> str:
-        """The one ``error:`` line on stderr (asserts there is exactly one, no traceback)."""
-        assert "Traceback" not in self.stderr, self.stderr
-        errors = [line for line in self.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1, f"expected one error line, got:\n{self.stderr}"
-        return errors[0]
-
-
-def cli_args(out: Path, dataset: str, endpoint_url: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ego4d_dl",
         "download",
         "--output_directory",
         str(out),
@@ -205,24 +46,6 @@ def cli_args(out: Path, dataset: str, endpoint_url: str, *extra: str) -> list[st
         "--yes",
         *extra,
     ]
-
-
-def run_cli(args: Sequence[str], *, env: Mapping[str, str], timeout_s: float = 120.0) -> CliResult:
-    """Run the CLI to the end (``args`` start with the interpreter)."""
-    proc = subprocess.run(
-        list(args),
-        env={**_base_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    return CliResult(code=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
-
-
-def _base_env() -> dict[str, str]:
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")
-    return {k: v for k, v in os.environ.items() if k in keep} | {"COLUMNS": "200"}
 
 
 def options_for(

@@ -1,0 +1,74 @@
+"""Start-up: what the light commands load (timings live in benchmarks/startup.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import NamedTuple
+
+import pytest
+
+from ego4d_dl import __version__
+
+# Modules whose import costs tenths of a second; a command that does not use them must not
+# load them (issue 16's start-up target rests on this, the benchmark measures the time).
+HEAVY = ("aioboto3", "aiobotocore", "botocore", "aiohttp", "rich", "ego4d_dl.engine")
+
+
+class Ran(NamedTuple):
+    code: int
+    out: str
+    err: str
+    loaded: set[str]
+
+
+def _loaded_after(argv: list[str]) -> Ran:
+    """Run the entry point in a fresh interpreter; return its exit code, stdout and which
+    heavy modules it had loaded when it finished."""
+    probe = (
+        "import sys, atexit, os\n"
+        "from ego4d_dl import cli\n"
+        f"sys.argv = ['ego4d-dl', *{argv!r}]\n"
+        "def report(code):\n"
+        f"    heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "    sys.stderr.write('LOADED:' + ','.join(heavy) + '\\n'); sys.stderr.flush()\n"
+        "    real_exit(code)\n"
+        "real_exit = os._exit\n"
+        "os._exit = report\n"
+        "cli.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    line = next(x for x in done.stderr.splitlines() if x.startswith("LOADED:"))
+    loaded = {m for m in line.removeprefix("LOADED:").split(",") if m}
+    return Ran(done.returncode, done.stdout, done.stderr, loaded)
+
+
+def test_bare_version_prints_the_tools_version_without_loading_typer() -> None:
+    code, out, _, loaded = _loaded_after(["--version"])
+    assert code == 0
+    assert out == f"ego4d-dl {__version__}\n"
+    assert not loaded
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], []])
+def test_main_help_loads_no_command(argv: list[str]) -> None:
+    code, out, err, loaded = _loaded_after(argv)
+    if not argv:  # bare ``ego4d-dl`` shows the help on stderr, exit 2, as Click does
+        assert (code, out) == (2, "")
+        out = err
+    else:
+        assert code == 0
+    assert "Commands:" in out
+    for name in ("plan", "download", "verify", "status", "doctor", "datasets", "demo"):
+        assert f"\n  {name} " in out
+    assert not loaded
+
+
+def test_version_with_a_value_is_still_the_original_release_flag() -> None:
+    # ``--version v2`` is the original CLI's release; it must reach the download command,
+    # which (without an output directory) stops with a usage error, not a version line.
+    code, out, _, _ = _loaded_after(["--version", "v2"])
+    assert code == 2
+    assert __version__ not in out
