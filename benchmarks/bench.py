@@ -62,6 +62,10 @@ from ego4d_dl.sandbox import Sandbox
 REPO = Path(__file__).resolve().parent.parent
 # Other benchmarks that join `nox -s bench` when they exist (written beside this file).
 HOOKS = ("egoexo_bench.py", "processes.py")
+QUICK_HOOK_ARGS = {
+    "egoexo_bench.py": "--runs 1 --small-files 200 --large-files 2 --large-mib 16",
+    "processes.py": "--runs 1",
+}
 PARTS = ("timed", "cpu", "caps", "startup", "hooks")
 
 
@@ -161,6 +165,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         args.loopback_fixed = []
         args.caps = [200]
         args.cap_seconds = 1.0
+        # The other benchmarks' own smallest runs, unless told otherwise.
+        args.egoexo_bench_args = args.egoexo_bench_args or QUICK_HOOK_ARGS["egoexo_bench.py"]
+        args.processes_args = args.processes_args or QUICK_HOOK_ARGS["processes.py"]
         if args.output is None:
             args.no_write = True
     if args.output is None:

@@ -147,7 +147,9 @@ def test_a_cap_above_the_machines_own_limit_is_said_so() -> None:
     assert "above the machine's own limit (300 MB/s uncapped): held 97% of that" in lines[3]
 
 
+# It starts a sandbox of its own (in the bench's process).
 @pytest.mark.slow
+@pytest.mark.sandbox
 def test_the_quick_bench_of_ego4d_dl_alone_runs_checks_and_reports(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"
     done = subprocess.run(
