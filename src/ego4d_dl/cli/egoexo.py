@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import typer
-from typer.core import TyperGroup
 
-from .root import Entry, load_command
+from .root import Entry, TableGroup
 
 __all__ = ["COMMANDS", "app", "egoexo_args", "main"]
 
@@ -106,48 +105,16 @@ def egoexo_args(args: Sequence[str], known: frozenset[str]) -> list[str]:
     return out
 
 
-class _EgoExoGroup(TyperGroup):
-    """No command means ``download``; the original's argparse habits are read as it read
-    them; an unwritable output ends with an ``error:`` line and exit 1."""
+class _EgoExoGroup(TableGroup):
+    """The original ``egoexo`` downloader's argparse habits, read as it read them."""
 
-    def list_commands(self, ctx: Any) -> list[str]:
-        return list(COMMANDS)
+    table = COMMANDS
 
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        command = self.commands.get(cmd_name)
-        entry = COMMANDS.get(cmd_name)
-        if command is None and entry is not None:
-            command = self.commands[cmd_name] = load_command(cmd_name, entry)
-        return command
-
-    def format_commands(self, ctx: Any, formatter: Any) -> None:
-        with formatter.section("Commands"):
-            formatter.write_dl([(name, entry.short_help) for name, entry in COMMANDS.items()])
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0].startswith("-") and args[0] not in ("--help", "-h"):
-            args = ["download", *args]
-        if args and not args[0].startswith("-"):
-            command = self.get_command(ctx, args[0])
-            if command is not None:
-                known = frozenset(
-                    o for p in command.params for o in (*p.opts, *p.secondary_opts)
-                ) | {"--help", "-h"}
-                try:
-                    args = [args[0], *egoexo_args(args[1:], known)]
-                except ValueError as exc:
-                    ctx.fail(str(exc))
-        return super().parse_args(ctx, args)
-
-    def invoke(self, ctx: Any) -> Any:
-        from .console import OutputError, fail, sdk_logs_off_stderr
-        from .outcome import EXIT_FAILED
-
-        try:
-            with sdk_logs_off_stderr():
-                return super().invoke(ctx)
-        except OutputError as exc:
-            fail(str(exc), EXIT_FAILED)
+    def rewrite(self, command: Any, args: list[str]) -> list[str]:
+        if command is None:
+            return args
+        known = frozenset(o for p in command.params for o in (*p.opts, *p.secondary_opts))
+        return egoexo_args(args, known | {"--help", "-h"})
 
 
 _MAIN_HELP = """Download Ego-Exo4D: concurrent, resumable, every byte verified.

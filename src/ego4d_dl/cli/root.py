@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, ClassVar
 
 import typer
 from typer.core import TyperGroup
 
 from .seed import command_options, seed_args
 
-__all__ = ["COMMANDS", "Entry", "app", "load_command"]
+__all__ = ["COMMANDS", "Entry", "TableGroup", "app", "load_command"]
 
 
 class Entry:
@@ -66,18 +66,20 @@ def load_command(name: str, entry: Entry) -> Any:
 _ROOT_FLAGS = frozenset({"--help", "-h"})
 
 
-class _SeedCompatibleGroup(TyperGroup):
-    """Accepts the original CLI's command lines: no subcommand means ``download``, and its
-    argparse habits (list options, abbreviations) are read as argparse read them. A command
-    whose output cannot be written (``> /dev/full``, a closed pipe or stdout) ends with an
-    ``error:`` line and exit code 1, never a traceback or a silent 0."""
+class TableGroup(TyperGroup):
+    """A group whose commands come from a table (``COMMANDS``), loaded on use; no command
+    means ``download``; a subclass reads the rest of the command line its original's way
+    (``rewrite``). A command whose output cannot be written (``> /dev/full``, a closed pipe or
+    stdout) ends with an ``error:`` line and exit code 1, never a traceback or a silent 0."""
+
+    table: ClassVar[dict[str, Entry]] = {}
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return list(COMMANDS)
+        return list(self.table)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = self.commands.get(cmd_name)
-        entry = COMMANDS.get(cmd_name)
+        entry = self.table.get(cmd_name)
         if command is None and entry is not None:
             command = self.commands[cmd_name] = load_command(cmd_name, entry)
         return command
@@ -85,24 +87,22 @@ class _SeedCompatibleGroup(TyperGroup):
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         # From the table, not from the commands: listing them must not import them.
         with formatter.section("Commands"):
-            formatter.write_dl([(name, entry.short_help) for name, entry in COMMANDS.items()])
+            formatter.write_dl([(name, entry.short_help) for name, entry in self.table.items()])
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0].startswith("-") and args[0] not in _ROOT_FLAGS:
             args = ["download", *args]
         if args and not args[0].startswith("-"):
             command = self.get_command(ctx, args[0])
-            known = command_options(command) | {"--help", "-h"}
             try:
-                rest, notes = seed_args(args[1:], known)
+                args = [args[0], *self.rewrite(command, args[1:])]
             except ValueError as exc:
                 ctx.fail(str(exc))
-            if notes:
-                from .console import stderr_console
-            for note in notes:
-                stderr_console.print(f"note: {note}", markup=False)
-            args = [args[0], *rest]
         return super().parse_args(ctx, args)
+
+    def rewrite(self, command: Any, args: list[str]) -> list[str]:
+        """``args`` of ``command`` in the form click parses (``ValueError``: a usage error)."""
+        return args
 
     def invoke(self, ctx: Any) -> Any:
         from .console import OutputError, fail, sdk_logs_off_stderr
@@ -113,6 +113,23 @@ class _SeedCompatibleGroup(TyperGroup):
                 return super().invoke(ctx)
         except OutputError as exc:
             fail(str(exc), EXIT_FAILED)
+
+
+class _SeedCompatibleGroup(TableGroup):
+    """Accepts the original CLI's command lines: its argparse habits (list options,
+    abbreviations) are read as argparse read them."""
+
+    table = COMMANDS
+
+    def rewrite(self, command: Any, args: list[str]) -> list[str]:
+        known = command_options(command) | _ROOT_FLAGS
+        rest, notes = seed_args(args, known)
+        if notes:
+            from .console import stderr_console
+
+            for note in notes:
+                stderr_console.print(f"note: {note}", markup=False)
+        return rest
 
 
 _MAIN_HELP = """Download the Ego4D dataset: concurrent, resumable, every byte verified.
