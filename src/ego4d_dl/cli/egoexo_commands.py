@@ -11,18 +11,16 @@ from rich.text import Text
 
 from ..config import DEFAULT_STALL_TIMEOUT_S, Options, check_output_directory
 from ..doctor import diagnose
-from ..downloading import default_jobs, free_bytes, plan_readonly
+from ..downloading import free_bytes, plan_readonly
 from ..errors import ConfigError, Ego4dDLError
 from ..events import discard
 from ..families.egoexo import egoexo_options
 from ..jsonforms import doctor_json, plan_json, status_json
 from ..planned import Plan
 from ..render import render_doctor, render_plan, render_status
-from ..results import VerifyResult
 from ..session import open_store
 from ..status import collect_status
 from ..strays import Strays, find_strays, remove_strays
-from ..verify import run_verify
 from .console import fail, print_warnings, run_async, stderr_console, stdout_console, write_stdout
 from .demo import run_demo
 from .download import _DownloadRun
@@ -58,10 +56,8 @@ from .options import (
 from .outcome import (
     doctor_exit_code,
     exit_code_for,
-    verify_exit_code,
 )
-from .signals import stop_engine_on_signals
-from .verify import Interval, Jobs, QuietChecks, Repair, RepairSpaceCheck, _display, _report
+from .verify import Interval, Jobs, QuietChecks, Repair, RepairSpaceCheck, run_verify_command
 
 __all__ = [
     "demo_command",
@@ -272,32 +268,15 @@ def verify_command(
     """Read every downloaded file back and check it against its ETag; --repair refetches.
     Works on a folder the original `egoexo` filled too."""
     options = _options(ctx.params, quiet=quiet or json_out)
-    try:
-        if not options.output_directory.is_dir():
-            raise ConfigError(f"output directory {options.output_directory} does not exist")
-        if jobs is not None and not 1 <= jobs <= 256:
-            raise ConfigError(f"--jobs must be between 1 and 256, not {jobs}")
-    except Ego4dDLError as exc:
-        fail(str(exc), exit_code_for(exc))
-    display = None if json_out else _display(quiet=quiet, interval_s=progress_interval)
-
-    async def go() -> VerifyResult:
-        return await run_verify(
-            options,
-            sink=display if display is not None else discard,
-            repair=repair,
-            jobs=jobs or default_jobs(),
-            on_engine=stop_engine_on_signals(display) if display else lambda _: None,
-            space_check=not no_space_check,
-        )
-
-    try:
-        result = run_async(go, credentials=options.credentials)
-    finally:
-        if display is not None:
-            display.close()
-    _report(result, json_out=json_out)
-    raise typer.Exit(verify_exit_code(result))
+    run_verify_command(
+        options,
+        repair=repair,
+        jobs=jobs,
+        no_space_check=no_space_check,
+        json_out=json_out,
+        quiet=quiet,
+        progress_interval=progress_interval,
+    )
 
 
 def status_command(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
+from ..config import Options
 from ..downloading import default_jobs
 from ..errors import ConfigError, Ego4dDLError
 from ..events import discard
@@ -42,7 +43,7 @@ from .outcome import (
 )
 from .signals import stop_engine_on_signals
 
-__all__ = ["verify_command"]
+__all__ = ["run_verify_command", "verify_command"]
 
 
 Repair = Annotated[
@@ -112,13 +113,39 @@ def verify_command(
     """
     try:
         options, warnings = gather_options(ctx)
+    except Ego4dDLError as exc:
+        fail(str(exc), exit_code_for(exc))
+    print_warnings(warnings)
+    run_verify_command(
+        options,
+        repair=repair,
+        jobs=jobs,
+        no_space_check=no_space_check,
+        json_out=json_out,
+        quiet=quiet,
+        progress_interval=progress_interval,
+    )
+
+
+def run_verify_command(
+    options: Options,
+    *,
+    repair: bool,
+    jobs: int | None,
+    no_space_check: bool,
+    json_out: bool,
+    quiet: bool,
+    progress_interval: float,
+) -> NoReturn:
+    """``verify`` for options already gathered (``egoexo-dl verify`` too): check the folder
+    and --jobs, read everything back with a display, report, exit with the verdict."""
+    try:
         if not options.output_directory.is_dir():
             raise ConfigError(f"output directory {options.output_directory} does not exist")
         if jobs is not None and not 1 <= jobs <= 256:
             raise ConfigError(f"--jobs must be between 1 and 256, not {jobs}")
     except Ego4dDLError as exc:
         fail(str(exc), exit_code_for(exc))
-    print_warnings(warnings)
     # --json prints one document at the end, as `plan --json` does: no progress events.
     display = None if json_out else _display(quiet=quiet, interval_s=progress_interval)
 
