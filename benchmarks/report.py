@@ -100,6 +100,49 @@ def _failed_row(result: ProfileResult, tool: Tool, columns: int) -> str | None:
     return f"| {tool.name} | FAILED: {why} |" + " |" * (columns - 2)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Row:
+    """One tool's medians on one profile, as the tables show them."""
+
+    tool: str
+    ours: bool
+    name: str
+    runs: list[Run]
+    wall_s: float
+    durable_s: float
+
+
+def _rows(result: ProfileResult, columns: int, *, best: str | None = None) -> list[_Row | str]:
+    """Each tool's row of a profile's table: its medians, or the finished row of a tool none
+    of whose runs succeeded. Tools that only fetch videos are left out of file profiles."""
+    rows: list[_Row | str] = []
+    for tool in result.tools:
+        if tool.videos_only and result.seeded.profile.kind != "video":
+            continue
+        failed_row = _failed_row(result, tool, columns)
+        if failed_row is not None:
+            rows.append(failed_row)
+            continue
+        runs = result.of(tool.name)
+        name = f"**{tool.name}**" if tool.ours else tool.name
+        if tool.name == best:
+            name += " (best fixed)"
+        failures = sum(1 for r in result.runs if r.tool == tool.name and not r.ok)
+        if failures:
+            name += f" ({failures} failed runs)"
+        rows.append(
+            _Row(
+                tool=tool.name,
+                ours=tool.ours,
+                name=name,
+                runs=runs,
+                wall_s=statistics.median(r.wall_s for r in runs),
+                durable_s=statistics.median(r.durable_s for r in runs),
+            )
+        )
+    return rows
+
+
 def profile_table(result: ProfileResult) -> str:
     """The markdown table of one profile on loopback: time to durable first."""
     profile = result.seeded.profile
@@ -120,29 +163,20 @@ def profile_table(result: ProfileResult) -> str:
         "| CPU s/GiB pinned | CPU s | peak RSS MiB | server CPU s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for tool in result.tools:
-        if tool.videos_only and profile.kind != "video":
+    for row in _rows(result, 12):
+        if isinstance(row, str):
+            lines.append(row)
             continue
-        failed_row = _failed_row(result, tool, 12)
-        if failed_row is not None:
-            lines.append(failed_row)
-            continue
-        runs = result.of(tool.name)
-        wall = statistics.median(r.wall_s for r in runs)
-        durable = statistics.median(r.durable_s for r in runs)
-        name = f"**{tool.name}**" if tool.ours else tool.name
-        failures = sum(1 for r in result.runs if r.tool == tool.name and not r.ok)
-        if failures:
-            name += f" ({failures} failed runs)"
-        first = tool.name == "ego4d-dl"
+        name, runs, wall, durable = row.name, row.runs, row.wall_s, row.durable_s
+        first = row.tool == "ego4d-dl"
         lines.append(
             f"| {name} | {durable:.2f} "
-            f"| {'' if first else _fmt_ratio(result.ratio('ego4d-dl', tool.name))} "
-            f"| {'' if tool.ours else _fmt_ratio(result.ratio('ego4d-dl size', tool.name))} "
+            f"| {'' if first else _fmt_ratio(result.ratio('ego4d-dl', row.tool))} "
+            f"| {'' if row.ours else _fmt_ratio(result.ratio('ego4d-dl size', row.tool))} "
             f"| {wall:.2f} "
-            f"| {'' if first else _fmt_ratio(result.ratio('ego4d-dl', tool.name, durable=False))} "
+            f"| {'' if first else _fmt_ratio(result.ratio('ego4d-dl', row.tool, durable=False))} "
             f"| {size / durable / 1e6:,.0f} | {files / durable:,.0f} "
-            f"| {_fmt(result.cpu_per_gib(tool.name))} "
+            f"| {_fmt(result.cpu_per_gib(row.tool))} "
             f"| {statistics.median(r.cpu_s for r in runs):.2f} "
             f"| {max(r.max_rss_bytes for r in runs) / MiB:.0f} "
             f"| {statistics.median(r.server_cpu_s for r in runs):.2f} |"
@@ -222,25 +256,14 @@ def link_table(result: ProfileResult) -> str:
         "| link CPU s | concurrency | default / this | wall: default / this |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
-    for tool in result.tools:
-        if tool.videos_only and profile.kind != "video":
+    for row in _rows(result, 12, best=best):
+        if isinstance(row, str):
+            lines.append(row)
             continue
-        failed_row = _failed_row(result, tool, 12)
-        if failed_row is not None:
-            lines.append(failed_row)
-            continue
-        runs = result.of(tool.name)
-        failed = [r for r in result.runs if r.tool == tool.name and not r.ok]
-        wall = statistics.median(r.wall_s for r in runs)
-        durable = statistics.median(r.durable_s for r in runs)
-        name = f"**{tool.name}**" if tool.ours else tool.name
-        if tool.name == best:
-            name += " (best fixed)"
-        if failed:
-            name += f" ({len(failed)} failed runs)"
-        first = tool.name == "ego4d-dl"
-        ratio = "" if first else _fmt_ratio(result.ratio("ego4d-dl", tool.name))
-        wall_ratio = "" if first else _fmt_ratio(result.ratio("ego4d-dl", tool.name, durable=False))
+        name, runs, wall, durable = row.name, row.runs, row.wall_s, row.durable_s
+        first = row.tool == "ego4d-dl"
+        ratio = "" if first else _fmt_ratio(result.ratio("ego4d-dl", row.tool))
+        wall_ratio = "" if first else _fmt_ratio(result.ratio("ego4d-dl", row.tool, durable=False))
         lines.append(
             f"| {name} | {durable:.2f} | {wall:.2f} | {size / durable / 1e6:,.0f} "
             f"| {files / durable:,.0f} "
