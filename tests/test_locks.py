@@ -260,3 +260,22 @@ def test_a_rerun_leaves_unchanged_manifests_alone_and_replaces_links(tmp_path: P
     ver.symlink_to(target)
     write_version_file(tmp_path, entries)
     assert not ver.is_symlink() and ver.read_bytes() == target.read_bytes()
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_a_link_at_any_journal_file_is_replaced_never_followed(tmp_path: Path, suffix: str) -> None:
+    from ego4d_dl.journal import Journal
+
+    folder = tmp_path / ".ego4d-dl"
+    folder.mkdir()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not ours")
+    path = folder / "journal.sqlite"
+    (folder / f"journal.sqlite{suffix}").symlink_to(outside)
+    with Journal(path) as journal:
+        assert any("was a symbolic link" in note for note in journal.notes)
+    assert outside.read_bytes() == b"not ours"
+    # Only SQLite's own names are there: nothing else is created beside the journal.
+    names = {p.name for p in folder.iterdir()} - {"runs.lock"}
+    assert names <= {"journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"}
+    assert "journal.sqlite" in names
