@@ -322,13 +322,25 @@ class S3Store:
                     return tuple(found)
                 kwargs["ContinuationToken"] = token
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes:
+    async def get_bytes(self, bucket: str, key: str, *, cached: bytes | None = None) -> bytes:
         """A whole small object (manifests, metadata) in memory, checked against its ETag
         when that is the MD5 of the bytes (a mismatch is a ``TransientError``: worth asking
-        again)."""
+        again). With ``cached``, a conditional GET (``If-None-Match``: its MD5): the server
+        answers 304 only when the object's ETag is that MD5, and ``cached`` is returned."""
+        from botocore.exceptions import ClientError
+
         client = await self._client_for(bucket)
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if cached is not None:
+            kwargs["IfNoneMatch"] = f'"{hashlib.md5(cached).hexdigest()}"'
         with translated(bucket, key, self.endpoint_label):
-            resp = await client.get_object(Bucket=bucket, Key=key)
+            try:
+                resp = await client.get_object(**kwargs)
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if cached is not None and status == 304:
+                    return cached
+                raise
             async with resp["Body"] as stream:
                 data: bytes = await stream.read()
         etag = normalise_etag(str(resp.get("ETag", "")))
