@@ -156,6 +156,10 @@ def make_session(credentials: Credentials) -> AioSession:
             )
         elif credentials.profile is not None:
             session.set_config_variable("profile", credentials.profile)
+        # A profile (named, or by AWS_PROFILE) that does not exist is a ConfigError here, as
+        # aioboto3's Session raised it, before the credential chain would make it a
+        # CredentialsError.
+        session.get_scoped_config()
         return session
 
 
