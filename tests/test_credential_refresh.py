@@ -221,3 +221,22 @@ def test_other_failures_are_left_alone() -> None:
     )
     with pytest.raises(botocore.exceptions.ClientError), _credential_errors():
         raise s3_denied
+
+
+@pytest.mark.parametrize("via_environment", [False, True])
+def test_a_missing_profile_is_a_config_error_before_any_key_is_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, via_environment: bool
+) -> None:
+    from ego4d_dl.config import Credentials
+    from ego4d_dl.credentials import make_session
+    from ego4d_dl.errors import ConfigError
+
+    (tmp_path / "config").write_text("[default]\n", encoding="utf-8")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    if via_environment:
+        monkeypatch.setenv("AWS_PROFILE", "ego4d")
+    else:
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with pytest.raises(ConfigError, match="profile 'ego4d' not found"):
+        make_session(Credentials(profile=None if via_environment else "ego4d"))

@@ -119,9 +119,9 @@ class CountingStore:
             bucket, prefix=prefix, start_after=start_after, token=token
         )
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes:
+    async def get_bytes(self, bucket: str, key: str, *, cached: bytes | None = None) -> bytes:
         self.get_bytes_calls += 1
-        return await self.inner.get_bytes(bucket, key)
+        return await self.inner.get_bytes(bucket, key, cached=cached)
 
     async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]:
         return await self.inner.list_folders(bucket, prefix=prefix)

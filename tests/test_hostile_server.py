@@ -85,8 +85,8 @@ class HostileEtagStore:
     async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]:
         return await self.inner.list_folders(bucket, prefix=prefix)
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes:
-        return await self.inner.get_bytes(bucket, key)
+    async def get_bytes(self, bucket: str, key: str, *, cached: bytes | None = None) -> bytes:
+        return await self.inner.get_bytes(bucket, key, cached=cached)
 
     @contextlib.asynccontextmanager
     async def get_range(

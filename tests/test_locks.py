@@ -220,3 +220,62 @@ def test_every_filesystem_of_a_batch_is_synced(
         for p in elsewhere.iterdir():
             p.unlink()
         elsewhere.rmdir()
+
+
+def test_holds_exactly_reads_a_plain_file_never_a_link(tmp_path: Path) -> None:
+    from ego4d_dl.locks import holds_exactly
+
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"abc")
+    assert holds_exactly(plain, b"abc")
+    assert not holds_exactly(plain, b"abd")
+    assert not holds_exactly(plain, b"abcd")
+    assert not holds_exactly(tmp_path / "absent", b"")
+    link = tmp_path / "link"
+    link.symlink_to(plain)
+    assert not holds_exactly(link, b"abc")
+    hard = tmp_path / "hard"
+    os.link(plain, hard)
+    assert not holds_exactly(hard, b"abc")
+
+
+def test_a_rerun_leaves_unchanged_manifests_alone_and_replaces_links(tmp_path: Path) -> None:
+    from ego4d_dl.downloading import _write_atomic
+    from ego4d_dl.versionfile import VersionEntry, format_entries, write_version_file
+
+    entries = [VersionEntry("u1", "", "u1.mp4")]
+    ver = write_version_file(tmp_path, entries)
+    csv_path = tmp_path / "manifest.csv"
+    _write_atomic(csv_path, b"a,b\n")
+    inodes = (ver.stat().st_ino, csv_path.stat().st_ino)
+    assert write_version_file(tmp_path, entries) == ver
+    _write_atomic(csv_path, b"a,b\n")
+    assert (ver.stat().st_ino, csv_path.stat().st_ino) == inodes  # not rewritten
+    # Changed content is written; a link with the same bytes is replaced, its target kept.
+    _write_atomic(csv_path, b"a,c\n")
+    assert csv_path.read_bytes() == b"a,c\n"
+    target = tmp_path / "elsewhere"
+    target.write_bytes(format_entries(entries))
+    ver.unlink()
+    ver.symlink_to(target)
+    write_version_file(tmp_path, entries)
+    assert not ver.is_symlink() and ver.read_bytes() == target.read_bytes()
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm", "-journal"])
+def test_a_link_at_any_journal_file_is_replaced_never_followed(tmp_path: Path, suffix: str) -> None:
+    from ego4d_dl.journal import Journal
+
+    folder = tmp_path / ".ego4d-dl"
+    folder.mkdir()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not ours")
+    path = folder / "journal.sqlite"
+    (folder / f"journal.sqlite{suffix}").symlink_to(outside)
+    with Journal(path) as journal:
+        assert any("was a symbolic link" in note for note in journal.notes)
+    assert outside.read_bytes() == b"not ours"
+    # Only SQLite's own names are there: nothing else is created beside the journal.
+    names = {p.name for p in folder.iterdir()} - {"runs.lock"}
+    assert names <= {"journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"}
+    assert "journal.sqlite" in names

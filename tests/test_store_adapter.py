@@ -132,10 +132,37 @@ def test_importing_the_store_loads_no_aws_or_http_library() -> None:
         )
         == []
     )
-    # What a connecting store imports does load them: the check sees what it claims to.
+    # What a connecting store imports does load them: the check sees what it claims to. Never
+    # aioboto3: its session's S3 customisations would import boto3 and s3transfer as well.
     assert _loaded_after(
         "import ego4d_dl.store.adapter\n"
         "from ego4d_dl.config import Credentials\n"
         "from ego4d_dl.credentials import make_session\n"
         "make_session(Credentials(access_key_id='AKIDEXAMPLE', secret_access_key='secret'))"
-    ) == sorted(_HEAVY)
+    ) == sorted(set(_HEAVY) - {"aioboto3"})
+
+
+@pytest.mark.parametrize(
+    ("url", "proxy", "plain"),
+    [
+        ("http://127.0.0.1:9000", None, True),
+        ("HTTP://127.0.0.1:9000", None, True),
+        ("https://127.0.0.1:9000", None, False),
+        (None, None, False),  # AWS itself: TLS
+        ("http://127.0.0.1:9000", "https://proxy.example:3128", False),  # TLS to the proxy
+    ],
+)
+def test_only_a_plain_http_endpoint_without_a_proxy_skips_tls(
+    monkeypatch: pytest.MonkeyPatch, url: str | None, proxy: str | None, plain: bool
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    if proxy is not None:
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+    store = S3Store(
+        credentials=Credentials(access_key_id="AKIDEXAMPLE", secret_access_key="secret"),
+        endpoint=Endpoint(url=url),
+        max_connections=1,
+        stall_timeout_s=1,
+    )
+    assert store._plain_http() is plain

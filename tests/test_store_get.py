@@ -144,3 +144,32 @@ def test_a_missing_object_costs_one_request_without_a_route(sandbox, release, aw
         asyncio.run(go(proxy.url))
         gets = [(s.key, s.status) for s in proxy.seen if s.method == "GET"]
     assert gets == [(missing, 404)], gets
+
+
+def test_a_kept_copy_is_returned_only_while_it_is_the_object(sandbox, aws_env):
+    bucket, key = "ego4d-conditional-get", "public/v9/annotations/manifest.csv"
+    sandbox.create_bucket(bucket)
+    sandbox.put_object(bucket, key, b"uid,path\n1,a\n")
+
+    async def go() -> None:
+        async with _store(sandbox) as store:
+            kept = b"uid,path\n1,a\n"
+            # 304: the kept copy itself comes back, no byte of the object was read.
+            assert await store.get_bytes(bucket, key, cached=kept) is kept
+            assert await store.get_bytes(bucket, key, cached=b"uid,path\n") == kept
+            sandbox.put_object(bucket, key, b"uid,path\n1,a\n2,b\n")  # a new release of it
+            assert await store.get_bytes(bucket, key, cached=kept) == b"uid,path\n1,a\n2,b\n"
+
+    asyncio.run(go())
+
+
+def test_a_kept_manifest_is_read_back_only_from_a_plain_file(tmp_path):
+    from ego4d_dl.families.ego4d import _kept
+
+    plain = tmp_path / "manifest.csv"
+    plain.write_bytes(b"uid\n")
+    assert _kept(plain) == b"uid\n"
+    assert _kept(tmp_path / "absent.csv") is None
+    link = tmp_path / "link.csv"
+    link.symlink_to(plain)
+    assert _kept(link) is None

@@ -41,7 +41,7 @@ from .journal import (
     is_plain,
     journal_path,
 )
-from .locks import DirectoryClaim, RunConflictError, open_plain
+from .locks import DirectoryClaim, RunConflictError, holds_exactly, open_plain
 from .planned import Plan, PlannedFile
 from .planning import build_plan, refresh
 from .session import open_store
@@ -157,7 +157,10 @@ def make_throttle(options: Options, settings: EngineSettings) -> TokenBucket | N
 
 def _write_atomic(dest: Path, data: bytes) -> None:
     """``dest`` replaced by ``data`` in one rename: written to a new temporary file of ours
-    (never through a link; a link at ``dest`` is replaced, its target left alone), synced."""
+    (never through a link; a link at ``dest`` is replaced, its target left alone), synced.
+    A plain file that already holds ``data`` (a rerun's manifests) is left as it is."""
+    if holds_exactly(dest, data):
+        return
     ensure_dir(dest.parent)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.ego4d-dl-tmp")
     # The original CLI's files are 0644 less the umask; mkstemp's 0600 would hide them from

@@ -146,15 +146,15 @@ def prepare_files(path: Path, notes: list[str]) -> None:
     """The journal's files are ours: a link at one of their names is removed, never
     followed (SQLite itself would follow it)."""
     for suffix in _SIDECARS:
-        path = path.with_name(path.name + suffix)
+        name = path.with_name(path.name + suffix)
         try:
-            st = path.lstat()
+            st = name.lstat()
         except FileNotFoundError:
             continue
-        if path.is_symlink() or st.st_nlink > 1:
-            kind = "symbolic link" if path.is_symlink() else "hard link"
-            path.unlink()
-            notes.append(f"{path} was a {kind}; replaced by a file of ego4d-dl's own")
+        if name.is_symlink() or st.st_nlink > 1:
+            kind = "symbolic link" if name.is_symlink() else "hard link"
+            name.unlink()
+            notes.append(f"{name} was a {kind}; replaced by a file of ego4d-dl's own")
     if not path.exists():
         os.close(open_plain(path, os.O_RDWR | os.O_CREAT | os.O_EXCL))
 

@@ -20,6 +20,7 @@ __all__ = [
     "LocksUnsupported",
     "RunConflictError",
     "Running",
+    "holds_exactly",
     "lock_file",
     "open_plain",
     "open_plain_stat",
@@ -118,6 +119,24 @@ def open_plain_stat(path: Path, flags: int, mode: int = 0o644) -> tuple[int, os.
             raise OSError(errno.EMLINK, f"{path} has {st.st_nlink} names (a hard link)")
         path.unlink()  # one of several names: ours goes, the other names keep the data
     raise OSError(errno.EBUSY, f"{path} keeps being replaced by a link")
+
+
+def holds_exactly(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a plain file of ours (no link) holding exactly ``data``: a file
+    that would be rewritten with the same bytes is left alone (no write, no fsync)."""
+    try:
+        fd, st = open_plain_stat(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        if st.st_size != len(data):
+            return False
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,7 +18,6 @@ from .errors import (
 from .events import EventSink, ObjectsLookedUp, PlanBuilt, discard
 from .families import Family, Wanted, announce, manifest_mismatch
 from .families.ego4d import PLAN_RETRY, Ego4D
-from .families.egoexo import EgoExo
 from .journal import JournalView
 from .lookup import LookupResult, lookup_objects
 from .ondisk import Classification, ObjectVersion, OnDisk, Origin, classify, snapshot
@@ -48,7 +47,12 @@ def _inside(path: Path, root: Path) -> bool:
 
 def family_for(options: Options) -> Family:
     """The release family ``options`` describe: Ego-Exo4D for ``egoexo-dl``, else Ego4D."""
-    return EgoExo(options) if options.egoexo is not None else Ego4D(options)
+    if options.egoexo is None:
+        return Ego4D(options)
+    # Imported on use: an Ego4D run never loads the Ego-Exo4D manifest code.
+    from .families.egoexo import EgoExo
+
+    return EgoExo(options)
 
 
 def look_on_disk(version: ObjectVersion, dest: Path, view: JournalView) -> Classification:

@@ -6,23 +6,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from typing import TextIO
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.text import Text
+from typing import TYPE_CHECKING, TextIO
 
 from .events import BytesHashed, CheckStarted, Event, FileChecked
 from .formatting import human_bytes
 from .text import safe
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 __all__ = ["CheckProgressSink"]
 
@@ -60,18 +51,7 @@ class CheckProgressSink:
             self._total, self._done = event.size_bytes, 0
             self._files, self._finished = event.files, 0
             if self._bar and event.files:
-                self._progress = Progress(
-                    TextColumn("checking"),
-                    BarColumn(),
-                    DownloadColumn(binary_units=True),
-                    TransferSpeedColumn(),
-                    TextColumn("{task.fields[files]}"),
-                    TimeRemainingColumn(),
-                    console=Console(file=self._stream),
-                    transient=True,
-                )
-                self._task = self._progress.add_task("", total=event.size_bytes, files="")
-                self._progress.start()
+                self._start_bar(event.size_bytes)
         elif isinstance(event, BytesHashed):
             self._done += event.count
         elif isinstance(event, FileChecked):
@@ -96,8 +76,35 @@ class CheckProgressSink:
                 f"({pct:.1f}%), {human_bytes(rate)}/s, files {self._finished:,}/{self._files:,}"
             )
 
+    def _start_bar(self, size_bytes: int) -> None:
+        # Imported for a terminal only: logs, pipes and --quiet never load the bar.
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("checking"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[files]}"),
+            TimeRemainingColumn(),
+            console=Console(file=self._stream),
+            transient=True,
+        )
+        self._task = self._progress.add_task("", total=size_bytes, files="")
+        self._progress.start()
+
     def _write(self, text: str) -> None:
         if self._progress is not None:
+            from rich.text import Text
+
             self._progress.console.print(Text(text))
             return
         # A stream that cannot be written is the progress sink's to report, not this one's.

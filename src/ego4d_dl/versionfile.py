@@ -15,7 +15,7 @@ from pathlib import Path
 from .adopt import VERSION_FILE
 from .errors import Ego4dDLError
 from .journal import JOURNAL_DIR, Journal
-from .locks import open_plain
+from .locks import holds_exactly, open_plain
 from .planned import Plan, PlannedFile, dataset_dir
 from .retry import RetryPolicy, retry_call
 from .store import ObjectStore
@@ -78,14 +78,18 @@ def format_entries(entries: Iterable[VersionEntry]) -> bytes:
 
 
 def write_version_file(folder: Path, entries: Iterable[VersionEntry]) -> Path:
-    """Replace ``folder/manifest.ver`` atomically (mode 0644 less the umask, as data files)."""
+    """Replace ``folder/manifest.ver`` atomically (mode 0644 less the umask, as data files),
+    unless it already holds exactly these entries (a rerun with nothing new to name)."""
     dest = folder / VERSION_FILE
+    data = format_entries(entries)
+    if holds_exactly(dest, data):
+        return dest
     tmp = folder / f".{VERSION_FILE}.{os.getpid()}.ego4d-dl-tmp"
     # Never through a link (locks.open_plain); a link at dest is replaced by the rename.
     fd = open_plain(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(format_entries(entries))
+            f.write(data)
         tmp.replace(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -160,7 +164,7 @@ async def update_version_files(
 
     Files already named (by uid and file name) in a folder's ``manifest.ver`` keep their entry
     unless this run fetched them; the others are HEADed for their version id. Returns the
-    files written.
+    files written (or found already up to date).
     """
     if plan.family != "Ego4D":
         return []  # the original egoexo downloader keeps no manifest.ver

@@ -2,10 +2,11 @@
 
 The only package that imports typer and the only one that exits; ``ls`` is its map: ``root``
 (the Typer application and the table of commands, loaded on use), one module per command
-(``download`` holds ``plan`` too), ``options`` (flag declarations), ``seed`` (the original CLI's
-argparse habits), ``console``, ``display``, ``prompt`` and ``signals`` (what a run shows and
-asks), ``outcome`` (exit codes); ``egoexo``, ``egoexo_options`` and ``egoexo_commands`` are the
-``egoexo-dl`` command line (the original ``egoexo`` downloader's flags, the same commands).
+(``download`` holds ``plan`` too), ``options`` (flag declarations), ``coerce`` (their values
+read without pydantic), ``seed`` (the original CLI's argparse habits), ``console``,
+``display``, ``prompt`` and ``signals`` (what a run shows and asks), ``outcome`` (exit codes);
+``egoexo``, ``egoexo_options`` and ``egoexo_commands`` are the ``egoexo-dl`` command line (the
+original ``egoexo`` downloader's flags, the same commands).
 
 It accepts the original ``ego4d`` CLI's flags in both spellings (``--output_directory`` and
 ``--output-directory``), its list form (``--datasets full_scale annotations``) and its JSON

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from rich.console import Console
 
 from ..adopt import Adoption
-from ..dashboard import Dashboard
 from ..events import Event
 from ..formatting import human_bytes
 from ..planned import Plan
@@ -121,6 +120,9 @@ def make_display(
             sys.stdout, interval_s=interval_s, log=sys.stderr, on_output_error=on_output_error
         )
     if not quiet and stdout_is_terminal():
+        # Imported on use: logs, pipes and --quiet never load the live view.
+        from ..dashboard import Dashboard
+
         # A console of its own: unlike stdout_console it wraps and crops to the terminal's width.
         return Dashboard(Console(highlight=False), redirect_stderr=sys.stderr.isatty())
     return PlainProgressSink(

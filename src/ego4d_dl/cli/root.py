@@ -6,8 +6,9 @@ import importlib
 from typing import Any, ClassVar
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
+from .coerce import install_plain_coercion
 from .seed import command_options, seed_args
 
 __all__ = ["COMMANDS", "Entry", "TableGroup", "app", "load_command"]
@@ -52,15 +53,27 @@ COMMANDS: dict[str, Entry] = {
 }
 
 
+class _PlainCommand(TyperCommand):
+    """A Typer command whose options of plain types, help included, are converted without
+    pydantic (``coerce``)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        install_plain_coercion([option])
+        return option
+
+
 def load_command(name: str, entry: Entry) -> Any:
     """Import a command's module and build its Click command, as Typer would."""
     module = importlib.import_module(f".{entry.module}", __package__)
     epilog = getattr(module, entry.epilog) if entry.epilog else None
     single = typer.Typer(add_completion=False, rich_markup_mode=None)
-    single.command(name, short_help=entry.short_help, epilog=epilog)(
+    single.command(name, cls=_PlainCommand, short_help=entry.short_help, epilog=epilog)(
         getattr(module, entry.function)
     )
-    return typer.main.get_command(single)
+    command = typer.main.get_command(single)
+    install_plain_coercion(command.params)
+    return command
 
 
 _ROOT_FLAGS = frozenset({"--help", "-h"})
@@ -73,6 +86,11 @@ class TableGroup(TyperGroup):
     stdout) ends with an ``error:`` line and exit code 1, never a traceback or a silent 0."""
 
     table: ClassVar[dict[str, Entry]] = {}
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        install_plain_coercion([option])
+        return option
 
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.table)

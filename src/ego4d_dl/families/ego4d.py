@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import os
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from ..errors import (
     UidsNotFoundError,
     most_relevant,
 )
+from ..locks import open_plain_stat
 from ..manifest import MalformedRow, ManifestHeader, ManifestRow, Selection, parse_manifest
 from ..ondisk import PART_SUFFIX
 from ..planned import fold_name
@@ -67,9 +69,11 @@ def _decode(data: bytes, source: str) -> str:
         raise ManifestError(f"{source}: not UTF-8 text (bad byte at offset {exc.start})") from None
 
 
-async def _get(store: ObjectStore, bucket: str, key: str, policy: RetryPolicy) -> bytes:
+async def _get(
+    store: ObjectStore, bucket: str, key: str, policy: RetryPolicy, cached: bytes | None = None
+) -> bytes:
     return await retry_call(
-        lambda: store.get_bytes(bucket, key),
+        lambda: store.get_bytes(bucket, key, cached=cached),
         policy=policy,
         sleep=asyncio.sleep,
         rng=random.Random(),
@@ -121,12 +125,18 @@ async def list_dataset_rows(
 
 
 async def fetch_manifest(
-    store: ObjectStore, version: str, dataset: str, *, policy: RetryPolicy = PLAN_RETRY
+    store: ObjectStore,
+    version: str,
+    dataset: str,
+    *,
+    policy: RetryPolicy = PLAN_RETRY,
+    cached: bytes | None = None,
 ) -> bytes:
-    """The raw bytes of a dataset's manifest, with a helpful error when there is none."""
+    """The raw bytes of a dataset's manifest, with a helpful error when there is none;
+    ``cached`` (the copy an earlier run kept) is returned if it is still the object."""
     key = manifest_key(version, dataset)
     try:
-        return await _get(store, CONSORTIUM_BUCKET, key, policy)
+        return await _get(store, CONSORTIUM_BUCKET, key, policy, cached)
     except ObjectNotFoundError:
         # Most often a release that does not exist (a typo, or one not published yet).
         await check_release(store, version, policy=policy)
@@ -142,6 +152,28 @@ async def fetch_manifest(
             "the keys from your approved Ego4D licence?",
             code="AccessDenied",
         ) from exc
+
+
+# A kept manifest larger than this is not read back (the largest Ego4D manifest is a few MiB).
+_KEPT_MAX_BYTES = 256 << 20
+
+
+def _kept(path: Path) -> bytes | None:
+    """The bytes of a manifest an earlier run kept at ``path``, read never through a link;
+    ``None`` if there is none (or it is not a plain file of ours)."""
+    try:
+        fd, st = open_plain_stat(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        if st.st_size > _KEPT_MAX_BYTES:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(_KEPT_MAX_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _select(dataset: str, data: bytes, source: str, selection: Selection) -> DatasetSelection:
@@ -345,10 +377,12 @@ class Ego4D:
             except OSError as exc:
                 raise PlanError(f"cannot read manifest {override}: {exc}") from None
             return [Fetched(dataset=datasets[0], data=data, source=str(override), keep_as=None)]
+        out = self.options.output_directory
         try:
             async with asyncio.TaskGroup() as tg:
                 tasks = {
-                    ds: tg.create_task(fetch_manifest(store, self.release, ds)) for ds in datasets
+                    ds: tg.create_task(self._fetch_one(store, ds, out / self._folder(ds)))
+                    for ds in datasets
                 }
         except BaseExceptionGroup as group:
             raise most_relevant(group) from None
@@ -361,6 +395,12 @@ class Ego4D:
             )
             for ds, task in tasks.items()
         ]
+
+    async def _fetch_one(self, store: ObjectStore, dataset: str, folder: Path) -> bytes:
+        """A dataset's manifest; only asked for if it changed since the copy kept in its
+        folder (a rerun then moves none of its bytes: a full_scale manifest is megabytes)."""
+        cached = await asyncio.to_thread(_kept, folder / "manifest.csv")
+        return await fetch_manifest(store, self.release, dataset, cached=cached)
 
     def select(self, fetched: Fetched) -> Selected:
         """A dataset's rows after the filters, each with its destination."""

@@ -27,7 +27,6 @@ __all__ = [
     "range_response",
     "range_response_of_get_object",
     "send_get",
-    "skip_timestamp_parsing",
 ]
 
 # asyncio reads a socket at most 256 KiB at a time (``_SelectorSocketTransport.max_size``), and
@@ -39,14 +38,6 @@ _SOCKET_READ_BYTES = 1 << 20
 
 # The S3 client's HTTP session, through which hand-signed GETs are sent too.
 HttpSession: TypeAlias = AIOHTTPSession
-
-
-def skip_timestamp_parsing(session: Any) -> None:
-    """botocore parses every LastModified with dateutil: half a millisecond per listed
-    object, most of the time of planning 10,000 objects. We never read it."""
-    # Private: aioboto3's Session keeps its botocore session as ``_session``.
-    factory = session._session.get_component("response_parser_factory")
-    factory.set_parser_defaults(timestamp_parser=str)
 
 
 def http_session_of(client: Any) -> HttpSession | None:
@@ -138,13 +129,7 @@ def missing_surfaces() -> list[str]:
     """The private surfaces this module uses that the installed versions do not offer."""
     from asyncio import selector_events
 
-    import aioboto3
-
     missing: list[str] = []
-    botocore_session = getattr(aioboto3.Session(), "_session", None)
-    factory = getattr(botocore_session, "get_component", lambda _: None)("response_parser_factory")
-    if not hasattr(factory, "set_parser_defaults"):
-        missing.append("aioboto3.Session()._session.get_component(...).set_parser_defaults")
     get_session = getattr(AIOHTTPSession, "_get_session", None)
     if not (
         inspect.iscoroutinefunction(get_session)

@@ -114,8 +114,10 @@ class ObjectStore(Protocol):
         self, bucket: str, *, prefix: str, start_after: str = "", token: str | None = None
     ) -> ListPage: ...
 
-    async def get_bytes(self, bucket: str, key: str) -> bytes:
-        """A whole small object; bytes that contradict an MD5 ETag are a ``TransientError``."""
+    async def get_bytes(self, bucket: str, key: str, *, cached: bytes | None = None) -> bytes:
+        """A whole small object; bytes that contradict an MD5 ETag are a ``TransientError``.
+        ``cached``: a copy kept earlier, returned as it is when the object's ETag is its MD5
+        (the object is then not transferred again)."""
         ...
 
     async def list_folders(self, bucket: str, *, prefix: str) -> tuple[str, ...]: ...
