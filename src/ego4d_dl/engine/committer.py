@@ -36,13 +36,19 @@ class Committer:
         interval_s: float,
         on_complete: Callable[[Transfer, str], None],
         *,
-        wake_at: int = 256,
+        wake_at: int | None = None,
         max_held: int = 256,
     ) -> None:
-        """``wake_at``: this many finished files waiting wake the committer before its tick;
-        ``max_held``: at most this many finished parts (open files) wait for their rename."""
+        """``wake_at``: this many finished files waiting wake the committer before its tick
+        (default: half of ``max_held``); ``max_held``: at most this many finished parts (open
+        files) wait for their rename.
+
+        Waking at half leaves the other half to fill while a group is synced and renamed:
+        woken only when all ``max_held`` wait, every transfer stalls for the whole commit
+        (measured on 2,000 small files: 0.1-0.27 s per group of 256, ten times a run).
+        """
         self.journal = journal
-        self._wake_at = wake_at
+        self._wake_at = wake_at if wake_at is not None else max(1, max_held // 2)
         self._room = asyncio.Semaphore(max_held)
         self.root = root
         self._root_prefix = str(root).rstrip("/") + "/"  # what str() of a file of ours starts with
