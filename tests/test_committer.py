@@ -307,3 +307,39 @@ def test_a_journal_that_cannot_commit_stops_recording(
     assert completed == []
     assert more.part is not None
     more.part.close()
+
+
+def test_finished_files_are_committed_once_half_of_the_room_is_taken(
+    journal: LoggedJournal, tmp_path: Path, log: list[str]
+) -> None:
+    """With room for four finished parts, two wake the committer long before its tick (60 s
+    here), so the other two can fill while they are committed. A small file (no journal row
+    yet) is recorded under its path relative to the output folder."""
+    small = transfer(journal, tmp_path, "small.bin", log)
+    small.object_id = 0  # fetched in one request: its first row says it is complete
+    big = transfer(journal, tmp_path, "big.bin", log)
+    completed: list[str] = []
+
+    async def main() -> None:
+        commits = Committer(
+            journal,
+            tmp_path,
+            interval_s=60,
+            on_complete=lambda obj, level: completed.append(obj.planned.dest.name),
+            max_held=4,
+        )
+        running = asyncio.create_task(commits.run_forever())
+        try:
+            async with asyncio.timeout(10):
+                for _ in range(2):
+                    await commits.make_room()
+                await asyncio.gather(commits.finish(small, "md5"), commits.finish(big, "md5"))
+        finally:
+            running.cancel()
+            commits.close()
+
+    asyncio.run(main())
+    assert sorted(completed) == ["big.bin", "small.bin"]
+    entry = journal.get("v2/ds/small.bin")
+    assert entry is not None and entry.complete
+    assert (tmp_path / "v2" / "ds" / "small.bin").read_bytes() == DATA

@@ -102,6 +102,7 @@ class Journal:
         self._claim: DirectoryClaim | None = None
         self._run_id: int | None = None
         self._columns: tuple[str, ...] = ()
+        self._select_sql: tuple[tuple[str, ...] | None, str] = (None, "")
         # Things worth telling the user about this journal (links replaced, no file locks).
         self.notes: list[str] = []
 
@@ -200,6 +201,12 @@ class Journal:
     # --- reading ---------------------------------------------------------------------------
 
     def _select(self) -> str:
+        # Built once per set of columns: ``get`` runs once per planned file.
+        if self._select_sql[0] is not self._columns:
+            self._select_sql = (self._columns, self._build_select())
+        return self._select_sql[1]
+
+    def _build_select(self) -> str:
         def col(name: str) -> str:
             return name if name in self._columns else "NULL"
 

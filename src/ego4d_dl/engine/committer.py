@@ -36,15 +36,22 @@ class Committer:
         interval_s: float,
         on_complete: Callable[[Transfer, str], None],
         *,
-        wake_at: int = 256,
+        wake_at: int | None = None,
         max_held: int = 256,
     ) -> None:
-        """``wake_at``: this many finished files waiting wake the committer before its tick;
-        ``max_held``: at most this many finished parts (open files) wait for their rename."""
+        """``wake_at``: this many finished files waiting wake the committer before its tick
+        (default: half of ``max_held``); ``max_held``: at most this many finished parts (open
+        files) wait for their rename.
+
+        Waking at half leaves the other half to fill while a group is synced and renamed:
+        woken only when all ``max_held`` wait, every transfer stalls for the whole commit
+        (measured on 2,000 small files: 0.1-0.27 s per group of 256, ten times a run).
+        """
         self.journal = journal
-        self._wake_at = wake_at
+        self._wake_at = wake_at if wake_at is not None else max(1, max_held // 2)
         self._room = asyncio.Semaphore(max_held)
         self.root = root
+        self._root_prefix = str(root).rstrip("/") + "/"  # what str() of a file of ours starts with
         self.interval_s = interval_s
         # Called once a file is renamed and journaled, even if its task was cancelled since
         # (an interrupted run still counts every file it completed).
@@ -156,11 +163,19 @@ class Committer:
             self.journal.mark_complete(obj.object_id, verify_level=level, st=st)
         else:  # a small file: its first row in the journal says it is complete
             self.journal.record_complete(
-                dest=str(obj.planned.dest.relative_to(self.root)),
+                dest=self._rel(obj.planned.dest),
                 version=obj.version,
                 verify_level=level,
                 st=st,
             )
+
+    def _rel(self, dest: Path) -> str:
+        """``dest`` relative to the output folder, as the journal keys it (by slicing the
+        string when it starts with the folder's: ``Path.relative_to`` costs ~20 us a file)."""
+        text = str(dest)
+        if text.startswith(self._root_prefix):
+            return text[len(self._root_prefix) :]
+        return str(dest.relative_to(self.root))
 
     def _release(self, part: PartFile) -> None:
         if self._held.pop(id(part), None) is not None:

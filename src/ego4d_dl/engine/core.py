@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -53,6 +54,8 @@ __all__ = ["Engine"]
 T = TypeVar("T")
 
 MiB = 1024 * 1024
+# Allocations between young collections while files move (Python's default: 700).
+_YOUNG_THRESHOLD = 10_000
 
 
 class Engine:
@@ -171,7 +174,8 @@ class Engine:
         committer = asyncio.create_task(self._committer.run_forever())
         self._scheduler = asyncio.create_task(self._schedule(todo))
         try:
-            await self._scheduler
+            with _young_objects_only():
+                await self._scheduler
         except RunStopped as exc:
             stop = exc
         except asyncio.CancelledError:
@@ -395,6 +399,35 @@ class Engine:
         finally:
             self._file_slots.release()
         await self._committer.finish(obj, level, last=last)
+
+
+@contextlib.contextmanager
+def _young_objects_only() -> Iterator[None]:
+    """Keep the cyclic garbage collector off what existed before the transfers began.
+
+    Everything imported and planned by then (botocore's models, the plan, the journal) stays
+    alive for the whole run, yet each full collection would walk it again: measured on 2,000
+    small files, ~5 % of the client's CPU (0.3 s of GC, 0.15 s of it before the run; ~0 in
+    it with this). Frozen objects are thawed when the run ends.
+    """
+    global _running_engines, _thresholds
+    if _running_engines == 0:
+        _thresholds = gc.get_threshold()
+        gc.freeze()
+        # Fewer young collections too: each one walks the requests in flight again.
+        gc.set_threshold(max(_thresholds[0], _YOUNG_THRESHOLD), *_thresholds[1:])
+    _running_engines += 1
+    try:
+        yield
+    finally:
+        _running_engines -= 1
+        if _running_engines == 0:  # the last of engines run side by side restores them
+            gc.set_threshold(*_thresholds)
+            gc.unfreeze()
+
+
+_running_engines = 0
+_thresholds = gc.get_threshold()
 
 
 def _stopped_by(exc: BaseException) -> BaseException:
