@@ -13,7 +13,7 @@ import errno
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -151,6 +151,43 @@ def test_ranges_are_journaled_after_their_bytes_are_synced(
     assert committed_ranges(journal) == [(0, 4096), (4096, 8192)]
     assert obj.part is not None
     obj.part.close()
+
+
+def test_a_finished_file_with_ranges_in_the_batch_is_synced_once(
+    journal: LoggedJournal, tmp_path: Path, log: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its ranges and its rename need the same sync: one, before the rename and the commit
+    (it was synced once for its ranges and again before its rename)."""
+    obj = transfer(journal, tmp_path, "a.bin", log)
+    assert obj.part is not None
+    ours = (obj.part.ino, obj.part.dev)
+    log.clear()
+    syncs: list[str] = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name)
+
+        def counted(fd: int, real: Callable[[int], None] = real, name: str = name) -> None:
+            st = os.fstat(fd)
+            if (st.st_ino, st.st_dev) == ours:
+                syncs.append(name)
+            real(fd)
+
+        monkeypatch.setattr(os, name, counted)
+
+    async def main() -> None:
+        commits = committer(journal, tmp_path)
+        commits.add_range(obj, 0, len(DATA), None)
+        await commits.make_room()
+        finished = asyncio.ensure_future(commits.finish(obj, "etag"))
+        await asyncio.sleep(0)
+        await commits.flush()
+        await finished
+
+    asyncio.run(main())
+    assert log == ["sync a.bin True", f"range 0-{len(DATA)}", "commit"]
+    assert syncs == ["fdatasync"]
+    assert obj.planned.dest.read_bytes() == DATA
+    assert committed_complete(journal) == ["v2/ds/a.bin"]
 
 
 def test_ranges_whose_bytes_cannot_be_synced_are_not_journaled(

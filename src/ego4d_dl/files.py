@@ -9,7 +9,7 @@ import functools
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +26,7 @@ __all__ = [
     "finalize_batch",
     "fsync_dir",
     "hash_range",
+    "make_durable",
     "part_path",
     "write_small_part",
 ]
@@ -334,32 +335,62 @@ def _syncfs(fd: int) -> bool:
 _SYNCFS_MIN_FILES = 8
 
 
-def finalize_batch(items: Sequence[tuple[PartFile, Path]]) -> list[os.stat_result | OSError]:
+def make_durable(parts: Sequence[PartFile]) -> dict[int, OSError | None]:
+    """Make the written data of ``parts`` durable; per part (by ``id``): ``None`` once it is,
+    else why not (``PartChangedError`` where its name no longer holds the inode we wrote).
+
+    One ``syncfs`` per filesystem holding many of them (so dataset folders linked or mounted
+    onto other disks are synced too), else a ``sync`` of each (which reopens a part closed
+    meanwhile by name, if the name still holds our inode).
+    """
+    outcome: dict[int, OSError | None] = {}
+    by_fs: dict[int, list[PartFile]] = {}
+    for part in {id(p): p for p in parts}.values():
+        by_fs.setdefault(part.dev, []).append(part)
+    for group in by_fs.values():
+        if len(group) >= _SYNCFS_MIN_FILES and _syncfs_any(group):
+            outcome.update((id(part), None) for part in group)
+            continue
+        for part in group:
+            try:
+                ok = part.sync()
+            except OSError as exc:
+                outcome[id(part)] = exc
+                continue
+            outcome[id(part)] = (
+                None if ok else PartChangedError(errno.ESTALE, f"{part.path} is no longer ours")
+            )
+    return outcome
+
+
+def _syncfs_any(group: Sequence[PartFile]) -> bool:
+    """``syncfs`` through the first part of ``group`` still open; ``False`` if none is or
+    the call is refused."""
+    for part in group:
+        with contextlib.suppress(OSError), part._using() as fd:
+            return _syncfs(fd)
+    return False
+
+
+def finalize_batch(
+    items: Sequence[tuple[PartFile, Path]],
+    *,
+    durable: Mapping[int, OSError | None] | None = None,
+) -> list[os.stat_result | OSError]:
     """Durably move verified part files to their final names; one result slot per file: the
     final file's ``stat``, or why it could not be moved.
 
-    Data first (one ``syncfs`` per filesystem for a large batch, else an ``fsync`` per file,
-    so dataset folders linked or mounted onto other disks are synced too), then, for each file
-    whose name still holds the inode we wrote, the rename, then one ``fsync`` per folder:
-    after a power loss a final name never holds unwritten data, and the journal (committed by
-    the caller afterwards) never calls a file complete that is not. The parts stay open (and
-    locked); the caller closes them once the journal has recorded them.
+    Data first (``make_durable``, unless the caller did it: ``durable`` is its outcome), then,
+    for each file whose name still holds the inode we wrote, the rename, then one ``fsync``
+    per folder: after a power loss a final name never holds unwritten data, and the journal
+    (committed by the caller afterwards) never calls a file complete that is not. The parts
+    stay open (and locked); the caller closes them once the journal has recorded them.
     """
-    results: list[os.stat_result | OSError | None] = [None] * len(items)
-    by_fs: dict[int, list[int]] = {}
-    for i, (part, _) in enumerate(items):
-        by_fs.setdefault(part.dev, []).append(i)
-    for indices in by_fs.values():
-        if len(indices) >= _SYNCFS_MIN_FILES:
-            with contextlib.suppress(OSError), items[indices[0]][0]._using() as fd:
-                if _syncfs(fd):
-                    continue
-        for i in indices:
-            try:
-                with items[i][0]._using() as fd:
-                    os.fsync(fd)
-            except OSError as exc:
-                results[i] = exc
+    if durable is None:
+        durable = make_durable([part for part, _ in items])
+    results: list[os.stat_result | OSError | None] = [
+        durable.get(id(part), OSError(errno.EIO, "not synced")) for part, _ in items
+    ]
     folders = set()
     for i, (part, dest) in enumerate(items):
         if results[i] is not None:

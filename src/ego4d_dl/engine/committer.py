@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import DiskFullError
-from ..files import PartFile, finalize_batch
+from ..files import PartChangedError, PartFile, finalize_batch, make_durable
 from ..journal import Journal
 from .state import Transfer
 
@@ -206,7 +206,15 @@ def journal_failure(path: Path, exc: sqlite3.Error) -> str:
 def sync_and_finalize(
     parts: Sequence[PartFile], items: Sequence[tuple[PartFile, Path]]
 ) -> tuple[set[int], list[os.stat_result | OSError]]:
-    """Sync the parts whose ranges are to be journaled (the ids of those synced), then move
-    the finished ones into place (``files.finalize_batch``)."""
-    synced = {id(p) for p in parts if p.sync()}
-    return synced, finalize_batch(items)
+    """Make the parts whose ranges are to be journaled and the finished ones durable, all in
+    one pass (a finished part is synced once, not once for its ranges and again before its
+    rename; a batch of many is one ``syncfs``), then move the finished ones into place. The
+    ids of the parts whose data is durable, and ``files.finalize_batch``'s results."""
+    durable = make_durable([*parts, *(part for part, _ in items)])
+    for part in parts:
+        problem = durable[id(part)]
+        if problem is not None and not isinstance(problem, PartChangedError):
+            # The disk failed a sync: nothing of this batch may be journaled or renamed.
+            raise problem
+    synced = {key for key, problem in durable.items() if problem is None}
+    return synced, finalize_batch(items, durable=durable)
