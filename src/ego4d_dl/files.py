@@ -335,20 +335,28 @@ def _syncfs(fd: int) -> bool:
 _SYNCFS_MIN_FILES = 8
 
 
-def make_durable(parts: Sequence[PartFile]) -> dict[int, OSError | None]:
-    """Make the written data of ``parts`` durable; per part (by ``id``): ``None`` once it is,
-    else why not (``PartChangedError`` where its name no longer holds the inode we wrote).
+def make_durable(
+    parts: Sequence[PartFile], *, finished: Sequence[PartFile] = ()
+) -> dict[int, OSError | None]:
+    """Make the written data of ``parts`` and ``finished`` durable; per part (by ``id``):
+    ``None`` once it is, else why not (``PartChangedError`` where its name no longer holds
+    the inode we wrote).
 
-    One ``syncfs`` per filesystem holding many of them (so dataset folders linked or mounted
-    onto other disks are synced too), else a ``sync`` of each (which reopens a part closed
-    meanwhile by name, if the name still holds our inode).
+    One ``syncfs`` per filesystem holding many finished files (a batch of small files; so
+    dataset folders linked or mounted onto other disks are synced too), which covers every
+    part there; else a ``sync`` of each (which reopens a part closed meanwhile by name, if
+    the name still holds our inode). Parts still being written never cause a ``syncfs`` (it
+    syncs other programs' data of that filesystem too), they ride along with one.
     """
     outcome: dict[int, OSError | None] = {}
     by_fs: dict[int, list[PartFile]] = {}
-    for part in {id(p): p for p in parts}.values():
+    many: dict[int, int] = {}
+    for part in {id(p): p for p in (*finished, *parts)}.values():
         by_fs.setdefault(part.dev, []).append(part)
-    for group in by_fs.values():
-        if len(group) >= _SYNCFS_MIN_FILES and _syncfs_any(group):
+    for part in {id(p): p for p in finished}.values():
+        many[part.dev] = many.get(part.dev, 0) + 1
+    for dev, group in by_fs.items():
+        if many.get(dev, 0) >= _SYNCFS_MIN_FILES and _syncfs_any(group):
             outcome.update((id(part), None) for part in group)
             continue
         for part in group:
@@ -387,7 +395,7 @@ def finalize_batch(
     stay open (and locked); the caller closes them once the journal has recorded them.
     """
     if durable is None:
-        durable = make_durable([part for part, _ in items])
+        durable = make_durable((), finished=[part for part, _ in items])
     results: list[os.stat_result | OSError | None] = [
         durable.get(id(part), OSError(errno.EIO, "not synced")) for part, _ in items
     ]

@@ -210,7 +210,7 @@ def sync_and_finalize(
     one pass (a finished part is synced once, not once for its ranges and again before its
     rename; a batch of many is one ``syncfs``), then move the finished ones into place. The
     ids of the parts whose data is durable, and ``files.finalize_batch``'s results."""
-    durable = make_durable([*parts, *(part for part, _ in items)])
+    durable = make_durable(parts, finished=[part for part, _ in items])
     for part in parts:
         problem = durable[id(part)]
         if problem is not None and not isinstance(problem, PartChangedError):
