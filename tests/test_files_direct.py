@@ -69,9 +69,11 @@ def test_where_direct_writes_are_refused_writes_are_buffered(
     and every later one go buffered, and nothing is lost."""
     real_pwrite = os.pwrite
     refused: list[int] = []
+    direct: list[int] = []
 
     def pwrite(fd: int, data: object, offset: int) -> int:
         if fd == part._direct:
+            direct[:] = [fd]
             refused.append(offset)
             raise OSError(errno.EINVAL, "refused")
         return real_pwrite(fd, data, offset)  # type: ignore[arg-type]
@@ -83,8 +85,11 @@ def test_where_direct_writes_are_refused_writes_are_buffered(
         _write_pieces(part, data, [0, 1 << 20, len(data)], 7)
     finally:
         part.close()
-    assert refused and part._direct == -1
+    assert refused and part._direct_refused
     assert part.path.read_bytes() == data
+    with pytest.raises(OSError) as closed:  # the refused descriptor was closed with the part
+        os.fstat(direct[0])
+    assert closed.value.errno == errno.EBADF
 
 
 def test_without_o_direct_writes_are_buffered(

@@ -161,8 +161,10 @@ class PartFile:
         self._users = 0
         self._idle = threading.Condition()
         # The O_DIRECT descriptor of the same open file (write path); None: not opened yet,
-        # -1: direct writes are not available here (buffered writes only).
+        # -1: direct writes are not available here. ``_direct_refused``: the filesystem
+        # refused one (the descriptor stays open until ``close``: another thread may use it).
         self._direct: int | None = None
+        self._direct_refused = False
         flags = os.O_RDWR | (os.O_CREAT if fresh else 0)
         try:
             self.fd, st = open_plain_stat(self.path, flags)
@@ -249,7 +251,9 @@ class PartFile:
         total = sum(len(c) for c in chunks)
         try:
             with self._using() as fd:
-                direct = self._direct_fd(fd) if total >= _MIN_DIRECT else -1
+                direct = -1
+                if total >= _MIN_DIRECT and not self._direct_refused:
+                    direct = self._direct_fd(fd)
                 if direct < 0 or not self._write_direct(fd, direct, offset, chunks, total):
                     self._write_buffered(fd, offset, chunks, total)
         except OSError as exc:
@@ -311,7 +315,7 @@ class PartFile:
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                 raise
-            self._direct = -1  # refused (alignment, filesystem): buffered from now on
+            self._direct_refused = True  # (alignment, filesystem): buffered from now on
             return False
         if written < pos:
             self._write_buffered(fd, start + written, [staging[written:pos]], pos - written)
