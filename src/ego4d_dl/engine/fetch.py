@@ -136,8 +136,12 @@ class Fetcher:
         assert part is not None
         md5 = hashlib.md5() if (piece.whole_part and self._verifier.verifying) else None
 
+        loop = asyncio.get_running_loop()
+
         async def write(offset: int, chunks: list[bytes]) -> None:
-            await asyncio.to_thread(part.write_and_hash, offset, chunks, md5)
+            # ``run_in_executor``, not ``to_thread``: no context copy and partial per hop
+            # (one per chunk); the write needs no context variable.
+            await loop.run_in_executor(None, part.write_and_hash, offset, chunks, md5)
 
         await self._requests.receive(obj, piece.start, piece.stop, write)
         digest = md5.digest() if md5 is not None else None
