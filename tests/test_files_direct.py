@@ -10,6 +10,9 @@ import hashlib
 import itertools
 import os
 import random
+import shutil
+import subprocess
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,3 +107,47 @@ def test_without_o_direct_writes_are_buffered(
     finally:
         part.close()
     assert part.path.read_bytes() == data
+
+
+def _on_local_disk(folder: Path) -> bool:
+    return _fs_type(folder) in {0xEF53, 0x58465342, 0x9123683E}
+
+
+def _fs_type(folder: Path) -> int:
+    """statfs f_type as ``stat -f`` prints it (no ctypes: another way than the code's)."""
+    out = subprocess.run(
+        ["stat", "-f", "-c", "%t", str(folder)], capture_output=True, text=True, check=False
+    )
+    return int(out.stdout.strip() or "0", 16)
+
+
+def test_a_local_disk_is_written_direct(tmp_path: Path) -> None:
+    if not _on_local_disk(tmp_path):
+        pytest.skip("the temporary folder is not on a local disk's filesystem here")
+    data = random.Random(9).randbytes(2 << 20)
+    part = PartFile(tmp_path / "x.bin", len(data), fresh=True)
+    try:
+        _write_pieces(part, data, [0, len(data)], 9)
+        assert part._direct >= 0  # type: ignore[operator]
+    finally:
+        part.close()
+    assert part.path.read_bytes() == data
+
+
+def test_other_filesystems_keep_the_page_cache() -> None:
+    """tmpfs stands for the filesystems whose direct I/O differs (NFS, Lustre, FUSE)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or _fs_type(shm) != 0x01021994:
+        pytest.skip("no tmpfs at /dev/shm here")
+    folder = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        data = random.Random(10).randbytes(2 << 20)
+        part = PartFile(folder / "x.bin", len(data), fresh=True)
+        try:
+            _write_pieces(part, data, [0, len(data)], 10)
+            assert part._direct == -1
+        finally:
+            part.close()
+        assert part.path.read_bytes() == data
+    finally:
+        shutil.rmtree(folder)

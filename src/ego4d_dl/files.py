@@ -7,13 +7,13 @@ import ctypes
 import errno
 import functools
 import hashlib
-import mmap
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from . import directio
 from .errors import DiskFullError
 from .locks import LocksUnsupported, lock_file, open_plain_stat
 from .ondisk import PART_SUFFIX, part_path
@@ -39,13 +39,6 @@ T = TypeVar("T")
 _HASH_BLOCK = 4 * 1024 * 1024
 # pwritev takes at most IOV_MAX buffers (1024 on Linux).
 _MAX_IOV = 512
-# Direct writes (``O_DIRECT``) of whole aligned blocks, from a page-aligned staging buffer.
-# Through the page cache, every byte is copied into freshly allocated cache pages and later
-# written back by whoever syncs: measured on the bench machine (a VM), 1.3-2.0 s of system
-# CPU per GiB written and synced, against 0.13-0.19 s/GiB direct (copy into the staging
-# buffer included), and 4-6x less time. Writes smaller than ``_MIN_DIRECT`` stay buffered.
-_DIRECT_ALIGN = max(4096, mmap.PAGESIZE)
-_MIN_DIRECT = 256 * 1024
 
 
 class PartBusyError(OSError):
@@ -101,36 +94,6 @@ def hash_range(fd: int, start: int, stop: int) -> bytes:
         md5.update(block)
         offset += len(block)
     return md5.digest()
-
-
-class _Staging(threading.local):
-    buffer: memoryview | None = None
-
-
-_staging = _Staging()
-
-
-def _staging_buffer(size: int) -> memoryview:
-    """This thread's page-aligned buffer of at least ``size`` bytes (for direct writes)."""
-    buffer = _staging.buffer
-    if buffer is None or len(buffer) < size:
-        rounded = -(-size // _DIRECT_ALIGN) * _DIRECT_ALIGN
-        buffer = _staging.buffer = memoryview(mmap.mmap(-1, rounded))
-    return buffer
-
-
-def _slices(views: Sequence[memoryview], lo: int, hi: int) -> list[memoryview]:
-    """The bytes ``[lo, hi)`` of the concatenation of ``views``, as slices of them."""
-    out: list[memoryview] = []
-    at = 0
-    for view in views:
-        end = at + len(view)
-        if end > lo and at < hi:
-            out.append(view[max(lo - at, 0) : min(hi, end) - at])
-        at = end
-        if at >= hi:
-            break
-    return out
 
 
 @functools.lru_cache(maxsize=4096)
@@ -253,7 +216,7 @@ class PartFile:
         try:
             with self._using() as fd:
                 direct = -1
-                if total >= _MIN_DIRECT and not self._direct_refused:
+                if total >= directio.MIN_BYTES and not self._direct_refused:
                     direct = self._direct_fd(fd)
                 if direct < 0 or not self._write_direct(fd, direct, offset, chunks, total):
                     self._write_buffered(fd, offset, chunks, total)
@@ -280,51 +243,27 @@ class PartFile:
                 written += n
 
     def _direct_fd(self, fd: int) -> int:
-        """The part's O_DIRECT descriptor (opened once, through ``/proc/self/fd``: the same
-        open file, whatever its name meanwhile), or -1 where there is none."""
+        """The part's ``O_DIRECT`` descriptor, opened on first use; -1 where there is none."""
         if self._direct is None:
             with self._idle:
                 if self._direct is None:
-                    o_direct = getattr(os, "O_DIRECT", 0)  # Linux (and a few others) only
-                    self._direct = -1
-                    if o_direct:
-                        # No /proc, or a filesystem without O_DIRECT: stays -1.
-                        with contextlib.suppress(OSError):
-                            flags = os.O_WRONLY | os.O_CLOEXEC | o_direct
-                            self._direct = os.open(f"/proc/self/fd/{fd}", flags)
+                    self._direct = directio.open_direct(fd, self.dev)
         return self._direct
 
     def _write_direct(
         self, fd: int, direct: int, offset: int, chunks: Sequence[bytes], total: int
     ) -> bool:
-        """The aligned middle of ``[offset, offset + total)`` written direct, its unaligned
-        ends buffered (a direct write never shares a page with a buffered one of ours, so
-        the page cache and the disk agree). ``False``, having written nothing, where the
-        span holds no aligned block or the filesystem refuses direct writes."""
-        start = -(-offset // _DIRECT_ALIGN) * _DIRECT_ALIGN
-        stop = (offset + total) // _DIRECT_ALIGN * _DIRECT_ALIGN
-        if stop - start < _DIRECT_ALIGN:
-            return False
-        views = [memoryview(c) for c in chunks]
-        staging = _staging_buffer(stop - start)
-        pos = 0
-        for piece in _slices(views, start - offset, stop - offset):
-            staging[pos : pos + len(piece)] = piece
-            pos += len(piece)
+        """``directio.write_direct``; a refusal turns the part to buffered writes for good
+        (the direct descriptor stays open until ``close``: another thread may be using it)."""
+
+        def buffered(at: int, buffers: Sequence[bytes | memoryview], length: int) -> None:
+            self._write_buffered(fd, at, buffers, length)
+
         try:
-            written = os.pwrite(direct, staging[:pos], start)
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-            self._direct_refused = True  # (alignment, filesystem): buffered from now on
+            return directio.write_direct(direct, offset, chunks, total, buffered)
+        except directio.DirectRefused:
+            self._direct_refused = True
             return False
-        if written < pos:
-            self._write_buffered(fd, start + written, [staging[written:pos]], pos - written)
-        ends = [(0, start - offset), (stop - offset, total)]
-        for lo, hi in ends:
-            if hi > lo:
-                self._write_buffered(fd, offset + lo, _slices(views, lo, hi), hi - lo)
-        return True
 
     def hash(self, start: int, stop: int) -> bytes:
         """MD5 digest of ``[start, stop)`` as it is on disk now."""
