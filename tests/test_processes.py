@@ -252,6 +252,11 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _workers(pid: int) -> list[int]:
+    """The workers of the run ``pid``: the processes its zygote forked."""
+    return [w for zygote in _children(pid) for w in _children(zygote)]
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -353,7 +358,8 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes(
     run = _Run(_args(tmp_path, slow_dataset, proxy.url, "--processes", "2"))
     try:
         run.until_mid_transfer()
-        workers = _children(run.proc.pid)
+        zygotes = _children(run.proc.pid)
+        workers = _workers(run.proc.pid)
         assert len(workers) == 2
         run.proc.send_signal(signal.SIGINT)
         code, docs, err = run.finish()
@@ -364,7 +370,7 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes(
     assert summary["stop_kind"] == "interrupted"
     assert "stopping: cancelling requests in flight and saving progress" in err
     assert err.rstrip().endswith("resume with the same command")
-    assert not any(_alive(pid) for pid in workers)
+    assert not any(_alive(pid) for pid in [*zygotes, *workers])
     complete, complete_bytes, partial_bytes = _journaled(tmp_path, slow_dataset)
     assert complete < len(slow_dataset.md5_by_relpath)
     again, _ = _rerun(tmp_path, slow_dataset, sandbox.endpoint_url, "--processes", "2")
@@ -382,7 +388,7 @@ def test_a_killed_worker_fails_the_run_and_the_rerun_resumes(
     run = _Run(_args(tmp_path, slow_dataset, proxy.url, "--processes", "2"))
     try:
         run.until_mid_transfer()
-        victim = _children(run.proc.pid)[0]
+        victim = _workers(run.proc.pid)[0]
         os.kill(victim, signal.SIGKILL)
         code, docs, err = run.finish()
     finally:
@@ -407,7 +413,8 @@ def test_a_killed_parent_leaves_its_workers_to_stop_and_a_resumable_folder(
     run = _Run(_args(tmp_path, slow_dataset, proxy.url, "--processes", "2"))
     try:
         run.until_mid_transfer()
-        workers = _children(run.proc.pid)
+        workers = [*_children(run.proc.pid), *_workers(run.proc.pid)]
+        assert len(workers) == 3  # the zygote and two workers
         run.proc.kill()
         run.proc.wait(timeout=30)
         assert run.proc.stderr is not None
