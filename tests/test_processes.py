@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile, Totals
 from ego4d_dl.processes import process_count
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.shard import shard_of
+from ego4d_dl.worker import Zygote
 from tests.support.cli import cli_env, cli_process, json_lines
 from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset, tree_md5
 from tests.support.slowlink import ThrottledProxy
@@ -255,6 +257,24 @@ def _children(pid: int) -> list[int]:
 def _workers(pid: int) -> list[int]:
     """The workers of the run ``pid``: the processes its zygote forked."""
     return [w for zygote in _children(pid) for w in _children(zygote)]
+
+
+def test_the_zygote_forks_workers_and_says_how_they_ended() -> None:
+    zygote = Zygote([sys.executable, "-m", "ego4d_dl.worker"], cli_env())
+    try:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            killed = zygote.spawn(theirs.fileno())
+        assert killed.pid is not None and _children(zygote.pid) == [killed.pid]
+        os.kill(killed.pid, signal.SIGKILL)
+        assert killed.wait(timeout=30) == -signal.SIGKILL
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            left = zygote.spawn(theirs.fileno())  # its parent leaves before sending a job
+        assert left.wait(timeout=30) == 0
+    finally:
+        zygote.close()
+    assert not _alive(zygote.pid)
 
 
 def _alive(pid: int) -> bool:
@@ -481,3 +501,37 @@ def test_a_running_processes_run_keeps_other_runs_out(
             assert _alive(run.proc.pid)  # refused without disturbing the run
         finally:
             run.close()
+
+
+_API_SCRIPT = """
+import json, sys
+import ego4d_dl
+from ego4d_dl.events import RunStarted
+out, endpoint, dataset = sys.argv[1:]
+events = []
+summary = ego4d_dl.download(out, datasets=[dataset], metadata=False, endpoint_url=endpoint,
+                            processes=2, on_event=events.append)
+print(json.dumps({"ok": summary.ok, "verified": summary.verified,
+                  "started": sum(isinstance(e, RunStarted) for e in events)}))
+"""
+
+
+def test_the_python_api_honours_processes(
+    aws_env: dict[str, str], sandbox: Sandbox, slow_dataset: Dataset, tmp_path: Path
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", _API_SCRIPT, str(tmp_path), sandbox.endpoint_url, slow_dataset.name],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr == ""  # neither the library nor its workers print
+    doc = json.loads(ran.stdout)
+    assert doc["ok"] and doc["verified"] == len(slow_dataset.md5_by_relpath)
+    assert doc["started"] == 1
+    assert check_download(tmp_path, slow_dataset) == []
+    plain, sharded = find_journals(tmp_path)
+    assert plain is None and set(sharded) == {(1, 2), (2, 2)}  # the work of two processes

@@ -372,6 +372,10 @@ class Zygote:
         self._early: dict[int, int] = {}
         threading.Thread(target=self._read, daemon=True).start()
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def spawn(self, fd: int) -> Child:
         """(Blocks until the zygote answers.) A worker forked on the socket ``fd``."""
         with self._lock:
