@@ -240,7 +240,10 @@ def _warm() -> None:
         ):
             pass
 
-    from .store import S3Store, adapter, body  # noqa: F401  (adapter, body: for the first GET)
+    import aiobotocore.httpsession  # noqa: F401  (these: what the first requests import)
+    import botocore.httpsession  # noqa: F401
+
+    from .store import S3Store, adapter, body  # noqa: F401
 
     with contextlib.suppress(Exception):  # a warm-up only: a worker loads what is missing
         asyncio.run(connect())
