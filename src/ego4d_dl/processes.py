@@ -431,13 +431,15 @@ def _by_sigterm(w: _Worker) -> bool:
 
 
 def _death(w: _Worker, count: int) -> str:
-    code = w.proc.returncode if w.proc is not None else None
+    if w.proc is None or w.proc.pid is None:
+        return f"process {w.shard[0]} of {count} could not be started"
+    code = w.proc.returncode
     how = (
         f"killed by {signal.Signals(-code).name}"
         if code is not None and code < 0
         else f"exit status {code}"
         if code is not None
-        else "its end unseen"
+        else "how is unknown: its zygote ended first"
     )
     return f"process {w.shard[0]} of {count} ended before it finished ({how})"
 
