@@ -38,7 +38,7 @@ from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile, Totals
 from ego4d_dl.processes import process_count
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.shard import shard_of
-from ego4d_dl.worker import Zygote
+from ego4d_dl.zygote import Zygote
 from tests.support.cli import cli_env, cli_process, json_lines
 from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset, tree_md5
 from tests.support.slowlink import ThrottledProxy
@@ -260,7 +260,7 @@ def _workers(pid: int) -> list[int]:
 
 
 def test_the_zygote_forks_workers_and_says_how_they_ended() -> None:
-    zygote = Zygote([sys.executable, "-m", "ego4d_dl.worker"], cli_env())
+    zygote = Zygote(cli_env())
     try:
         ours, theirs = socket.socketpair()
         with ours, theirs:

@@ -11,7 +11,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,7 +65,8 @@ from .planned import Plan, PlannedFile
 from .planning import refresh
 from .session import open_store
 from .store import S3Store
-from .worker import Child, Failed, Finished, Job, Zygote
+from .worker import Failed, Finished, Job
+from .zygote import Child, Zygote
 
 __all__ = ["GroupView", "Stoppable", "download", "process_count"]
 
@@ -120,23 +120,28 @@ async def download(
     """``downloading.run_download``, in ``process_count`` processes: the plan is made (and
     the question asked) once, here; with one process the run goes on here too."""
     settings = EngineSettings.from_options(options)
-    async with open_store(options, max_connections=settings.max_requests) as store:
-        plan = await plan_readonly(options, store, sink=sink)
-        count = process_count(options, plan)
-        if count == 1:
-            return await finish_download(
-                options,
-                plan,
-                store=store,
-                settings=settings,
-                sink=sink,
-                confirm=confirm,
-                on_engine=on_engine,
-                space_check=space_check,
-            )
-        # Started now, its imports overlap the question and the adoption.
-        zygote = Zygote([sys.executable, "-m", "ego4d_dl.worker"], _worker_env())
-        try:
+    # Forked now, while this process has no thread yet, or else started afresh below.
+    zygote = Zygote(_worker_env()) if _may_fan_out(options) else None
+    try:
+        async with open_store(options, max_connections=settings.max_requests) as store:
+            plan = await plan_readonly(options, store, sink=sink)
+            count = process_count(options, plan)
+            if count == 1:
+                if zygote is not None:
+                    await asyncio.to_thread(zygote.close)
+                    zygote = None
+                return await finish_download(
+                    options,
+                    plan,
+                    store=store,
+                    settings=settings,
+                    sink=sink,
+                    confirm=confirm,
+                    on_engine=on_engine,
+                    space_check=space_check,
+                )
+            if zygote is None:
+                zygote = Zygote(_worker_env())
             return await _many(
                 options,
                 plan,
@@ -148,8 +153,18 @@ async def download(
                 on_engine=on_engine,
                 space_check=space_check,
             )
-        finally:
+    finally:
+        if zygote is not None:
             await asyncio.shield(asyncio.to_thread(zygote.close))
+
+
+def _may_fan_out(options: Options) -> bool:
+    """Whether the run may take more than one process (``process_count`` says after the plan)."""
+    if options.shard is not None:
+        return False
+    if options.processes is None:
+        return (os.cpu_count() or 1) > 2
+    return options.processes > 1
 
 
 async def _many(
