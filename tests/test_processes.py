@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,8 +260,17 @@ def _workers(pid: int) -> list[int]:
     return [w for zygote in _children(pid) for w in _children(zygote)]
 
 
-def test_the_zygote_forks_workers_and_says_how_they_ended() -> None:
-    zygote = Zygote(cli_env())
+@pytest.mark.parametrize("busy", [False, True])
+def test_the_zygote_forks_workers_and_says_how_they_ended(busy: bool) -> None:
+    release = threading.Event()
+    if busy:  # a process with a thread cannot fork its zygote: it starts one afresh
+        threading.Thread(target=release.wait, daemon=True).start()
+    forkable = threading.active_count() == 1
+    try:
+        zygote = Zygote(cli_env())
+    finally:
+        release.set()
+    assert zygote.forked == forkable
     try:
         ours, theirs = socket.socketpair()
         with ours, theirs:
@@ -275,6 +285,10 @@ def test_the_zygote_forks_workers_and_says_how_they_ended() -> None:
     finally:
         zygote.close()
     assert not _alive(zygote.pid)
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def _alive(pid: int) -> bool:
@@ -379,6 +393,8 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes(
     try:
         run.until_mid_transfer()
         zygotes = _children(run.proc.pid)
+        # Forked from the command (which had no thread yet), not a fresh interpreter.
+        assert [_cmdline(z) for z in zygotes] == [_cmdline(run.proc.pid)]
         workers = _workers(run.proc.pid)
         assert len(workers) == 2
         run.proc.send_signal(signal.SIGINT)
