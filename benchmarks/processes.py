@@ -2,9 +2,11 @@
 
 Seeds the bench's ``large`` profile (6 x 256 MiB videos, multipart with 8 MiB parts) into a
 fresh SeaweedFS sandbox, then downloads it ``--runs`` times per N (alternating), checking every
-file's MD5. The client's CPU is its own and its workers' (``wait4``: the user and system
-seconds of the command and every process it waited for); with two cores or more the server is
-pinned to the first and the client to the others, so the two do not take each other's time.
+file's MD5 (``--videos 3 6``: the first 3, then all 6, to separate the fixed cost from the
+per-byte cost by the slope between the two sizes). The client's CPU is its own and its
+workers' (``wait4``: the user and system seconds of the command and every process it waited
+for); with two cores or more the server is pinned to the first and the client to the others,
+so the two do not take each other's time.
 If the figure does not grow with N, throughput scales with the cores a machine has.
 
     python benchmarks/processes.py --runs 3
@@ -41,6 +43,7 @@ class Run:
     """One download: its process count, wall and client CPU seconds, and whether it was right."""
 
     processes: int
+    videos: int
     wall_s: float
     cpu_s: float
     ok: bool
@@ -49,22 +52,25 @@ class Run:
     rerun_cpu_s: float = 0.0
 
 
+def uid(i: int) -> str:
+    return f"00000000-0000-4000-8000-{i:012d}"
+
+
 def seed(sandbox: Sandbox) -> dict[str, str]:
     """The large profile in the sandbox; ``{relative path: MD5}`` of what a download makes."""
     sandbox.create_bucket(CONSORTIUM_BUCKET)
     rows = ["video_uid,canonical_s3_location,type"]
     truth = {}
     for i in range(_VIDEOS):
-        uid = f"00000000-0000-4000-8000-{i:012d}"
-        key = f"public/v2/{DATASET}/{uid}.mp4"
+        key = f"public/v2/{DATASET}/{uid(i)}.mp4"
         data = b"".join(
             fake_bytes(f"{key}#{offset}", min(16 * MiB, _VIDEO_BYTES - offset))
             for offset in range(0, _VIDEO_BYTES, 16 * MiB)
         )
         parts = [_PART_BYTES] * (_VIDEO_BYTES // _PART_BYTES)
         sandbox.put_object(CONSORTIUM_BUCKET, key, data, part_sizes_bytes=parts)
-        rows.append(f"{uid},s3://{CONSORTIUM_BUCKET}/{key},mp4")
-        truth[f"v2/{DATASET}/{uid}.mp4"] = hashlib.md5(data).hexdigest()
+        rows.append(f"{uid(i)},s3://{CONSORTIUM_BUCKET}/{key},mp4")
+        truth[f"v2/{DATASET}/{uid(i)}.mp4"] = hashlib.md5(data).hexdigest()
     manifest = ("\n".join(rows) + "\n").encode()
     sandbox.put_object(CONSORTIUM_BUCKET, f"public/{VERSION}/{DATASET}/manifest.csv", manifest)
     return truth
@@ -105,6 +111,29 @@ def _pin(sandbox: Sandbox) -> bool:
     return True
 
 
+def _one(
+    endpoint: str,
+    env: dict[str, str],
+    out: Path,
+    n: int,
+    videos: int,
+    args: argparse.Namespace,
+    truth: dict[str, str],
+) -> Run:
+    """A download of the first ``videos`` videos with ``n`` processes, checked, then again."""
+    shutil.rmtree(out, ignore_errors=True)
+    extra = list(args.extra)
+    if videos < _VIDEOS:
+        extra += ["--video-uids", *(uid(i) for i in range(videos))]
+    wall, cpu, code = download(endpoint, env, out, n, extra)
+    wanted = {rel: md5 for rel, md5 in truth.items() if any(uid(i) in rel for i in range(videos))}
+    ok = code == 0 and all(_md5(out / rel) == md5 for rel, md5 in wanted.items())
+    _, fixed, again = download(endpoint, env, out, n, extra)
+    return Run(
+        processes=n, videos=videos, wall_s=wall, cpu_s=cpu, ok=ok and again == 0, rerun_cpu_s=fixed
+    )
+
+
 def measure(args: argparse.Namespace) -> list[Run]:
     runs: list[Run] = []
     scratch = Path(tempfile.mkdtemp(prefix="ego4d-dl-processes-", dir=args.scratch))
@@ -114,19 +143,16 @@ def measure(args: argparse.Namespace) -> list[Run]:
             pinned = not args.no_pin and _pin(sandbox)
             print(f"seeded {len(truth)} x {_VIDEO_BYTES // MiB} MiB; pinned: {pinned}", flush=True)
             env = {**os.environ, **sandbox.env()}
+            cases = [(n, v) for v in args.videos for n in args.counts]
             for round_ in range(args.runs):
-                counts = args.counts if round_ % 2 == 0 else list(reversed(args.counts))
-                for n in counts:
+                for n, videos in cases if round_ % 2 == 0 else list(reversed(cases)):
                     out = scratch / f"out-{n}"
-                    shutil.rmtree(out, ignore_errors=True)
-                    wall, cpu, code = download(sandbox.endpoint_url, env, out, n, args.extra)
-                    ok = code == 0 and all(_md5(out / rel) == md5 for rel, md5 in truth.items())
-                    _, fixed, again = download(sandbox.endpoint_url, env, out, n, args.extra)
-                    ok = ok and again == 0
-                    runs.append(Run(processes=n, wall_s=wall, cpu_s=cpu, ok=ok, rerun_cpu_s=fixed))
+                    run = _one(sandbox.endpoint_url, env, out, n, videos, args, truth)
+                    runs.append(run)
                     print(
-                        f"round {round_ + 1} N={n}: {wall:.2f} s wall, {cpu:.2f} s CPU "
-                        f"({fixed:.2f} s of it again with nothing to do), ok={ok}",
+                        f"round {round_ + 1} N={n} videos={videos}: {run.wall_s:.2f} s wall, "
+                        f"{run.cpu_s:.2f} s CPU ({run.rerun_cpu_s:.2f} s of it again with "
+                        f"nothing to do), ok={run.ok}",
                         flush=True,
                     )
     finally:
@@ -134,32 +160,46 @@ def measure(args: argparse.Namespace) -> list[Run]:
     return runs
 
 
-def report(runs: Sequence[Run], counts: Sequence[int]) -> str:
-    gib = _VIDEOS * _VIDEO_BYTES / GiB
+def report(runs: Sequence[Run], counts: Sequence[int], videos: Sequence[int]) -> str:
     lines = [
-        "| --processes | runs | wall s | client CPU s | CPU s per GiB | of it fixed (rerun) | "
-        "CPU s per GiB less the fixed cost | MB/s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| --processes | videos | runs | wall s | client CPU s | CPU s per GiB | "
+        "of it fixed (rerun) | CPU s per GiB less the fixed cost | MB/s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    slopes = []
     for n in counts:
-        mine = [r for r in runs if r.processes == n]
-        wall = statistics.median(r.wall_s for r in mine)
-        cpu = statistics.median(r.cpu_s for r in mine)
-        fixed = statistics.median(r.rerun_cpu_s for r in mine)
-        net = statistics.median(r.cpu_s - r.rerun_cpu_s for r in mine)
-        bad = sum(not r.ok for r in mine)
-        lines.append(
-            f"| {n} | {len(mine)}{f' ({bad} wrong)' if bad else ''} | {wall:.2f} | {cpu:.2f} | "
-            f"{cpu / gib:.2f} | {fixed:.2f} | {net / gib:.2f} | "
-            f"{_VIDEOS * _VIDEO_BYTES / wall / 1e6:.0f} |"
-        )
-    return "Medians over the runs.\n\n" + "\n".join(lines)
+        cpu_at: dict[int, float] = {}
+        for v in videos:
+            mine = [r for r in runs if r.processes == n and r.videos == v]
+            size = v * _VIDEO_BYTES
+            wall = statistics.median(r.wall_s for r in mine)
+            cpu = cpu_at[v] = statistics.median(r.cpu_s for r in mine)
+            fixed = statistics.median(r.rerun_cpu_s for r in mine)
+            net = statistics.median(r.cpu_s - r.rerun_cpu_s for r in mine)
+            bad = sum(not r.ok for r in mine)
+            lines.append(
+                f"| {n} | {v} | {len(mine)}{f' ({bad} wrong)' if bad else ''} | {wall:.2f} | "
+                f"{cpu:.2f} | {cpu / (size / GiB):.2f} | {fixed:.2f} | {net / (size / GiB):.2f} | "
+                f"{size / wall / 1e6:.0f} |"
+            )
+        if len(videos) > 1:
+            small, big = min(videos), max(videos)
+            per_gib = (cpu_at[big] - cpu_at[small]) / ((big - small) * _VIDEO_BYTES / GiB)
+            fixed_s = cpu_at[small] - per_gib * small * _VIDEO_BYTES / GiB
+            slopes.append(
+                f"- N={n}: {per_gib:.2f} CPU-s per GiB (slope from {small} to {big} videos), "
+                f"{fixed_s:.2f} CPU-s fixed (the line at zero bytes)"
+            )
+    return "Medians over the runs.\n\n" + "\n".join([*lines, *(["", *slopes] if slopes else [])])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="downloads per process count")
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 2], help="values of N")
+    parser.add_argument(
+        "--videos", type=int, nargs="+", default=[_VIDEOS], help="how many videos (1-6) per run"
+    )
     parser.add_argument("--no-pin", action="store_true", help="leave CPU affinity alone")
     parser.add_argument("--scratch", type=Path, default=None, help="where downloads land")
     parser.add_argument(
@@ -167,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     runs = measure(args)
-    print(report(runs, args.counts))
+    print(report(runs, args.counts, args.videos))
     return 0 if all(r.ok for r in runs) else 1
 
 

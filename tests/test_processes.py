@@ -10,8 +10,10 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +39,7 @@ from ego4d_dl.planned import Action, DatasetPlan, Plan, PlannedFile, Totals
 from ego4d_dl.processes import process_count
 from ego4d_dl.sandbox import Sandbox, SeededRelease
 from ego4d_dl.shard import shard_of
+from ego4d_dl.zygote import Zygote
 from tests.support.cli import cli_env, cli_process, json_lines
 from tests.support.seed import MIB, Dataset, blobs, check_download, seed_dataset, tree_md5
 from tests.support.slowlink import ThrottledProxy
@@ -252,6 +255,42 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _workers(pid: int) -> list[int]:
+    """The workers of the run ``pid``: the processes its zygote forked."""
+    return [w for zygote in _children(pid) for w in _children(zygote)]
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_the_zygote_forks_workers_and_says_how_they_ended(busy: bool) -> None:
+    release = threading.Event()
+    if busy:  # a process with a thread cannot fork its zygote: it starts one afresh
+        threading.Thread(target=release.wait, daemon=True).start()
+    forkable = threading.active_count() == 1
+    try:
+        zygote = Zygote(cli_env())
+    finally:
+        release.set()
+    assert zygote.forked == forkable
+    try:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            killed = zygote.spawn(theirs.fileno())
+        assert killed.pid is not None and _children(zygote.pid) == [killed.pid]
+        os.kill(killed.pid, signal.SIGKILL)
+        assert killed.wait(timeout=30) == -signal.SIGKILL
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            left = zygote.spawn(theirs.fileno())  # its parent leaves before sending a job
+        assert left.wait(timeout=30) == 0
+    finally:
+        zygote.close()
+    assert not _alive(zygote.pid)
+
+
+def _cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -353,7 +392,10 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes(
     run = _Run(_args(tmp_path, slow_dataset, proxy.url, "--processes", "2"))
     try:
         run.until_mid_transfer()
-        workers = _children(run.proc.pid)
+        zygotes = _children(run.proc.pid)
+        # Forked from the command (which had no thread yet), not a fresh interpreter.
+        assert [_cmdline(z) for z in zygotes] == [_cmdline(run.proc.pid)]
+        workers = _workers(run.proc.pid)
         assert len(workers) == 2
         run.proc.send_signal(signal.SIGINT)
         code, docs, err = run.finish()
@@ -364,7 +406,7 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes(
     assert summary["stop_kind"] == "interrupted"
     assert "stopping: cancelling requests in flight and saving progress" in err
     assert err.rstrip().endswith("resume with the same command")
-    assert not any(_alive(pid) for pid in workers)
+    assert not any(_alive(pid) for pid in [*zygotes, *workers])
     complete, complete_bytes, partial_bytes = _journaled(tmp_path, slow_dataset)
     assert complete < len(slow_dataset.md5_by_relpath)
     again, _ = _rerun(tmp_path, slow_dataset, sandbox.endpoint_url, "--processes", "2")
@@ -382,7 +424,7 @@ def test_a_killed_worker_fails_the_run_and_the_rerun_resumes(
     run = _Run(_args(tmp_path, slow_dataset, proxy.url, "--processes", "2"))
     try:
         run.until_mid_transfer()
-        victim = _children(run.proc.pid)[0]
+        victim = _workers(run.proc.pid)[0]
         os.kill(victim, signal.SIGKILL)
         code, docs, err = run.finish()
     finally:
@@ -407,7 +449,8 @@ def test_a_killed_parent_leaves_its_workers_to_stop_and_a_resumable_folder(
     run = _Run(_args(tmp_path, slow_dataset, proxy.url, "--processes", "2"))
     try:
         run.until_mid_transfer()
-        workers = _children(run.proc.pid)
+        workers = [*_children(run.proc.pid), *_workers(run.proc.pid)]
+        assert len(workers) == 3  # the zygote and two workers
         run.proc.kill()
         run.proc.wait(timeout=30)
         assert run.proc.stderr is not None
@@ -474,3 +517,37 @@ def test_a_running_processes_run_keeps_other_runs_out(
             assert _alive(run.proc.pid)  # refused without disturbing the run
         finally:
             run.close()
+
+
+_API_SCRIPT = """
+import json, sys
+import ego4d_dl
+from ego4d_dl.events import RunStarted
+out, endpoint, dataset = sys.argv[1:]
+events = []
+summary = ego4d_dl.download(out, datasets=[dataset], metadata=False, endpoint_url=endpoint,
+                            processes=2, on_event=events.append)
+print(json.dumps({"ok": summary.ok, "verified": summary.verified,
+                  "started": sum(isinstance(e, RunStarted) for e in events)}))
+"""
+
+
+def test_the_python_api_honours_processes(
+    aws_env: dict[str, str], sandbox: Sandbox, slow_dataset: Dataset, tmp_path: Path
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, "-c", _API_SCRIPT, str(tmp_path), sandbox.endpoint_url, slow_dataset.name],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr == ""  # neither the library nor its workers print
+    doc = json.loads(ran.stdout)
+    assert doc["ok"] and doc["verified"] == len(slow_dataset.md5_by_relpath)
+    assert doc["started"] == 1
+    assert check_download(tmp_path, slow_dataset) == []
+    plain, sharded = find_journals(tmp_path)
+    assert plain is None and set(sharded) == {(1, 2), (2, 2)}  # the work of two processes

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from .config import Options, build_options, load_config_file
-from .downloading import DownloadResult, plan_readonly, run_download
+from .downloading import DownloadResult, plan_readonly
 from .errors import ConfigError, CredentialsError, DiskFullError, Ego4dDLError, NetworkError
 from .events import Event, EventSink, RunSummary, StopKind, discard
 from .planned import Plan
+from .processes import download as run_download
 from .session import open_store
 
 __all__ = ["DownloadOptions", "adownload", "aplan", "download", "plan"]
@@ -39,6 +40,7 @@ class DownloadOptions(TypedDict, total=False):
     config: str | os.PathLike[str]  # a JSON file of these options (the original CLI's format)
     endpoint_url: str
     concurrency: int
+    processes: int  # worker processes over disjoint parts of the plan; default: automatic
     manifest_override_path: str | os.PathLike[str]
     metadata: bool
     verify: str  # "etag" (default) or "size"
@@ -92,6 +94,8 @@ async def adownload(
 ) -> RunSummary:
     """Download, verify and journal everything the options select; resume what is partial.
 
+    With ``processes=N`` (as ``--processes N``; by default automatic from the cores and the
+    plan) N worker processes share the plan; their events reach ``on_event`` from this one.
     Returns the run's summary (``summary.ok``: every file complete and verified; each file
     that failed is in ``summary.problems``). A run stopped by credentials, a full disk or an
     unreachable network raises ``CredentialsError``, ``DiskFullError`` or ``NetworkError``

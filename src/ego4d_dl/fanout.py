@@ -24,7 +24,8 @@ __all__ = [
 GiB = 1024**3
 # Automatic count: one process per two cores (a process keeps its event-loop thread and about
 # one core of hashing and writing threads busy), at most 8, and only as many as the plan feeds:
-# one per GiB or per 2,000 files to fetch (a process costs about half a second to start).
+# one per GiB or per 2,000 files to fetch (each process costs a fixed 0.1-0.3 CPU-s: the zygote
+# forks it with the stack imported, BENCHMARKS.md "More than one core").
 _CORES_PER_PROCESS = 2
 _AUTO_CEILING = 8
 _BYTES_PER_PROCESS = GiB

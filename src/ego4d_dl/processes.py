@@ -11,7 +11,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -67,6 +66,7 @@ from .planning import refresh
 from .session import open_store
 from .store import S3Store
 from .worker import Failed, Finished, Job
+from .zygote import Child, Zygote
 
 __all__ = ["GroupView", "Stoppable", "download", "process_count"]
 
@@ -120,35 +120,81 @@ async def download(
     """``downloading.run_download``, in ``process_count`` processes: the plan is made (and
     the question asked) once, here; with one process the run goes on here too."""
     settings = EngineSettings.from_options(options)
-    async with open_store(options, max_connections=settings.max_requests) as store:
-        plan = await plan_readonly(options, store, sink=sink)
-        count = process_count(options, plan)
-        if count == 1:
-            return await finish_download(
+    # Forked now, while this process has no thread yet, or else started afresh below.
+    zygote = Zygote(_worker_env()) if _may_fan_out(options) else None
+    try:
+        async with open_store(options, max_connections=settings.max_requests) as store:
+            plan = await plan_readonly(options, store, sink=sink)
+            count = process_count(options, plan)
+            if count == 1:
+                if zygote is not None:
+                    await asyncio.to_thread(zygote.close)
+                    zygote = None
+                return await finish_download(
+                    options,
+                    plan,
+                    store=store,
+                    settings=settings,
+                    sink=sink,
+                    confirm=confirm,
+                    on_engine=on_engine,
+                    space_check=space_check,
+                )
+            if zygote is None:
+                zygote = Zygote(_worker_env())
+            return await _many(
                 options,
                 plan,
+                count,
                 store=store,
-                settings=settings,
+                zygote=zygote,
                 sink=sink,
                 confirm=confirm,
                 on_engine=on_engine,
                 space_check=space_check,
             )
-        plan = await asyncio.to_thread(refresh, plan, GroupView(options.output_directory, count))
-        out = options.output_directory
-        if space_check:
-            check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
-        work = plan.totals.fetch_files + plan.totals.adopt_files
-        if work and not await confirm(plan):
-            return DownloadResult(plan=plan, summary=None, declined=True)
-        await asyncio.to_thread(ensure_dir, out / JOURNAL_DIR)
-        claim = DirectoryClaim(out / JOURNAL_DIR, (0, count), describe=describe_running(out))
-        claim.acquire()
-        try:
-            run = _FanOut(options, count, sink=sink)
-            return await run.go(plan, store=store, on_engine=on_engine, space_check=space_check)
-        finally:
-            claim.release()
+    finally:
+        if zygote is not None:
+            await asyncio.shield(asyncio.to_thread(zygote.close))
+
+
+def _may_fan_out(options: Options) -> bool:
+    """Whether the run may take more than one process (``process_count`` says after the plan)."""
+    if options.shard is not None:
+        return False
+    if options.processes is None:
+        return (os.cpu_count() or 1) > 2
+    return options.processes > 1
+
+
+async def _many(
+    options: Options,
+    plan: Plan,
+    count: int,
+    *,
+    store: S3Store,
+    zygote: Zygote,
+    sink: EventSink,
+    confirm: Callable[[Plan], Awaitable[bool]],
+    on_engine: Callable[[Stoppable], None],
+    space_check: bool,
+) -> DownloadResult:
+    """``download`` in ``count`` processes, once the plan is made."""
+    plan = await asyncio.to_thread(refresh, plan, GroupView(options.output_directory, count))
+    out = options.output_directory
+    if space_check:
+        check_free_space(out, await asyncio.to_thread(space_needed, plan.files))
+    work = plan.totals.fetch_files + plan.totals.adopt_files
+    if work and not await confirm(plan):
+        return DownloadResult(plan=plan, summary=None, declined=True)
+    await asyncio.to_thread(ensure_dir, out / JOURNAL_DIR)
+    claim = DirectoryClaim(out / JOURNAL_DIR, (0, count), describe=describe_running(out))
+    claim.acquire()
+    try:
+        run = _FanOut(options, count, sink=sink, zygote=zygote)
+        return await run.go(plan, store=store, on_engine=on_engine, space_check=space_check)
+    finally:
+        claim.release()
 
 
 @dataclasses.dataclass(slots=True)
@@ -158,7 +204,7 @@ class _Worker:
     shard: tuple[int, int]
     plan: Plan
     limit: int
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Child | None = None
     conn: Connection | None = None
     outcome: Finished | Failed | None = None
     done: asyncio.Future[None] | None = None
@@ -219,8 +265,9 @@ class _FanOut:
     """The parent's side of a run in N processes, once the user said yes and the folder is
     claimed: adoption shard by shard, the workers, their events, one summary."""
 
-    def __init__(self, options: Options, count: int, *, sink: EventSink) -> None:
+    def __init__(self, options: Options, count: int, *, sink: EventSink, zygote: Zygote) -> None:
         self.options = options
+        self.zygote = zygote
         self.count = count
         self.sink = sink
         self.workers: list[_Worker] = []
@@ -291,31 +338,22 @@ class _FanOut:
         return dataclasses.replace(total, plan=merged), tuple(notes)
 
     def _launch(self, w: _Worker) -> None:
-        """Start ``w``'s process on a socket pair; a thread of its own sends it its job and
-        reads what it sends back."""
+        """Start ``w``'s thread: it has the zygote fork ``w``'s process on a socket pair, sends
+        it its job and reads what it sends back."""
         ours, theirs = socket.socketpair()
-        with ours, theirs:
-            w.proc = subprocess.Popen(
-                [sys.executable, "-m", "ego4d_dl.worker", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                env=_worker_env(),
-                # Its own process group: a Ctrl-C at the terminal reaches the parent only,
-                # which stops every worker the same way (SIGTERM, a clean stop).
-                process_group=0,
-            )
-            w.conn = Connection(ours.detach())
+        w.conn = Connection(ours.detach())
         w.done = self.loop.create_future()
         job = Job(options=worker_options(self.options, w.shard), plan=w.plan)
-        threading.Thread(target=self._pump, args=(w, job), daemon=True).start()
+        threading.Thread(target=self._pump, args=(w, job, theirs), daemon=True).start()
+
+    def _pump(self, w: _Worker, job: Job, theirs: socket.socket) -> None:
+        """(A thread per worker.) Start the worker, send the job, then hand each batch of
+        events to the event loop until the worker's last message or its end."""
+        assert w.conn is not None
+        with theirs:
+            w.proc = self.zygote.spawn(theirs.fileno())
         if self.stopping:
             self._signal(w)
-
-    def _pump(self, w: _Worker, job: Job) -> None:
-        """(A thread per worker.) Send the job, then hand each batch of events to the event
-        loop until the worker's last message or its end."""
-        assert w.conn is not None and w.proc is not None
         outcome: Finished | Failed | None = None
         try:
             w.conn.send(job)
@@ -374,9 +412,8 @@ class _FanOut:
 
     @staticmethod
     def _signal(w: _Worker) -> None:
-        if w.proc is not None and w.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                w.proc.send_signal(signal.SIGTERM)
+        if w.proc is not None:
+            w.proc.send_signal(signal.SIGTERM)
 
     def _reap(self) -> None:
         """(A thread.) However the run ends, no worker outlives it."""
@@ -384,7 +421,7 @@ class _FanOut:
             if w.proc is None:
                 continue
             try:
-                w.proc.wait(timeout=0 if w.proc.returncode is not None else 30)
+                w.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 w.proc.kill()
                 w.proc.wait()
@@ -409,11 +446,15 @@ def _by_sigterm(w: _Worker) -> bool:
 
 
 def _death(w: _Worker, count: int) -> str:
-    code = w.proc.returncode if w.proc is not None else None
+    if w.proc is None or w.proc.pid is None:
+        return f"process {w.shard[0]} of {count} could not be started"
+    code = w.proc.returncode
     how = (
         f"killed by {signal.Signals(-code).name}"
         if code is not None and code < 0
         else f"exit status {code}"
+        if code is not None
+        else "how is unknown: its zygote ended first"
     )
     return f"process {w.shard[0]} of {count} ended before it finished ({how})"
 

@@ -1,5 +1,6 @@
 """One process of ``--processes N``: its part of the parent's plan transferred under its shard's
-journal, its events sent to the parent in batches; ``python -m ego4d_dl.worker FD``."""
+journal, its events sent to the parent in batches; ``python -m ego4d_dl.worker FD``, or forked
+by the zygote (``zygote``), which imports all that once."""
 
 from __future__ import annotations
 
