@@ -32,9 +32,9 @@ ZYGOTE_RECORD = struct.Struct("!cii")
 
 
 def _preload() -> None:
-    """What a worker's store loads on first use (aioboto3, aiobotocore, aiohttp, botocore),
-    imported here so that a zygote forked after this has it."""
-    import aioboto3  # noqa: F401
+    """What a worker's store loads on first use (aiobotocore, aiohttp, botocore), imported
+    here so that a zygote forked after this has it."""
+    import aiobotocore.session  # noqa: F401
     import botocore.httpsession  # noqa: F401
 
     from .store import adapter, body  # noqa: F401
