@@ -98,3 +98,51 @@ def test_a_bad_number_is_still_a_usage_error_with_typers_message(flag: str, mess
     code, _, err, _ = _loaded_after(["download", "-o", "out", flag, "many"])
     assert code == 2
     assert f"Invalid value for '{flag}': {message}" in err
+
+
+_TLS_PROBE = """
+import asyncio, json, ssl
+from ego4d_dl.config import Credentials
+from ego4d_dl.credentials import make_session
+
+make_session(Credentials())  # the first import of the stack in this interpreter
+import aiobotocore.httpsession as hs
+import aiohttp.connector as c
+
+async def https_context():
+    async with hs.AIOHTTPSession() as session:
+        return session._create_connector(None)._ssl
+
+ours = asyncio.run(https_context())
+print(json.dumps({
+    "aiohttp_default": c._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"],
+    "aiohttp_default_verifies": c._SSL_CONTEXT_VERIFIED.verify_mode == ssl.CERT_REQUIRED,
+    "fresh_default": ssl.create_default_context().cert_store_stats()["x509_ca"],
+    "https_client": ours.cert_store_stats()["x509_ca"],
+    "https_client_verifies": ours.verify_mode == ssl.CERT_REQUIRED,
+}))
+"""
+
+
+def test_aiohttp_import_time_tls_contexts_load_no_cas_and_https_clients_still_do() -> None:
+    """The first import of the stack skips the CAs of aiohttp's two import-time contexts
+    (unused by us; ~55 ms): they stay verifying, so a use would fail closed. Contexts made
+    afterwards, and the ones aiobotocore gives its HTTPS connectors, load CAs as ever."""
+    import json
+
+    ran = subprocess.run(
+        [sys.executable, "-c", _TLS_PROBE], capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    found = json.loads(ran.stdout)
+    assert found["aiohttp_default"] == 0 and found["aiohttp_default_verifies"]
+    assert found["https_client"] > 0 and found["https_client_verifies"]
+    # ssl itself is left as it was: a context made now loads the system's CAs again (where
+    # the system has any; certifi's are what the HTTPS client above loaded).
+    assert found["fresh_default"] == _system_cas()
+
+
+def _system_cas() -> int:
+    import ssl
+
+    return int(ssl.create_default_context().cert_store_stats()["x509_ca"])

@@ -140,14 +140,40 @@ def profile_errors(profile: str | None) -> Iterator[None]:
         raise ConfigError(profile_message(profile)) from exc
 
 
+def _session_class() -> Any:
+    """aiobotocore's session class; the first import of the stack skips the system's CA
+    certificates for the two TLS contexts aiohttp makes when it is imported.
+
+    Those contexts (``ssl=True``'s default) serve no request of ours: aiobotocore hands its
+    connectors a context of its own (certifi's CAs, botocore's settings) or ``False`` for
+    plain HTTP. Loading the CAs into them cost ~55 ms of every run. Left without CAs, they
+    verify nothing, so any use of them would fail closed, never pass unverified.
+    """
+    import sys
+
+    if "aiohttp.connector" in sys.modules:
+        from aiobotocore.session import AioSession
+
+        return AioSession
+    import ssl
+
+    load = ssl.SSLContext.set_default_verify_paths
+    ssl.SSLContext.set_default_verify_paths = lambda self: None  # type: ignore[method-assign]
+    try:
+        from aiobotocore.session import AioSession
+    finally:
+        ssl.SSLContext.set_default_verify_paths = load  # type: ignore[method-assign]
+    return AioSession
+
+
 def make_session(credentials: Credentials) -> AioSession:
     """An aiobotocore session for the profile (or the default chain), profile errors
     translated. Not aioboto3's ``Session``: it adds nothing we use, and its S3 customisations
     import boto3's and s3transfer's modules into every client made (0.05-0.1 s of each run)."""
-    from aiobotocore.session import AioSession
+    session_class = _session_class()
 
     with profile_errors(credentials.profile):
-        session = AioSession()
+        session = session_class()
         if credentials.access_key_id and credentials.secret_access_key:
             session.set_credentials(
                 credentials.access_key_id,
