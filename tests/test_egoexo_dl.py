@@ -513,3 +513,17 @@ def test_shards_split_the_work_and_status_sees_both(
     doc = json.loads(status.stdout)
     assert doc["shard_count"] == 2
     assert doc["totals"]["complete_files"] == len(truth)
+
+
+def test_keys_the_server_refuses_end_with_exit_3_and_name_ego_exo4d_keys(
+    sandbox: Sandbox,
+    egoexo_release: EgoExoSeededRelease,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An Ego-Exo4D user is told about their keys, not only Ego4D's."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    ran = egoexo_dl("-o", tmp_path / "out", "-y", "--endpoint-url", sandbox.endpoint_url)
+    assert ran.code == 3, ran.stderr
+    assert "Ego-Exo4D keys expire after 14 days" in ran.stderr

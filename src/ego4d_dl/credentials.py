@@ -125,7 +125,7 @@ def profile_message(profile: str | None) -> str:
     config = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
     return (
         f"AWS profile {name!r} not found in {credentials} or {config}; add your "
-        f"Ego4D keys with: aws configure --profile {name}"
+        f"Ego4D / Ego-Exo4D keys with: aws configure --profile {name}"
     )
 
 

@@ -126,8 +126,8 @@ def _explain_credentials(exc: CredentialsError, key_id: str) -> Finding:
         )
     elif code in ("ExpiredToken", "TokenRefreshRequired", "InvalidToken"):
         detail = (
-            "the keys have expired: Ego4D keys last 14 days; renew them from your Ego4D "
-            "licence e-mail and run `aws configure` again"
+            "the keys have expired: Ego4D and Ego-Exo4D keys last 14 days; renew them from "
+            "your licence e-mail and run `aws configure` again"
         )
     elif code == "RequestTimeTooSkewed":
         detail = "S3 rejects the requests because this machine's clock is off; fix the clock"

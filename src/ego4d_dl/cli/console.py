@@ -165,8 +165,8 @@ def run_async(make: Callable[[], Coroutine[Any, Any, T]], *, credentials: Creden
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except CredentialsError as exc:
         fail(
-            f"{exc} (using {credentials.label}). Ego4D keys expire after 14 days; renew them "
-            "from your Ego4D licence e-mail and run `aws configure"
+            f"{exc} (using {credentials.label}). Ego4D and Ego-Exo4D keys expire after 14 days; "
+            "renew them from your licence e-mail and run `aws configure"
             + (f" --profile {credentials.profile}" if credentials.profile else "")
             + "`.",
             EXIT_CREDENTIALS,

@@ -302,8 +302,8 @@ class _DownloadRun:
         stopped_by = summary.stopped_by or ""
         if summary.stop_kind is StopKind.CREDENTIALS:
             fail(
-                f"{stopped_by} (using {self.options.credentials.label}). Ego4D keys expire "
-                "after 14 days; renew them and run the same command to resume.",
+                f"{stopped_by} (using {self.options.credentials.label}). Ego4D and Ego-Exo4D "
+                "keys expire after 14 days; renew them and run the same command to resume.",
                 code,
             )
         # Disk-full messages already say how to resume; say it once.
