@@ -149,16 +149,13 @@ def _session_class() -> Any:
     plain HTTP. Loading the CAs into them cost ~55 ms of every run. Left without CAs, they
     verify nothing, so any use of them would fail closed, never pass unverified.
     """
+    import ssl
     import sys
 
-    if "aiohttp.connector" in sys.modules:
-        from aiobotocore.session import AioSession
-
-        return AioSession
-    import ssl
-
+    first = "aiohttp.connector" not in sys.modules
     load = ssl.SSLContext.set_default_verify_paths
-    ssl.SSLContext.set_default_verify_paths = lambda self: None  # type: ignore[method-assign]
+    if first:
+        ssl.SSLContext.set_default_verify_paths = lambda self: None  # type: ignore[method-assign]
     try:
         from aiobotocore.session import AioSession
     finally:
