@@ -382,6 +382,17 @@ def _rerun(
     return docs[-1]["summary"], docs
 
 
+def _resumes_exactly(out: Path, dataset: Dataset, endpoint: str) -> int:
+    """Rerun with two processes after an interrupted run: it skips exactly the files the
+    journals call complete and fetches exactly the bytes no journal holds; the number of
+    complete files before the rerun."""
+    complete, complete_bytes, partial_bytes = _journaled(out, dataset)
+    again, _ = _rerun(out, dataset, endpoint, "--processes", "2")
+    assert again["skipped"] == complete
+    assert again["bytes_fetched"] == dataset.size_bytes - complete_bytes - partial_bytes
+    return complete
+
+
 def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes(
     aws_env: dict[str, str],
     sandbox: Sandbox,
@@ -407,11 +418,8 @@ def test_ctrl_c_stops_every_worker_cleanly_and_the_rerun_resumes(
     assert "stopping: cancelling requests in flight and saving progress" in err
     assert err.rstrip().endswith("resume with the same command")
     assert not any(_alive(pid) for pid in [*zygotes, *workers])
-    complete, complete_bytes, partial_bytes = _journaled(tmp_path, slow_dataset)
+    complete = _resumes_exactly(tmp_path, slow_dataset, sandbox.endpoint_url)
     assert complete < len(slow_dataset.md5_by_relpath)
-    again, _ = _rerun(tmp_path, slow_dataset, sandbox.endpoint_url, "--processes", "2")
-    assert again["skipped"] == complete
-    assert again["bytes_fetched"] == slow_dataset.size_bytes - complete_bytes - partial_bytes
 
 
 def test_a_killed_worker_fails_the_run_and_the_rerun_resumes(
@@ -461,10 +469,7 @@ def test_a_killed_parent_leaves_its_workers_to_stop_and_a_resumable_folder(
     while any(_alive(pid) for pid in workers):
         assert time.monotonic() < deadline, f"a worker outlived its parent: {err}"
         time.sleep(0.1)
-    complete, complete_bytes, partial_bytes = _journaled(tmp_path, slow_dataset)
-    again, _ = _rerun(tmp_path, slow_dataset, sandbox.endpoint_url, "--processes", "2")
-    assert again["skipped"] == complete
-    assert again["bytes_fetched"] == slow_dataset.size_bytes - complete_bytes - partial_bytes
+    _resumes_exactly(tmp_path, slow_dataset, sandbox.endpoint_url)
 
 
 def test_a_rerun_with_another_count_fetches_nothing_and_the_commands_agree(
